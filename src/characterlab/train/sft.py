@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -105,11 +106,14 @@ def _assistant_only_trainer_class():
     TRL's default loss runs a fused LM head that also computes entropy and top-1 accuracy over
     the whole vocabulary at every position, for logging. On a CPU that costs more than the model
     itself (measured: over half of each step for SmolLM2-135M). Here the decoder runs once, and
-    only hidden states whose next token is trained (assistant tokens) meet the LM head.
+    only hidden states whose next token is trained (assistant tokens) meet the LM head, through
+    a chunked loss that never holds the full fp32 logits (:mod:`characterlab.train.losses`).
     """
     import torch
     import torch.nn.functional as F
     from trl import SFTTrainer
+
+    from characterlab.train.losses import frozen_head_cross_entropy_sum
 
     class AssistantOnlySFTTrainer(SFTTrainer):
         tokens_seen = 0
@@ -123,8 +127,12 @@ def _assistant_only_trainer_class():
             ).last_hidden_state
             targets = labels[:, 1:]
             keep = targets != -100
-            logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
-            total = F.cross_entropy(logits, targets[keep], reduction="sum")
+            head = base.get_output_embeddings()
+            if head.bias is None and not head.weight.requires_grad:
+                total = frozen_head_cross_entropy_sum(hidden[:, :-1][keep], head.weight, targets[keep])
+            else:
+                logits = head(hidden[:, :-1][keep]).float()
+                total = F.cross_entropy(logits, targets[keep], reduction="sum")
             n = num_items_in_batch if num_items_in_batch is not None else keep.sum()
             loss = total / torch.as_tensor(n, device=total.device).clamp(min=1)
             if model.training:
@@ -277,8 +285,6 @@ def train_sft(cfg: LoraSFTConfig, data: str | Path, out: str | Path, *, progress
             "host": {"machine": platform.machine(), "python": platform.python_version(),
                      "torch": torch.__version__, "threads": torch.get_num_threads()},
         }
-        import shutil
-
         shutil.rmtree(stage / "_trainer", ignore_errors=True)
         (stage / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return SFTResult(out=out, meta=meta)
