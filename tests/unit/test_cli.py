@@ -66,3 +66,10 @@ def test_train_sft_cli_end_to_end(tiny_ref, chat_file, tmp_path):
     gen = runner.invoke(app, ["generate", "--model", tiny_ref, "--adapter", str(out), "--prompt", "hi",
                               "--max-new-tokens", "4"])
     assert gen.exit_code == 0, gen.output
+
+
+def test_bench_json_stdout_is_one_json_object(tiny_ref):
+    proc = _cli("bench", "--json", "--quick", "--model", tiny_ref)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["gen_speedup"] > 0 and result["train_mfu"] > 0

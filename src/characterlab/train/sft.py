@@ -247,6 +247,10 @@ def train_sft(cfg: LoraSFTConfig, data: str | Path, out: str | Path, *, progress
         )
         recorder = _recorder(lambda: trainer.tokens_seen)
         trainer.add_callback(recorder)
+        if not progress:
+            from transformers import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
         start = time.perf_counter()
         output = trainer.train()
         seconds = time.perf_counter() - start
