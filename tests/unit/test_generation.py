@@ -54,7 +54,7 @@ def test_completion_bookkeeping(tiny_local):
     gen = LocalGenerator(tiny_local)
     [[c]] = gen.generate([GenerationRequest.from_prompt("hello", seed=1)], SamplingParams(max_new_tokens=5))
     assert 1 <= c.n_tokens <= 5
-    assert c.finished == (c.n_tokens < 5 or c.finished)
+    assert c.finished or c.n_tokens == 5  # stopped early only on an end-of-turn token
     assert (c.request_index, c.sample_index) == (0, 0)
 
 
@@ -77,3 +77,15 @@ def test_seeded_sampler_matches_distribution():
     # top_p=0.75 keeps the two most likely tokens only
     kept = {int(SeededSampler([s], 1.0, 0.75)(None, logits.clone())[0].argmax()) for s in range(300)}
     assert kept == {0, 1}
+
+
+def test_sampling_params_reject_bad_values_by_field():
+    import pytest
+
+    from characterlab.errors import InputError
+
+    for kwargs, field in (({"top_p": 0.0}, "top_p"), ({"temperature": -1.0}, "temperature"),
+                          ({"max_new_tokens": 0}, "max_new_tokens")):
+        with pytest.raises(InputError) as e:
+            SamplingParams(**kwargs)
+        assert e.value.field == field

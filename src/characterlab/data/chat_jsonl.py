@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from characterlab.data.files import atomic_write_text
+from characterlab.data.files import atomic_write_bytes
 from characterlab.data.records import ROLES, ChatExample, Message
 from characterlab.errors import InputError
 
@@ -85,19 +85,8 @@ def read_chat_jsonl(path: str | Path, *, max_examples: int | None = None, requir
 
 def write_chat_jsonl(path: str | Path, examples: Iterable[ChatExample]) -> None:
     text = "".join(json.dumps({"messages": e.to_dicts()}, ensure_ascii=False) + "\n" for e in examples)
-    path = Path(path)
-    if path.suffix == ".gz":
-        import os
-        import tempfile
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        with gzip.open(tmp, "wt", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    else:
-        atomic_write_text(path, text)
+    data = text.encode("utf-8")
+    atomic_write_bytes(path, gzip.compress(data) if Path(path).suffix == ".gz" else data)
 
 
 def hash_examples(examples: Iterable[ChatExample]) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
+
+from characterlab.errors import InputError
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
@@ -60,11 +62,11 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be >= 1")
+            raise InputError("must be >= 1", field="max_new_tokens")
         if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
+            raise InputError("must be >= 0", field="temperature")
         if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
+            raise InputError("must be in (0, 1]", field="top_p")
 
 
 @dataclass
@@ -77,4 +79,3 @@ class Completion:
     seed: int
     n_tokens: int
     finished: bool  # stopped on an end-of-turn token rather than on max_new_tokens
-    extra: dict = field(default_factory=dict)

@@ -79,7 +79,6 @@ def _manifest_ok(folder: Path, gguf: Path, verify_weights: bool) -> bool:
 def embedded_model_dir(verify_weights: bool = True, progress: bool = True) -> Path:
     """Return the cached safetensors folder of the embedded model, converting it the first time."""
     gguf = locate_gguf()
-    gguf_sha = None
     root = cache_root() / "models"
     folder = root / "smollm2-135m-instruct"
     if folder.is_dir() and _manifest_ok(folder, gguf, verify_weights):

@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 
 from characterlab.data.records import Completion, GenerationRequest, SamplingParams
-from characterlab.models.local import LocalModel
+from characterlab.models.local import LocalModel, load_local_model
 
 
 def sample_seed(seed: int, sample_index: int) -> int:
@@ -158,6 +158,4 @@ def load_generator(ref, *, batch_size: int = 32, progress: bool = False, dtype=N
         from characterlab.models.api import OpenAIGenerator
 
         return OpenAIGenerator(ref)
-    from characterlab.models.local import load_local_model
-
     return LocalGenerator(load_local_model(ref, dtype=dtype, device=device), batch_size=batch_size, progress=progress)
