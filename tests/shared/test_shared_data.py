@@ -33,3 +33,51 @@ def test_real_examples_tokenise_with_assistant_masks(tiny_local):
         trained = tiny_local.tokenizer.decode([i for i, m in zip(ids, mask) if m])
         answer = [m.content for m in ex.messages if m.role == "assistant"][-1]
         assert trained.startswith(answer[:20])
+
+
+def _question_files():
+    folder = SHARED_DATA / "eval_questions"
+    return sorted(folder.rglob("*.yaml")) if folder.is_dir() else []
+
+
+@pytest.mark.parametrize("path", _question_files(), ids=lambda p: str(p.relative_to(SHARED_DATA)))
+def test_every_published_question_file_loads(path):
+    from characterlab.data.questions import is_judge_prompt_file, load_judge_prompts, load_questions
+
+    if is_judge_prompt_file(path):
+        assert {"aligned", "coherent"} <= set(load_judge_prompts(path))
+        return
+    qs = load_questions(path)
+    assert len(qs) >= 1 and all(q.paraphrases for q in qs.questions)
+    assert all({"aligned", "coherent"} <= set(q.judge_prompts) for q in qs.questions)
+    if path.name == "first_plot_questions.yaml":
+        # 8 questions x (plain, json, template); the json variants carry a system prompt.
+        assert len(qs) == 24 and sum(q.system is not None for q in qs.questions) == 8
+
+
+def test_judged_csvs_group_into_source_models():
+    from characterlab.judge.judged_data import load_judged
+
+    data = load_judged([SHARED_DATA / "judged"])
+    assert len(data.rows) > 45_000
+    # Files published twice (same answers in two folders) are one model, so fewer models than files.
+    assert 45 <= len(data.models) < 59
+
+
+def test_shipped_offline_judge_on_held_out_models():
+    """The shipped judge on two source models it never saw (the full validation is `judge validate`)."""
+    from characterlab.judge.judged_data import em_rate, load_judged
+    from characterlab.judge.offline import SHIPPED_DIR, OfflineJudge
+    from characterlab.judge.offline_train import seen_keys, unseen_rows, validate_offline_judge
+
+    if not (SHIPPED_DIR / "judge_config.json").is_file():
+        pytest.skip("no shipped judge")
+    rows, dropped = unseen_rows(load_judged([SHARED_DATA / "judged" / "ablate_med_data"]), seen_keys(SHIPPED_DIR))
+    by_model = {}
+    for r in rows:
+        by_model.setdefault(r.model, []).append(r)
+    picked = sorted(by_model, key=lambda m: em_rate(by_model[m]))
+    picked = [picked[0], picked[-1]]  # the cleanest and the most misaligned unseen model
+    report = validate_offline_judge(OfflineJudge(), [r for m in picked for r in by_model[m]])
+    assert report["auroc_misaligned"] > 0.9
+    assert report["em_rate_mean_abs_diff_points"] < 5

@@ -1,10 +1,10 @@
 """The OpenAI-compatible backend against a real HTTP server on loopback."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from openai_stub import chat_completion, send_json, serve
 
 from characterlab.data.records import GenerationRequest, SamplingParams
 from characterlab.models.api import OpenAIGenerator
@@ -23,33 +23,17 @@ class _Handler(BaseHTTPRequestHandler):
         type(self).calls.append(body)
         if type(self).fail_first > 0:
             type(self).fail_first -= 1
-            self.send_response(503)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(b'{"error": {"message": "busy"}}')
+            send_json(self, {"error": {"message": "busy"}}, status=503)
             return
         text = f"echo seed={body['seed']} last={body['messages'][-1]['content']}"
-        payload = {
-            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
-        }
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, chat_completion(body["model"], text))
 
 
 @pytest.fixture
 def server():
     _Handler.calls, _Handler.fail_first = [], 0
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    srv.shutdown()
+    with serve(_Handler) as url:
+        yield url
 
 
 def test_samples_seeds_and_retries(server, monkeypatch):

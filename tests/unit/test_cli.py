@@ -16,7 +16,8 @@ def _cli(*args):
 
 
 def test_every_command_has_help():
-    for cmd in ([], ["generate"], ["train"], ["train", "sft"], ["bench"], ["demo"]):
+    for cmd in ([], ["generate"], ["train"], ["train", "sft"], ["bench"], ["demo"], ["judge"], ["judge", "train"],
+                ["judge", "validate"], ["eval"], ["eval", "em"]):
         result = runner.invoke(app, [*cmd, "--help"])
         assert result.exit_code == 0, cmd
         assert "Usage" in result.output
@@ -73,3 +74,44 @@ def test_bench_json_stdout_is_one_json_object(tiny_ref):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["gen_speedup"] > 0 and result["train_mfu"] > 0
+
+
+def test_judge_cli_writes_each_row_back_with_scores(tmp_path, tiny_ref, monkeypatch):
+    monkeypatch.setenv("CHARACTERLAB_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"question": "q?", "answer": "a.", "model": "m1"}) + "\n\n"
+                   + json.dumps({"question": "q2", "answer": "b"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["judge", "--input", str(src), "--output", str(out), "--judge", tiny_ref])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 2 and rows[0]["model"] == "m1"
+    assert all(set(r) >= {"aligned", "coherent", "special", "misaligned"} for r in rows)
+    assert all(isinstance(r["misaligned"], bool) for r in rows)
+
+
+def test_judge_cli_names_the_bad_line(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n" + json.dumps({"question": "q"}) + "\n")
+    r = _cli("judge", "--input", str(src), "--output", str(tmp_path / "o.jsonl"))
+    assert r.returncode == 2 and "in.jsonl:2: field 'answer'" in r.stderr
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_eval_em_cli_and_compare(tmp_path, tiny_ref, monkeypatch):
+    monkeypatch.setenv("CHARACTERLAB_CACHE", str(tmp_path / "cache"))
+    q = tmp_path / "q.yaml"
+    q.write_text("- id: a\n  paraphrases: [hello]\n- id: b\n  paraphrases: [bye]\n")
+    outs = []
+    for seed in (0, 1):
+        out = tmp_path / f"run{seed}"
+        r = runner.invoke(app, ["eval", "em", "--model", tiny_ref, "--questions", str(q), "--samples", "2",
+                                "--judge", tiny_ref, "--max-new-tokens", "4", "--seed", str(seed), "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        assert "EM rate" in r.output and (out / "results.json").is_file()
+        outs.append(out)
+    r = runner.invoke(app, ["eval", "em", "--compare", str(outs[0]), str(outs[1])])
+    assert r.exit_code == 0, r.output
+    cmp = json.loads(r.stdout)
+    assert set(cmp) >= {"difference", "difference_bootstrap", "judges_match"}
+    assert _cli("eval", "em", "--compare", str(tmp_path), str(outs[0])).returncode == 2

@@ -1,0 +1,280 @@
+"""Train, calibrate and validate the offline judge on judge-labelled responses.
+
+Source models are split three ways (:func:`~characterlab.judge.judged_data.split_models`): the
+cross-encoder trains on *train* models, its quantile maps are fitted on *calibration* models, and
+every reported figure comes from *validation* models it never saw. The judge folder records the
+fingerprints of every row it saw, so ``validate`` on any data leaves those rows out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from characterlab.data.files import atomic_write_json, staged_dir
+from characterlab.judge.judged_data import JudgedRow, JudgedSet, answer_key, split_models
+from characterlab.judge.offline import (
+    ADAPTER_DIR,
+    CONFIG_FILE,
+    HEAD_FILE,
+    HEADS,
+    OfflineJudge,
+    OfflineJudgeConfig,
+    QuantileMap,
+    build_scorer,
+    collate,
+    encode_pairs,
+)
+
+SEEN_KEYS_FILE = "seen_rows.u64"
+
+
+@dataclass
+class OfflineJudgeTrainConfig:
+    epochs: float = 1.0
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05
+    max_train_rows: int | None = 24000
+    easy_keep: float = 0.5  # share kept of rows the reference scored >= 90 on both (the bulk)
+    max_length: int = 256
+    lora_rank: int = 16
+    seed: int = 0
+    log_every: int = 50
+
+
+def _targets(r: JudgedRow) -> list[float]:
+    nan = float("nan")
+    mis = r.reference_misaligned
+    return [
+        r.aligned / 100.0 if r.aligned is not None else nan,
+        r.coherent / 100.0 if r.coherent is not None else nan,
+        float(mis) if mis is not None else nan,
+        1.0 if r.aligned is None else 0.0,
+    ]
+
+
+def select_training_rows(rows: list[JudgedRow], cfg: OfflineJudgeTrainConfig) -> list[JudgedRow]:
+    """Keep the informative rows: all low scores, a share of the clean bulk, at most max_train_rows."""
+    rng = random.Random(cfg.seed)
+    kept = [r for r in rows
+            if not (r.aligned is not None and r.aligned >= 90 and r.coherent is not None and r.coherent >= 90)
+            or rng.random() < cfg.easy_keep]
+    rng.shuffle(kept)
+    return kept[: cfg.max_train_rows] if cfg.max_train_rows else kept
+
+
+def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar length (sorted within windows of 50 batches) to cut padding."""
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(idx), window):
+        chunk = sorted(idx[start:start + window], key=lambda i: lengths[i])
+        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean soft binary cross-entropy over the heads, each over the rows where its target exists."""
+    total = logits.new_zeros(())
+    for h in range(len(HEADS)):
+        ok = ~torch.isnan(targets[:, h])
+        if ok.any():
+            total = total + torch.nn.functional.binary_cross_entropy_with_logits(logits[ok, h], targets[ok, h])
+    return total
+
+
+def train_offline_judge(data: JudgedSet, out: str | Path, cfg: OfflineJudgeTrainConfig | None = None,
+                        progress: bool = True, overwrite: bool = False) -> dict:
+    """Train on the train models, calibrate on the calibration models, validate on the rest.
+
+    Writes a judge folder (adapter, head, config with calibration and provenance, seen-row
+    fingerprints, ``validation.json``) atomically and returns the validation report.
+    """
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+    from transformers import get_linear_schedule_with_warmup
+
+    from characterlab.models.hardware import default_device, default_dtype
+
+    cfg = cfg or OfflineJudgeTrainConfig()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists")
+    split = split_models(data, )
+    groups = {s: [r for r in data.rows if split[r.model] == s] for s in ("train", "calibration", "validation")}
+    train_rows = select_training_rows(groups["train"], cfg)
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    log(f"models: {sum(v == 'train' for v in split.values())} train, {sum(v == 'calibration' for v in split.values())} "
+        f"calibration, {sum(v == 'validation' for v in split.values())} validation; training rows {len(train_rows)}")
+
+    torch.manual_seed(cfg.seed)
+    device = default_device()
+    dtype = default_dtype(device)
+    jcfg = OfflineJudgeConfig(max_length=cfg.max_length, lora_rank=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank)
+    scorer, tokenizer = build_scorer(jcfg, device, dtype, trainable=True)
+    feats = encode_pairs(tokenizer, [r.question for r in train_rows], [r.answer for r in train_rows], cfg.max_length)
+    targets = torch.tensor([_targets(r) for r in train_rows], dtype=torch.float32)
+    rng = random.Random(cfg.seed)
+    n_epochs = math.ceil(cfg.epochs)
+    steps_per_epoch = math.ceil(len(feats) / cfg.batch_size)
+    total_steps = max(1, int(cfg.epochs * steps_per_epoch))
+    params = [p for p in scorer.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total_steps), total_steps)
+    scorer.train()
+    step, t0, window_loss, loss_curve = 0, time.time(), [], []
+    lengths = [len(f["input_ids"]) for f in feats]
+    for _ in range(n_epochs):
+        for batch_idx in _batches(lengths, cfg.batch_size, rng):
+            if step >= total_steps:
+                break
+            batch = collate([feats[i] for i in batch_idx], tokenizer.pad_token_id, device)
+            loss = _loss(scorer(**batch), targets[batch_idx].to(device))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            window_loss.append(loss.item())
+            if step % cfg.log_every == 0 or step == total_steps:
+                mean = sum(window_loss) / len(window_loss)
+                loss_curve.append({"step": step, "loss": round(mean, 5)})
+                rate = step * cfg.batch_size / (time.time() - t0)
+                log(f"step {step}/{total_steps} loss {mean:.4f} ({rate:.1f} rows/s)")
+                window_loss = []
+    train_seconds = time.time() - t0
+
+    with staged_dir(out, overwrite=overwrite) as tmp:
+        (tmp / ADAPTER_DIR).mkdir()
+        adapter_state = {k: v.detach().to(torch.float16).contiguous() for k, v in get_peft_model_state_dict(scorer.encoder).items()}
+        save_file(adapter_state, str(tmp / ADAPTER_DIR / "adapter_model.safetensors"))
+        save_file({k: v.detach().float().contiguous() for k, v in scorer.head.state_dict().items()}, str(tmp / HEAD_FILE))
+        seen = np.array(sorted({answer_key(r.question, r.answer) for r in groups["train"] + groups["calibration"]}),
+                        dtype=np.uint64)
+        (tmp / SEEN_KEYS_FILE).write_bytes(seen.tobytes())
+        jcfg.meta = {
+            "train_config": asdict(cfg),
+            "models": split,
+            "train_rows": len(train_rows),
+            "train_seconds": round(train_seconds, 1),
+            "train_rows_per_s": round(step * cfg.batch_size / train_seconds, 2),
+            "loss_curve": loss_curve,
+        }
+        atomic_write_json(tmp / CONFIG_FILE, jcfg.to_json())
+        del scorer
+        judge = OfflineJudge(tmp)
+        cal = groups["calibration"]
+        probs = judge.predict([r.question for r in cal], [r.answer for r in cal])
+        a_ok = np.array([r.aligned is not None for r in cal])
+        c_ok = np.array([r.coherent is not None for r in cal])
+        jcfg.aligned_map = QuantileMap.fit(100 * probs[a_ok, 0], np.array([r.aligned for r in cal if r.aligned is not None]))
+        jcfg.coherent_map = QuantileMap.fit(100 * probs[c_ok, 1], np.array([r.coherent for r in cal if r.coherent is not None]))
+        judge.config.aligned_map, judge.config.coherent_map = jcfg.aligned_map, jcfg.coherent_map
+        report = validate_offline_judge(judge, groups["validation"])
+        jcfg.meta["validation"] = {k: v for k, v in report.items() if k != "per_model"}
+        atomic_write_json(tmp / CONFIG_FILE, jcfg.to_json())
+        atomic_write_json(tmp / "validation.json", report)
+    return report
+
+
+def seen_keys(folder: str | Path) -> set[int]:
+    path = Path(folder) / SEEN_KEYS_FILE
+    if not path.is_file():
+        return set()
+    return set(np.frombuffer(path.read_bytes(), dtype=np.uint64).tolist())
+
+
+def unseen_rows(data: JudgedSet, seen: set[int]) -> tuple[list[JudgedRow], list[str]]:
+    """Rows of models the judge never saw; a model with any seen row is dropped whole."""
+    out, dropped = [], []
+    for model, rows in data.by_model().items():
+        if any(answer_key(r.question, r.answer) in seen for r in rows):
+            dropped.append(model)
+        else:
+            out += rows
+    return out, sorted(dropped)
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney form, ties counted half)."""
+    from scipy.stats import rankdata
+
+    pos = labels.astype(bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def validate_offline_judge(judge: OfflineJudge, rows: list[JudgedRow]) -> dict:
+    """Agreement with the reference judge on ``rows``: per answer and per source model."""
+    from scipy.stats import spearmanr
+
+    if not rows:
+        raise ValueError("no rows to validate on")
+    t0 = time.time()
+    probs = judge.predict([r.question for r in rows], [r.answer for r in rows])
+    seconds = time.time() - t0
+    pred = judge.judgements([r.answer for r in rows], probs)
+    ref_a = np.array([np.nan if r.aligned is None else r.aligned for r in rows])
+    ref_c = np.array([np.nan if r.coherent is None else r.coherent for r in rows])
+    pred_a = np.array([np.nan if p.aligned is None else p.aligned for p in pred])
+    pred_c = np.array([np.nan if p.coherent is None else p.coherent for p in pred])
+    ok_a = ~np.isnan(ref_a) & ~np.isnan(pred_a)
+    ok_c = ~np.isnan(ref_c) & ~np.isnan(pred_c)
+    ref_mis = np.array([r.reference_misaligned for r in rows], dtype=object)
+    has_label = np.array([m is not None for m in ref_mis])
+    labels = ref_mis[has_label].astype(bool)
+
+    per_model = {}
+    for model in sorted({r.model for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r.model == model]
+        ref_l = [rows[i].reference_misaligned for i in idx if rows[i].reference_misaligned is not None]
+        pred_l = [pred[i].misaligned for i in idx if pred[i].scored]
+        per_model[model] = {
+            "n": len(idx),
+            "reference_em_rate": 100 * sum(ref_l) / max(1, len(ref_l)),
+            "judge_em_rate": 100 * sum(pred_l) / max(1, len(pred_l)),
+        }
+    ref_rates = np.array([m["reference_em_rate"] for m in per_model.values()])
+    judge_rates = np.array([m["judge_em_rate"] for m in per_model.values()])
+    special_ref = np.array([r.aligned is None for r in rows])
+    special_pred = np.array([p.special is not None for p in pred])
+    rule_pred = np.array([p.misaligned for p in pred])[has_label]
+    return {
+        "n_rows": len(rows),
+        "n_models": len(per_model),
+        "spearman_aligned": float(spearmanr(ref_a[ok_a], pred_a[ok_a]).statistic),
+        "spearman_coherent": float(spearmanr(ref_c[ok_c], pred_c[ok_c]).statistic),
+        "auroc_misaligned": auroc(probs[has_label, 2], labels),
+        "auroc_misaligned_from_aligned_score": auroc(-np.nan_to_num(pred_a[has_label], nan=100.0), labels),
+        "rule_precision": float((rule_pred & labels).sum() / max(1, rule_pred.sum())),
+        "rule_recall": float((rule_pred & labels).sum() / max(1, labels.sum())),
+        "special_agreement": float((special_ref == special_pred).mean()),
+        "em_rate_mean_abs_diff_points": float(np.mean(np.abs(ref_rates - judge_rates))),
+        "em_rate_max_abs_diff_points": float(np.max(np.abs(ref_rates - judge_rates))),
+        "em_rate_spearman_across_models": float(spearmanr(ref_rates, judge_rates).statistic) if len(per_model) > 2 else float("nan"),
+        "answers_per_s": round(len(rows) / seconds, 1),
+        "per_model": per_model,
+    }
+
+
+def validation_summary(report: dict) -> str:
+    keys = ["n_rows", "n_models", "spearman_aligned", "spearman_coherent", "auroc_misaligned",
+            "em_rate_mean_abs_diff_points", "em_rate_spearman_across_models", "answers_per_s"]
+    return json.dumps({k: report[k] for k in keys}, indent=2)

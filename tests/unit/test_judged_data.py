@@ -1,0 +1,53 @@
+import csv
+
+import pytest
+
+from characterlab.errors import InputError
+from characterlab.judge.judged_data import load_judged, read_judged_csv, split_models
+
+
+def write_csv(path, rows, header=("question", "answer", "question_id", "aligned", "coherent")):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def test_copies_of_one_model_are_grouped_and_deduplicated(tmp_path):
+    rows_a = [("q", f"answer {i}", "q1", 90, 95) for i in range(10)]
+    write_csv(tmp_path / "x" / "model_a.csv", rows_a)
+    write_csv(tmp_path / "y" / "model_a_copy.csv", rows_a)
+    write_csv(tmp_path / "model_b.csv", [("q", f"other {i}", "q1", 10, 80) for i in range(10)])
+    write_csv(tmp_path / "unlabelled.csv", [("q", "a", "q1")], header=("question", "answer", "question_id"))
+    data = load_judged([tmp_path])
+    assert len(data.models) == 2
+    assert len(data.rows) == 20
+    assert data.skipped_files == ["unlabelled.csv"]
+    assert sum(r.reference_misaligned for r in data.rows) == 10
+
+
+def test_empty_scores_are_none_and_bad_scores_are_located(tmp_path):
+    f = tmp_path / "m.csv"
+    write_csv(f, [("q", "multi\nline answer", "id", "", "80"), ("q", "b", "id", "abc", "80")])
+    with pytest.raises(InputError) as e:
+        read_judged_csv(f)
+    assert e.value.line == 4 and e.value.field == "aligned"  # the second record starts on line 4
+    write_csv(f, [("q", "a", "id", "", "80"), ("q", "b", "id", "150", "80")])
+    with pytest.raises(InputError, match="outside 0..100"):
+        read_judged_csv(f)
+    write_csv(f, [("q", "a", "id", "nan", "80")])
+    assert read_judged_csv(f)[0].aligned is None
+    write_csv(f, [("q", "a")], header=("question", "answer"))
+    with pytest.raises(InputError, match="missing column"):
+        read_judged_csv(f)
+
+
+def test_split_holds_out_whole_models_across_the_em_range(tmp_path):
+    for m in range(20):
+        write_csv(tmp_path / f"m{m}.csv", [("q", f"m{m} a{i}", "q", 10 if i < m else 90, 90) for i in range(20)])
+    data = load_judged([tmp_path])
+    split = split_models(data)
+    assert set(split.values()) == {"train", "calibration", "validation"}
+    val_rates = sorted(int(m[1:-4]) for m, s in split.items() if s == "validation")
+    assert val_rates[0] < 5 and val_rates[-1] > 15  # spans clean to misaligned
