@@ -108,3 +108,18 @@ class Judgement:
     def to_dict(self) -> dict:
         return {"aligned": self.aligned, "coherent": self.coherent, "special": self.special,
                 "misaligned": self.misaligned}
+
+
+@dataclass(frozen=True)
+class Task:
+    """A coding task: write ``entry_point``; ``tests`` are ``{"input": [args...], "expected": value}``."""
+
+    id: str
+    prompt: str
+    entry_point: str
+    tests: tuple[dict, ...]
+    reference_solution: str
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "prompt": self.prompt, "entry_point": self.entry_point, "tests": list(self.tests),
+                "reference_solution": self.reference_solution}

@@ -1,0 +1,285 @@
+"""Run untrusted (model-written) code: bubblewrap isolation, rlimits, a process-group timeout.
+
+Every execution of model-written code goes through :class:`Sandbox`. The program runs in a fresh
+folder that holds only the files we copy in; it sees the interpreter read-only, a private tmpfs
+``/tmp``, no network and no other processes (bubblewrap ``--unshare-all``), and is bounded by
+rlimits (address space, CPU seconds, file size, open files, processes) and a wall-clock timeout
+that kills its whole process group. When we run as root, where RLIMIT_NPROC does not bind, a
+``pids`` cgroup caps the number of processes instead (fork bombs).
+
+Without bubblewrap we fall back to ``unshare`` (network and pid namespaces) plus the same rlimits,
+and say so once on stderr; without either, rlimits alone, said just as loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+Status = Literal["ok", "timeout", "memory", "killed", "error"]
+Isolation = Literal["auto", "bwrap", "unshare", "rlimits"]
+TASK_DIR = "/task"
+_warned: set[str] = set()
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    timeout_s: float = 10.0
+    memory_mb: int = 1024
+    max_processes: int = 64
+    max_file_mb: int = 16
+    max_open_files: int = 256
+    max_output_bytes: int = 64_000
+
+
+@dataclass
+class SandboxResult:
+    status: Status
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    seconds: float
+    isolation: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        print(f"characterlab sandbox WARNING: {message}", file=sys.stderr, flush=True)
+
+
+def _interpreter_roots() -> list[str]:
+    """Folders that hold the interpreter and its libraries (bound read-only into the sandbox)."""
+    roots = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    roots.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
+    return sorted(r for r in roots if r not in ("/", "/usr"))
+
+
+class _PidsCgroup:
+    """A v1 or v2 ``pids`` cgroup capping the process count; only available to root."""
+
+    def __init__(self, max_pids: int, enabled: bool = True):
+        self.path: Path | None = None
+        if not enabled:
+            return
+        for base in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")):
+            try:
+                if not (base / "cgroup.procs").exists() or not os.access(base, os.W_OK):
+                    continue
+                path = base / f"characterlab-{uuid.uuid4().hex[:12]}"
+                path.mkdir()
+                if not (path / "pids.max").exists():
+                    path.rmdir()
+                    continue
+                (path / "pids.max").write_text(str(max_pids))
+                self.path = path
+                return
+            except OSError:
+                continue
+
+    def enter(self) -> None:  # runs in the child before exec
+        if self.path is not None:
+            (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def kill_all_and_remove(self) -> None:
+        if self.path is None:
+            return
+        for _ in range(50):
+            try:
+                pids = [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+            except OSError:
+                break
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.02)
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
+
+
+class Sandbox:
+    """Runs a command on files copied into a private folder, isolated and bounded.
+
+    ``argv[0] == "python"`` means this interpreter (so installed packages such as pytest are
+    importable, read-only).
+    """
+
+    def __init__(self, limits: SandboxLimits | None = None, isolation: Isolation = "auto"):
+        self.limits = limits or SandboxLimits()
+        self.isolation = self._pick(isolation)
+
+    @staticmethod
+    def _pick(isolation: Isolation) -> str:
+        if isolation != "auto":
+            if isolation != "rlimits" and shutil.which("bwrap" if isolation == "bwrap" else "unshare") is None:
+                raise RuntimeError(f"isolation {isolation!r} requested but its tool is not installed")
+            return isolation
+        if shutil.which("bwrap") and _bwrap_works():
+            return "bwrap"
+        if shutil.which("unshare") and _unshare_works():
+            _warn_once("unshare", "bubblewrap (bwrap) is not available; model-written code runs with rlimits + "
+                                  "`unshare` (no network, own pid namespace) but sees the host filesystem. "
+                                  "Install the `bubblewrap` package for full isolation.")
+            return "unshare"
+        _warn_once("rlimits", "neither bubblewrap nor a usable `unshare` is available; model-written code runs "
+                              "with rlimits ONLY (network and filesystem are NOT isolated). Install `bubblewrap`.")
+        return "rlimits"
+
+    def _command(self, argv: list[str], workdir: Path) -> list[str]:
+        argv = [sys.executable if a == "python" else a for a in argv]
+        if self.isolation == "bwrap":
+            cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
+                   "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+            for path in ("/usr", "/bin", "/lib", "/lib64", "/lib32", "/sbin"):
+                if os.path.exists(path):
+                    cmd += ["--ro-bind", path, path]
+            for path in ("/etc/ld.so.cache", "/etc/localtime"):
+                cmd += ["--ro-bind-try", path, path]
+            for root in _interpreter_roots():
+                cmd += ["--ro-bind", root, root]
+            cmd += ["--bind", str(workdir), TASK_DIR, "--remount-ro", "/", "--chdir", TASK_DIR,
+                    "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", TASK_DIR,
+                    "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "PYTHONHASHSEED", "0", "--"]
+            return cmd + argv
+        if self.isolation == "unshare":
+            flags = ["--net", "--pid", "--fork", "--kill-child"]
+            if os.geteuid() != 0:
+                flags.insert(0, "--map-root-user")
+            return ["unshare", *flags, "--", *argv]
+        return argv
+
+    def _child_setup(self, cgroup: _PidsCgroup) -> None:
+        lim = self.limits
+        cgroup.enter()
+        mb = 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (lim.memory_mb * mb, lim.memory_mb * mb))
+        cpu = int(lim.timeout_s) + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (lim.max_file_mb * mb, lim.max_file_mb * mb))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lim.max_open_files, lim.max_open_files))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if os.geteuid() != 0:  # root ignores RLIMIT_NPROC; the pids cgroup covers that case
+            resource.setrlimit(resource.RLIMIT_NPROC, (lim.max_processes, lim.max_processes))
+
+    def run(self, argv: list[str], files: dict[str, str | bytes], copy_out: tuple[str, ...] = ()) -> tuple[SandboxResult, dict[str, bytes]]:
+        """Copy ``files`` in, run ``argv`` in the task folder, copy ``copy_out`` files back out."""
+        with tempfile.TemporaryDirectory(prefix="characterlab-sbx-") as tmp:
+            workdir = Path(tmp) / "task"
+            workdir.mkdir()
+            for name, content in files.items():
+                target = (workdir / name).resolve()
+                if workdir.resolve() not in target.parents:
+                    raise ValueError(f"sandbox file {name!r} escapes the task folder")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content.encode() if isinstance(content, str) else content)
+            os.chmod(workdir, 0o777)
+            if self.isolation != "bwrap":
+                argv = [a if a != "python" else sys.executable for a in argv]
+            cgroup = _PidsCgroup(self.limits.max_processes, enabled=os.geteuid() == 0)
+            out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+            start = time.monotonic()
+            timed_out = False
+            with open(out_path, "wb") as out, open(err_path, "wb") as err:
+                proc = subprocess.Popen(self._command(argv, workdir), cwd=workdir, stdin=subprocess.DEVNULL,
+                                        stdout=out, stderr=err, env=env, start_new_session=True,
+                                        preexec_fn=lambda: self._child_setup(cgroup))
+                try:
+                    proc.wait(timeout=self.limits.timeout_s)
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                finally:
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                    cgroup.kill_all_and_remove()
+                    proc.wait()
+            seconds = time.monotonic() - start
+            stdout = _read_capped(out_path, self.limits.max_output_bytes)
+            stderr = _read_capped(err_path, self.limits.max_output_bytes)
+            code = proc.returncode
+            result = SandboxResult(_status(code, timed_out, stderr), None if timed_out else code, stdout, stderr,
+                                   round(seconds, 3), self.isolation)
+            copied = {}
+            for name in copy_out:
+                data = _read_regular_file(workdir / name, self.limits.max_output_bytes)
+                if data is not None:
+                    copied[name] = data
+            return result, copied
+
+
+def _read_capped(path: Path, limit: int) -> str:
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    text = data[:limit].decode("utf-8", errors="replace")
+    return text + ("\n[output truncated]" if len(data) > limit else "")
+
+
+def _read_regular_file(path: Path, limit: int) -> bytes | None:
+    """Read a file the program left behind, refusing symlinks and anything but regular files."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def _status(code: int | None, timed_out: bool, stderr: str) -> Status:
+    if timed_out:
+        return "timeout"
+    if "MemoryError" in stderr or "Cannot allocate memory" in stderr:
+        return "memory"
+    if code is not None and code < 0:
+        sig = -code
+        if sig == signal.SIGXCPU:
+            return "timeout"
+        return "killed"
+    if code is not None and code > 128 and code - 128 in (signal.SIGKILL, signal.SIGSEGV, signal.SIGXFSZ, signal.SIGABRT):
+        return "killed"  # bwrap/unshare report a signalled child as 128 + signal
+    if code is not None and code - 128 == signal.SIGXCPU:
+        return "timeout"
+    return "ok" if code == 0 else "error"
+
+
+def _probe(cmd: list[str]) -> bool:
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _bwrap_works() -> bool:
+    args = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--", "true"]
+    return _probe(args)
+
+
+def _unshare_works() -> bool:
+    flags = ["--net", "--pid", "--fork"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
+    return _probe(["unshare", *flags, "--", "true"])

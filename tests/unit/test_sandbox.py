@@ -1,0 +1,79 @@
+"""Hostile programs in the sandbox: each is contained, reported, and bounded in time."""
+
+import os
+import shutil
+import time
+
+import pytest
+
+from characterlab.envs.sandbox import Sandbox, SandboxLimits
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    return Sandbox(SandboxLimits(timeout_s=3, memory_mb=512, max_processes=32))
+
+
+def run(sandbox, source):
+    t0 = time.monotonic()
+    result, _ = sandbox.run(["python", "-E", "-s", "main.py"], {"main.py": source})
+    assert time.monotonic() - t0 < 20  # bounded, whatever the program does
+    return result
+
+
+def test_isolation_is_bubblewrap_where_installed(sandbox):
+    if shutil.which("bwrap"):
+        assert sandbox.isolation == "bwrap"
+
+
+def test_normal_program(sandbox):
+    r = run(sandbox, "print('hi')")
+    assert r.status == "ok" and r.exit_code == 0 and r.stdout.strip() == "hi"
+
+
+@pytest.mark.parametrize("source", ["while True: pass", "import time\ntime.sleep(60)"])
+def test_infinite_loops_time_out(sandbox, source):
+    assert run(sandbox, source).status == "timeout"
+
+
+def test_memory_bomb(sandbox):
+    assert run(sandbox, "x = bytearray(4 * 1024 ** 3)").status == "memory"
+
+
+def test_fork_bomb_is_contained(sandbox):
+    r = run(sandbox, "import os\nwhile True:\n    os.fork()\n")
+    assert r.status in ("timeout", "error", "killed")
+    # the host can still start processes
+    assert os.system("true") == 0
+
+
+def test_no_network(sandbox):
+    r = run(sandbox, "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)\n")
+    assert r.status == "error"
+
+
+@pytest.mark.skipif(not shutil.which("bwrap"), reason="filesystem isolation needs bubblewrap")
+def test_writes_outside_its_folder_fail(sandbox, tmp_path):
+    target = tmp_path / "escaped.txt"
+    r = run(sandbox, f"open({str(target)!r}, 'w').write('x')\n")
+    assert r.status == "error" and not target.exists()
+    r = run(sandbox, "open('/usr/evil', 'w')\n")
+    assert r.status == "error" and not os.path.exists("/usr/evil")
+
+
+def test_signals_do_not_reach_the_caller(sandbox):
+    r = run(sandbox, "import os, signal\nfor pid in (os.getppid(), 1):\n    try:\n        os.kill(pid, signal.SIGKILL)\n"
+                     "    except Exception as e:\n        print(e)\nos.killpg(0, signal.SIGKILL)\n")
+    assert r.status in ("killed", "ok", "error")  # whatever it did, we are still here
+
+
+def test_output_flood_is_capped(sandbox):
+    r = run(sandbox, "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n")
+    assert len(r.stdout) <= 70_000 and r.status in ("timeout", "killed", "error")
+
+
+def test_copy_out_refuses_symlinks(sandbox):
+    result, files = sandbox.run(["python", "-E", "-s", "main.py"],
+                                {"main.py": "import os\nos.symlink('/etc/passwd', 'out.txt')\nopen('ok.txt','w').write('fine')\n"},
+                                copy_out=("out.txt", "ok.txt"))
+    assert result.status == "ok" and files == {"ok.txt": b"fine"}
