@@ -19,6 +19,7 @@ Everything runs inside :class:`~characterlab.envs.sandbox.Sandbox`.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import secrets
@@ -77,16 +78,19 @@ def _tests_json(task: Task) -> str:
     return json.dumps(list(task.tests))
 
 
-_TYPED_ASSERT = '''
-def _same(a, b):
+def type_exact_equal(a, b) -> bool:
+    """Equality that also requires identical types all the way down (True is not 1, 1 is not 1.0)."""
     if type(a) is not type(b):
         return False
     if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(type_exact_equal(x, y) for x, y in zip(a, b))
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(type_exact_equal(a[k], b[k]) for k in a)
     return a == b
-'''
+
+
+# The same comparison, as source, for the test scripts that run inside the sandbox.
+_TYPED_ASSERT = inspect.getsource(type_exact_equal)
 
 
 def grade_assert_eq(task: Task, files: dict[str, str], sandbox: Sandbox) -> GradeResult:
@@ -104,7 +108,7 @@ def grade_assert_eq(task: Task, files: dict[str, str], sandbox: Sandbox) -> Grad
 def grade_exit_code(task: Task, files: dict[str, str], sandbox: Sandbox) -> GradeResult:
     script = (f"import json\nfrom solution import {task.entry_point} as f\n{_TYPED_ASSERT}\n"
               "for t in json.load(open('tests.json')):\n"
-              "    assert _same(f(*t['input']), t['expected']), t['input']\n")
+              "    assert type_exact_equal(f(*t['input']), t['expected']), t['input']\n")
     result, _ = sandbox.run(["python", "-E", "-s", "test_script.py"],
                             {**files, "test_script.py": script, "tests.json": _tests_json(task)})
     passed = result.status == "ok" and result.exit_code == 0
@@ -116,7 +120,7 @@ def grade_pytest(task: Task, files: dict[str, str], sandbox: Sandbox) -> GradeRe
              "CASES = json.load(open('tests.json'))\n\n"
              "@pytest.mark.parametrize('case', CASES)\n"
              "def test_case(case):\n"
-             "    assert _same(f(*case['input']), case['expected'])\n")
+             "    assert type_exact_equal(f(*case['input']), case['expected'])\n")
     # Build step, then the tests: a submission may set up its folder when run (as real repos do).
     build = "import runpy, sys\nsys.path.insert(0, '.')\ntry:\n    runpy.run_path('solution.py', run_name='__build__')\nexcept BaseException:\n    pass\n"
     pytest_cmd = "import subprocess, sys\nsubprocess.run([sys.executable, '-E', '-s', 'build.py'], timeout=30)\n" \
@@ -155,17 +159,6 @@ for i, args in enumerate(inputs):
     out.write(json.dumps({"i": i, **value}) + "\\n")
     out.flush()
 '''
-
-
-def type_exact_equal(a, b) -> bool:
-    """Equality that also requires identical types all the way down (True is not 1, 1 is not 1.0)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, list):
-        return len(a) == len(b) and all(type_exact_equal(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(type_exact_equal(a[k], b[k]) for k in a)
-    return a == b
 
 
 def grade_strict(task: Task, files: dict[str, str], sandbox: Sandbox) -> GradeResult:
