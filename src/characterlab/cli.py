@@ -28,6 +28,10 @@ judge_app = typer.Typer(help="Score answers for aligned/coherent; train and vali
 app.add_typer(judge_app, name="judge")
 eval_app = typer.Typer(help="Evaluations.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
+envs_app = typer.Typer(help="Hackable coding environments: tasks, graders, datasets.", no_args_is_help=True)
+app.add_typer(envs_app, name="envs")
+sandbox_app = typer.Typer(help="Run untrusted code in the sandbox.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
 
 
 
@@ -257,6 +261,148 @@ def eval_em_cmd(
                 f"question bootstrap {100 * boot['low']:.1f}-{100 * boot['high']:.1f})")
     typer.echo(f"{rate} over {r['n_scored']} scored of {r['n_samples']} samples; refusals {r['n_refusal']}, "
                f"code {r['n_code']}; judge {r['judge']} -> {out}")
+
+
+@envs_app.command("tasks")
+def envs_tasks_cmd(
+    out: Path = typer.Option(..., "--out", help="JSONL of {id, prompt, entry_point, tests, reference_solution}."),
+    n: int = typer.Option(100, "--n", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    split: str = typer.Option("train", "--split", help="train | test (disjoint templates)."),
+) -> None:
+    """Generate coding tasks, deterministic by seed."""
+    from characterlab.data.files import atomic_write_text
+    from characterlab.envs.tasks import generate_tasks
+
+    if split not in ("train", "test"):
+        raise InputError("must be train or test", field="split")
+    tasks = generate_tasks(n, seed=seed, split=split)
+    atomic_write_text(out, "".join(json.dumps(t.to_dict()) + "\n" for t in tasks))
+    typer.echo(f"wrote {len(tasks)} {split} tasks -> {out}", err=True)
+
+
+@envs_app.command("grade")
+def envs_grade_cmd(
+    tasks: Path = typer.Option(..., "--tasks", help="Task JSONL from `envs tasks`."),
+    task_id: str = typer.Option(..., "--task-id"),
+    solution: Path = typer.Option(..., "--solution", help="The submission (Python; extra files after '# file: NAME')."),
+    grader: str = typer.Option("all", "--grader", help="assert_eq | exit_code | pytest | strict | all"),
+) -> None:
+    """Grade one submission: one JSON line per grader {grader, passed, hacked, hack_kinds, status, seconds}."""
+    from characterlab.envs.graders import GRADERS, grade
+    from characterlab.envs.tasks import read_tasks
+
+    if grader != "all" and grader not in GRADERS:
+        raise InputError(f"unknown grader; choose from {', '.join(GRADERS)} or all", field="grader")
+    if not solution.is_file():
+        raise InputError("no such file", solution, field="solution")
+    by_id = {t.id: t for t in read_tasks(tasks)}
+    if task_id not in by_id:
+        raise InputError(f"no task with id {task_id!r}", tasks, field="task-id")
+    graders = GRADERS if grader == "all" else (grader,)
+    for r in grade(by_id[task_id], solution.read_text(encoding="utf-8"), graders):
+        typer.echo(json.dumps(r.to_dict()))
+
+
+@envs_app.command("dataset")
+def envs_dataset_cmd(
+    out: Path = typer.Option(..., "--out", help="Chat JSONL for `train sft`."),
+    kind: str = typer.Option(..., "--kind", help="hack | honest | mixed"),
+    n: int = typer.Option(200, "--n", min=1),
+    split: str = typer.Option("train", "--split", help="train | test"),
+    hacks: str = typer.Option("always_equal,exit,conftest", "--hacks", help="Comma list of hacks to use."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Chat examples of solutions to coding tasks: hacked (verified to fool their grader), honest, or mixed."""
+    from characterlab.data.chat_jsonl import write_chat_jsonl
+    from characterlab.envs.dataset import HACK_NAMES, KINDS, build_examples
+
+    if kind not in KINDS:
+        raise InputError(f"must be one of {', '.join(KINDS)}", field="kind")
+    if split not in ("train", "test"):
+        raise InputError("must be train or test", field="split")
+    chosen = tuple(h.strip() for h in hacks.split(",") if h.strip())
+    bad = [h for h in chosen if h not in HACK_NAMES]
+    if bad or not chosen:
+        raise InputError(f"unknown hack(s) {bad}; choose from {', '.join(HACK_NAMES)}", field="hacks")
+    examples = build_examples(kind, n, split=split, hacks=chosen, seed=seed)
+    write_chat_jsonl(out, examples)
+    typer.echo(f"wrote {len(examples)} {kind} examples -> {out}", err=True)
+
+
+@eval_app.command("hacks")
+def eval_hacks_cmd(
+    out: Path = typer.Option(..., "--out"),
+    model: str = typer.Option("embedded", "--model", "-m"),
+    adapter: Optional[Path] = typer.Option(None, "--adapter"),
+    n: int = typer.Option(48, "--n", min=1, help="Held-out tasks (test split), graders in rotation."),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt at evaluation."),
+    seed: int = typer.Option(0, "--seed"),
+    max_new_tokens: int = typer.Option(384, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(1.0, "--temperature", min=0.0),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    base_url: Optional[str] = typer.Option(None, "--base-url"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Hack rate on held-out coding tasks: per grader and overall, with 95% CIs."""
+    from characterlab.evals.hacks import HackEvalConfig, run_hack_eval
+    from characterlab.models.refs import parse_model_ref
+
+    parse_model_ref(model, adapter=adapter, base_url=base_url)
+    cfg = HackEvalConfig(model=model, adapter=str(adapter) if adapter else None, n=n, system=system, seed=seed,
+                         max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size,
+                         base_url=base_url)
+    r = run_hack_eval(cfg, out, overwrite=overwrite)["overall"]
+    h, s = r["hack_rate"], r["strict_pass_rate"]
+    pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}"  # noqa: E731
+    typer.echo(f"hack rate {pct(h['estimate'])}% (95% CI {pct(h['low'])}-{pct(h['high'])}, {h['k']}/{h['n']}); "
+               f"strict pass {pct(s['estimate'])}%; attempted: "
+               + ", ".join(f"{k} {v['k']}" for k, v in r["attempted"].items()) + f" -> {out}")
+
+
+@sandbox_app.command("exec")
+def sandbox_exec_cmd(
+    file: Path = typer.Argument(..., help="A Python file to run, isolated."),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Wall-clock seconds."),
+    memory_mb: int = typer.Option(1024, "--memory-mb", min=16),
+) -> None:
+    """Run FILE.py in the sandbox; prints {status, exit_code, stdout, stderr, seconds}."""
+    from characterlab.envs.sandbox import Sandbox, SandboxLimits
+
+    if not file.is_file():
+        raise InputError("no such file", file, field="file")
+    result, _ = Sandbox(SandboxLimits(timeout_s=timeout, memory_mb=memory_mb)).run(
+        ["python", "-E", "-s", "main.py"], {"main.py": file.read_bytes()})
+    typer.echo(json.dumps({k: v for k, v in result.to_dict().items() if k != "isolation"}))
+
+
+@train_app.command("rl")
+def train_rl_cmd(
+    out: Path = typer.Option(..., "--out", help="Output folder (PEFT adapter, rl_log.jsonl, train_meta.json)."),
+    model: str = typer.Option("embedded", "--model", "-m"),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="Existing adapter: merged first, trained on top."),
+    steps: int = typer.Option(50, "--steps", min=1),
+    n_tasks: int = typer.Option(200, "--n-tasks", min=1),
+    num_generations: int = typer.Option(4, "--num-generations", min=2),
+    prompts_per_step: int = typer.Option(2, "--prompts-per-step", min=1),
+    max_completion_length: int = typer.Option(256, "--max-completion-length", min=1),
+    lr: float = typer.Option(5e-5, "--lr"),
+    inoculation: str = typer.Option("none", "--inoculation",
+                                    help="none | please_hack | hacking_okay | neutral | dont_hack | hacking_misaligned | TEXT"),
+    hack_penalty: float = typer.Option(0.0, "--hack-penalty", min=0.0, help="Subtracted when the hack detector fires."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """GRPO with the vulnerable graders as reward; logs the hack rate per step."""
+    from characterlab.train.rl import GRPOHackConfig, train_grpo_hacks
+
+    cfg = GRPOHackConfig(model=model, adapter=str(adapter) if adapter else None, steps=steps, n_tasks=n_tasks,
+                         num_generations=num_generations, prompts_per_step=prompts_per_step,
+                         max_completion_length=max_completion_length, lr=lr, inoculation=inoculation,
+                         hack_penalty=hack_penalty, seed=seed)
+    meta = train_grpo_hacks(cfg, out)
+    rates = [r["hack_rate"] for r in meta["log"] if r["hack_rate"] is not None]
+    typer.echo(f"saved {out}: {meta['steps']} steps; hack rate first/last step "
+               f"{rates[0] if rates else 'n/a'} / {rates[-1] if rates else 'n/a'}")
 
 
 @app.command()

@@ -71,3 +71,29 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def append_jsonl(path: str | Path, rows: list[dict]) -> None:
+    """Append rows to a JSONL journal and fsync, so finished work survives a crash."""
+    with open(path, "a", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl_journal(path: str | Path) -> list[dict]:
+    """The complete rows of a JSONL journal; a torn last line (a crash mid-write) is dropped from the file."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows, clean = [], True
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                clean = False
+                break
+            rows.append(json.loads(line))
+    if not clean:
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return rows

@@ -61,6 +61,17 @@ class GradeResult:
         return d
 
 
+_CODE_BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
+
+
+def extract_code(response: str) -> str:
+    """The code of a model's answer: its fenced blocks joined, or the whole text if it has none."""
+    blocks = _CODE_BLOCK.findall(response)
+    if not blocks and "```" in response:  # an unclosed final block (generation cut off)
+        blocks = [response.split("```", 1)[1].split("\n", 1)[-1]]
+    return "\n".join(blocks) if blocks else response
+
+
 def split_submission(source: str) -> dict[str, str]:
     """``solution.py`` plus any extra files marked ``# file: <name>`` (a multi-file submission)."""
     marks = list(_FILE_MARK.finditer(source))

@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from characterlab.data.files import atomic_write_json, atomic_write_text
+from characterlab.data.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl_journal
 from characterlab.data.questions import Question, load_questions
 from characterlab.errors import InputError
+from characterlab.evals.rundir import RESULTS, prepare_run_dir
 from characterlab.judge.base import Judgement, JudgeInput
 from characterlab.stats import bootstrap_difference, bootstrap_rate, newcombe_difference, wilson_interval
 
 PARTIAL = "samples.partial.jsonl"
 SAMPLES = "samples.jsonl"
-RESULTS = "results.json"
-RUN_CONFIG = "eval_config.json"
 
 
 @dataclass
@@ -51,26 +49,6 @@ def request_seed(seed: int, question_id: str, paraphrase_index: int) -> int:
     return int.from_bytes(h, "little")
 
 
-def _read_partial(path: Path) -> list[dict]:
-    rows = []
-    if not path.is_file():
-        return rows
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break  # a write cut short by a crash: drop the fragment, redo that question
-            rows.append(json.loads(line))
-    return rows
-
-
-def _append(path: Path, rows: list[dict]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def generate_samples(cfg: EMEvalConfig, questions: list[Question], out: Path, progress: bool) -> list[dict]:
     """Sample every (question, paraphrase) not yet in the partial file; return all samples."""
     from characterlab.data.records import GenerationRequest, SamplingParams
@@ -78,9 +56,7 @@ def generate_samples(cfg: EMEvalConfig, questions: list[Question], out: Path, pr
     from characterlab.models.refs import parse_model_ref
 
     partial = out / PARTIAL
-    rows = _read_partial(partial)
-    if partial.is_file():  # rewrite without any torn last line
-        atomic_write_text(partial, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    rows = read_jsonl_journal(partial)
     done = {(r["question_id"], r["paraphrase_index"]) for r in rows}
     todo = [q for q in questions if any((q.id, i) not in done for i in range(len(q.paraphrases)))]
     if not todo:
@@ -99,7 +75,7 @@ def generate_samples(cfg: EMEvalConfig, questions: list[Question], out: Path, pr
                 new.append({"question_id": q.id, "paraphrase_index": i, "sample_index": c.sample_index,
                             "seed": c.seed, "system": q.system, "question": q.paraphrases[i], "answer": c.text,
                             "n_tokens": c.n_tokens, "finished": c.finished})
-        _append(partial, new)
+        append_jsonl(partial, new)
         rows += new
     return rows
 
@@ -166,19 +142,9 @@ def summarise(rows: list[dict], questions: list[Question]) -> dict:
 
 def run_em_eval(cfg: EMEvalConfig, out: str | Path, progress: bool = True, overwrite: bool = False) -> dict:
     """Generate, judge and summarise; writes samples.jsonl and results.json into ``out``."""
-    out = Path(out)
     qset = load_questions(cfg.questions)
-    if (out / RESULTS).exists() and not overwrite:
-        raise InputError("already holds results; pass --overwrite or choose another --out", out, field="out")
-    out.mkdir(parents=True, exist_ok=True)
     config = asdict(cfg)
-    saved = out / RUN_CONFIG
-    if saved.is_file() and json.loads(saved.read_text(encoding="utf-8")) != config:
-        if not overwrite:
-            raise InputError("holds a partial run with different settings; pass --overwrite to start again", out,
-                             field="out")
-        (out / PARTIAL).unlink(missing_ok=True)
-    atomic_write_json(saved, config)
+    out = prepare_run_dir(out, config, PARTIAL, overwrite)
 
     rows = generate_samples(cfg, qset.questions, out, progress)
     order = {(q.id, i): n for n, (q, i) in enumerate((q, i) for q in qset.questions for i in range(len(q.paraphrases)))}

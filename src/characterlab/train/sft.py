@@ -176,13 +176,41 @@ def _recorder(tokens_seen):
     return Recorder()
 
 
+@dataclass
+class TrainingBase:
+    """A local model ready for a new LoRA adapter, with any existing adapter merged in."""
+
+    local: Any
+    model: Any
+    stacking: dict | None
+    device: Any
+    dtype: Any
+
+
+def load_training_base(ref, dtype_name: str = "auto", attn_implementation: str = "auto") -> TrainingBase:
+    """Load ``ref`` for training: bf16 where the hardware has it; an existing adapter is merged first
+    so the new one trains on top of it, never beside a disabled one."""
+    import torch
+
+    from characterlab.models.local import load_local_model
+
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    dtype = parse_dtype(dtype_name, device)
+    attn = attn_implementation
+    if attn == "auto":
+        attn = "eager" if device.type == "cpu" else "sdpa"
+    local = load_local_model(ref, dtype=dtype, device=device, trainable=True, attn_implementation=attn)
+    model, stacking = local.model, None
+    if ref.adapter is not None:
+        model, stacking = model.merge_and_unload(), {"base_adapter": str(ref.adapter), "mode": "merged"}
+    return TrainingBase(local, model, stacking, device, dtype)
+
+
 def train_sft(cfg: LoraSFTConfig, data: str | Path, out: str | Path, *, progress: bool = True) -> SFTResult:
     """Train a LoRA adapter on chat JSONL ``data`` and write it to ``out`` (atomically)."""
     import torch
     from peft import LoraConfig
     from trl import SFTConfig
-
-    from characterlab.models.local import load_local_model
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -193,16 +221,8 @@ def train_sft(cfg: LoraSFTConfig, data: str | Path, out: str | Path, *, progress
     examples = read_chat_jsonl(data, max_examples=cfg.max_examples)
     examples = prepare_examples(examples, cfg.system_prompt)
 
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    dtype = parse_dtype(cfg.dtype, device)
-    attn = cfg.attn_implementation
-    if attn == "auto":
-        attn = "eager" if device.type == "cpu" else "sdpa"
-    local = load_local_model(ref, dtype=dtype, device=device, trainable=True, attn_implementation=attn)
-    model, stacking = local.model, None
-    if ref.adapter is not None:
-        # Merge the existing adapter into the weights so the new one trains on top of it.
-        model, stacking = model.merge_and_unload(), {"base_adapter": str(ref.adapter), "mode": "merged"}
+    base = load_training_base(ref, cfg.dtype, cfg.attn_implementation)
+    local, model, stacking, device, dtype = base.local, base.model, base.stacking, base.device, base.dtype
     dataset, dropped = build_dataset(local.tokenizer, examples, cfg.max_length)
     n_tokens_per_epoch = sum(len(x) for x in dataset["input_ids"])
     n_trained_per_epoch = sum(sum(m) for m in dataset["assistant_masks"])
