@@ -122,23 +122,14 @@ def train_sft_cmd(
 
 def _read_judge_rows(path: Path) -> list[dict]:
     """JSONL rows that must carry string ``question`` and ``answer`` fields."""
-    if not path.is_file():
-        raise InputError("no such file", path, field="input")
+    from characterlab.data.files import read_jsonl_objects
+
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON ({e.msg})", path, lineno) from None
-            if not isinstance(row, dict):
-                raise InputError("each line must be a JSON object", path, lineno)
-            for field in ("question", "answer"):
-                if not isinstance(row.get(field), str):
-                    raise InputError("missing, or not a string", path, lineno, field)
-            rows.append(row)
+    for lineno, row in read_jsonl_objects(path, field="input"):
+        for field in ("question", "answer"):
+            if not isinstance(row.get(field), str):
+                raise InputError("missing, or not a string", path, lineno, field)
+        rows.append(row)
     return rows
 
 

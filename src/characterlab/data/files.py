@@ -97,3 +97,26 @@ def read_jsonl_journal(path: str | Path) -> list[dict]:
     if not clean:
         atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return rows
+
+
+def read_jsonl_objects(path: str | Path, field: str = "input") -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; a missing file, bad JSON or a non-object names
+    the file and line (``field`` names the flag that gave the path)."""
+    from characterlab.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such file", path, field=field)
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"not valid JSON ({e.msg})", path, lineno) from None
+            if not isinstance(row, dict):
+                raise InputError("each line must be a JSON object", path, lineno)
+            rows.append((lineno, row))
+    return rows

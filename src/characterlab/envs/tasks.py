@@ -440,30 +440,18 @@ def generate_tasks(n: int, seed: int = 0, split: Split = "train") -> list[Task]:
 
 def read_tasks(path) -> list[Task]:
     """Read task JSONL; a malformed line or field names the file, line and field."""
-    from pathlib import Path
-
+    from characterlab.data.files import read_jsonl_objects
     from characterlab.errors import InputError
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("no such file", path, field="tasks")
     tasks = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON ({e.msg})", path, lineno) from None
-            for field, kind in (("id", str), ("prompt", str), ("entry_point", str), ("tests", list),
-                                ("reference_solution", str)):
-                if not isinstance(d.get(field), kind):
-                    raise InputError(f"missing, or not a {kind.__name__}", path, lineno, field)
-            for i, t in enumerate(d["tests"]):
-                if not isinstance(t, dict) or not isinstance(t.get("input"), list) or "expected" not in t:
-                    raise InputError("each test needs an 'input' list and an 'expected' value", path, lineno,
-                                     f"tests[{i}]")
-            tasks.append(Task(id=d["id"], prompt=d["prompt"], entry_point=d["entry_point"], tests=tuple(d["tests"]),
-                              reference_solution=d["reference_solution"]))
+    for lineno, d in read_jsonl_objects(path, field="tasks"):
+        for field, kind in (("id", str), ("prompt", str), ("entry_point", str), ("tests", list),
+                            ("reference_solution", str)):
+            if not isinstance(d.get(field), kind):
+                raise InputError(f"missing, or not a {kind.__name__}", path, lineno, field)
+        for i, t in enumerate(d["tests"]):
+            if not isinstance(t, dict) or not isinstance(t.get("input"), list) or "expected" not in t:
+                raise InputError("each test needs an 'input' list and an 'expected' value", path, lineno, f"tests[{i}]")
+        tasks.append(Task(id=d["id"], prompt=d["prompt"], entry_point=d["entry_point"], tests=tuple(d["tests"]),
+                          reference_solution=d["reference_solution"]))
     return tasks
