@@ -40,7 +40,7 @@ HEADS = ("aligned", "coherent", "misaligned", "special")
 CONFIG_FILE = "judge_config.json"
 HEAD_FILE = "head.safetensors"
 ADAPTER_DIR = "adapter"
-SHIPPED_DIR = Path(__file__).parent / "weights" / "offline-minilm-v1"
+SHIPPED_DIR = Path(__file__).parent / "weights" / "offline-minilm"
 
 _CODE_LINE = re.compile(r"^\s*(def |class |import |from \w+ import|#include|for .* in .*:|if .*:|return\b|\w+\s*=\s*.+;?$)")
 
