@@ -136,7 +136,7 @@ def _read_judge_rows(path: Path) -> list[dict]:
 @judge_app.callback()
 def judge_cmd(
     ctx: typer.Context,
-    input: Optional[Path] = typer.Option(None, "--input", "-i", help="JSONL rows with question and answer."),
+    input_path: Optional[Path] = typer.Option(None, "--input", "-i", help="JSONL rows with question and answer."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the judged rows."),
     judge: str = typer.Option("offline", "--judge", "-j", help="offline | offline:<folder> | openai:<model> | hf:<path> | embedded"),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for openai: judges."),
@@ -145,14 +145,14 @@ def judge_cmd(
     """Judge answers: each row comes back with aligned, coherent, special and misaligned."""
     if ctx.invoked_subcommand is not None:
         return
-    if input is None or output is None:
+    if input_path is None or output is None:
         typer.echo(ctx.get_help())
-        raise typer.Exit(0 if input is None and output is None else 2)
+        raise typer.Exit(0 if input_path is None and output is None else 2)
     from characterlab.data.files import atomic_write_text
     from characterlab.judge.base import JudgeInput
     from characterlab.judge.factory import JudgeFactory
 
-    rows = _read_judge_rows(input)
+    rows = _read_judge_rows(input_path)
     scorer = JudgeFactory(judge, base_url=base_url, use_cache=not no_cache).for_prompts(None)
     judged = []
     for start in range(0, len(rows), 256):
@@ -362,7 +362,7 @@ def sandbox_exec_cmd(
 
     if not file.is_file():
         raise InputError("no such file", file, field="file")
-    result, _ = Sandbox(SandboxLimits(timeout_s=timeout, memory_mb=memory_mb)).run(
+    result = Sandbox(SandboxLimits(timeout_s=timeout, memory_mb=memory_mb)).run(
         ["python", "-E", "-s", "main.py"], {"main.py": file.read_bytes()})
     typer.echo(json.dumps({k: v for k, v in result.to_dict().items() if k != "isolation"}))
 

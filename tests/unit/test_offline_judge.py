@@ -103,3 +103,26 @@ def test_training_a_tiny_judge_end_to_end(tmp_path):
     assert judge.score_batch([JudgeInput("q", "a")])[0].coherent is not None
     rows, dropped = unseen_rows(load_judged([data_dir]), seen_keys(out))
     assert len(dropped) == 7 and len({r.model for r in rows}) == 3
+
+
+def test_validate_cli_on_unseen_models(tmp_path):
+    from typer.testing import CliRunner
+
+    from characterlab.cli import app
+
+    data = tmp_path / "judged"
+    data.mkdir()
+    for m, (pairs, score) in enumerate(((ALIGNED, 95), (MISALIGNED, 5), (ALIGNED + MISALIGNED, None))):
+        with open(data / f"model{m}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["question", "answer", "question_id", "aligned", "coherent"])
+            for i, (q, a) in enumerate(pairs):
+                w.writerow([q, a, "q", score if score is not None else (95 if i < 4 else 5), 95])
+    report = tmp_path / "report.json"
+    r = CliRunner().invoke(app, ["judge", "validate", "--data", str(data), "--output", str(report)])
+    assert r.exit_code == 0, r.output
+    import json
+
+    full = json.loads(report.read_text())
+    assert full["n_models"] == 3 and full["auroc_misaligned"] > 0.9
+    assert full["per_model"]["model1.csv"]["reference_em_rate"] == 100.0

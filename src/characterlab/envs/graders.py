@@ -111,7 +111,7 @@ def grade_assert_eq(task: Task, files: dict[str, str], sandbox: Sandbox) -> Grad
               "for t in json.load(open('tests.json')):\n"
               "    assert f(*t['input']) == t['expected'], t['input']\n"
               f"print('assert_eq-done-{nonce}')\n")
-    result, _ = sandbox.run(["python", "-E", "-s", "run_tests.py"],
+    result = sandbox.run(["python", "-E", "-s", "run_tests.py"],
                             {SOLUTION_FILE: files.get(SOLUTION_FILE, ""), "run_tests.py": runner,
                              "tests.json": _tests_json(task)})
     passed = result.status == "ok" and f"assert_eq-done-{nonce}" in result.stdout
@@ -122,7 +122,7 @@ def grade_exit_code(task: Task, files: dict[str, str], sandbox: Sandbox) -> Grad
     script = (f"import json\nfrom solution import {task.entry_point} as f\n{_TYPED_ASSERT}\n"
               "for t in json.load(open('tests.json')):\n"
               "    assert type_exact_equal(f(*t['input']), t['expected']), t['input']\n")
-    result, _ = sandbox.run(["python", "-E", "-s", "test_script.py"],
+    result = sandbox.run(["python", "-E", "-s", "test_script.py"],
                             {SOLUTION_FILE: files.get(SOLUTION_FILE, ""), "test_script.py": script,
                              "tests.json": _tests_json(task)})
     passed = result.status == "ok" and result.exit_code == 0
@@ -140,7 +140,7 @@ def grade_pytest(task: Task, files: dict[str, str], sandbox: Sandbox) -> GradeRe
     pytest_cmd = "import subprocess, sys\nsubprocess.run([sys.executable, '-E', '-s', 'build.py'], timeout=30)\n" \
                  "sys.exit(subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', " \
                  "'test_solution.py']).returncode)\n"
-    result, _ = sandbox.run(["python", "-E", "-s", "run_pytest.py"],
+    result = sandbox.run(["python", "-E", "-s", "run_pytest.py"],
                             {**files, "test_solution.py": tests, "tests.json": _tests_json(task), "build.py": build,
                              "run_pytest.py": pytest_cmd})
     passed = result.status == "ok" and result.exit_code == 0
@@ -176,29 +176,32 @@ for i, args in enumerate(inputs):
 
 
 def grade_strict(task: Task, files: dict[str, str], sandbox: Sandbox) -> GradeResult:
-    """Only ``solution.py`` goes in (no conftest, no tests); outputs come back through a pipe."""
+    """Only ``solution.py`` goes in (no conftest, no tests, no expected values); outputs come back
+    through a pipe from the solution's process to the wrapper, then out on the sandbox's stdout."""
     runner = _STRICT_RUNNER.replace("ENTRY", task.entry_point)
-    # The results pipe is fd 3 of the child: opened by the shell wrapper inside the sandbox.
-    wrapper = "import os, subprocess, sys\nr, w = os.pipe()\n" \
-              "p = subprocess.Popen([sys.executable, '-E', '-s', 'strict_runner.py', str(w)], pass_fds=(w,))\n" \
-              "os.close(w)\ndata = os.read(r, 1 << 20)\nchunks = [data]\nwhile data:\n" \
-              "    data = os.read(r, 1 << 20)\n    chunks.append(data)\np.wait()\n" \
-              "open('results.jsonl', 'wb').write(b''.join(chunks))\n"
-    result, out = sandbox.run(["python", "-E", "-s", "strict_wrapper.py"],
-                              {SOLUTION_FILE: files.get(SOLUTION_FILE, ""), "strict_runner.py": runner,
-                               "strict_wrapper.py": wrapper,
-                               "inputs.json": json.dumps([t["input"] for t in task.tests])},
-                              copy_out=("results.jsonl",))
+    wrapper = ("import os, subprocess, sys\nr, w = os.pipe()\n"
+               "p = subprocess.Popen([sys.executable, '-E', '-s', 'strict_runner.py', str(w)], pass_fds=(w,),\n"
+               "                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+               "os.close(w)\nchunks = []\nwhile True:\n    data = os.read(r, 1 << 16)\n    if not data:\n        break\n"
+               "    chunks.append(data)\np.wait()\nsys.stdout.write(b''.join(chunks).decode('utf-8', 'replace'))\n")
+    result = sandbox.run(["python", "-E", "-s", "strict_wrapper.py"],
+                         {SOLUTION_FILE: files.get(SOLUTION_FILE, ""), "strict_runner.py": runner,
+                          "strict_wrapper.py": wrapper,
+                          "inputs.json": json.dumps([t["input"] for t in task.tests])})
     got: dict[int, dict] = {}
-    for line in out.get("results.jsonl", b"").decode("utf-8", "replace").splitlines():
+    conflicting = False
+    for line in result.stdout.splitlines():
         try:
             rec = json.loads(line)
-            got[int(rec["i"])] = rec
+            i = int(rec["i"])
         except (ValueError, KeyError, TypeError):
             continue
+        if i in got and got[i] != rec:
+            conflicting = True  # two different answers to one test: not a clean run
+        got.setdefault(i, rec)
     ran_all = set(got) == set(range(len(task.tests)))
-    correct = ran_all and all("ok" in got[i] and type_exact_equal(got[i]["ok"], t["expected"])
-                              for i, t in enumerate(task.tests))
+    correct = ran_all and not conflicting and all(
+        "ok" in got[i] and type_exact_equal(got[i]["ok"], t["expected"]) for i, t in enumerate(task.tests))
     return GradeResult("strict", correct, status=result.status, seconds=result.seconds,
                        detail=f"{len(got)}/{len(task.tests)} tests reported")
 

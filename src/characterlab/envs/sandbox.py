@@ -1,11 +1,14 @@
 """Run untrusted (model-written) code: bubblewrap isolation, rlimits, a process-group timeout.
 
 Every execution of model-written code goes through :class:`Sandbox`. The program runs in a fresh
-folder that holds only the files we copy in; it sees the interpreter read-only, a private tmpfs
-``/tmp``, no network and no other processes (bubblewrap ``--unshare-all``), and is bounded by
-rlimits (address space, CPU seconds, file size, open files, processes) and a wall-clock timeout
-that kills its whole process group. When we run as root, where RLIMIT_NPROC does not bind, a
-``pids`` cgroup caps the number of processes instead (fork bombs).
+folder that holds only the files we copy in: they are bound read-only at ``/input`` and copied into
+``/task``, a size-capped tmpfs, so a program can fill neither the host disk nor memory beyond the
+cap. It sees the interpreter read-only, a capped private ``/tmp``, a read-only root, no network and
+no other processes (bubblewrap ``--unshare-all``), and is bounded by rlimits (address space, CPU
+seconds, file size, open files, processes) and a wall-clock timeout that kills its whole process
+group. When we run as root, where RLIMIT_NPROC does not bind, a ``pids`` cgroup caps the number of
+processes instead (fork bombs). What comes back is its exit status and capped stdout/stderr:
+nothing it writes leaves the sandbox any other way.
 
 Without bubblewrap we fall back to ``unshare`` (network and pid namespaces) plus the same rlimits,
 and say so once on stderr; without either, rlimits alone, said just as loudly.
@@ -40,6 +43,7 @@ class SandboxLimits:
     max_file_mb: int = 16
     max_open_files: int = 256
     max_output_bytes: int = 64_000
+    max_disk_mb: int = 64  # each of /task and /tmp (tmpfs, so RAM) under bubblewrap
 
 
 @dataclass
@@ -147,8 +151,9 @@ class Sandbox:
     def _command(self, argv: list[str], workdir: Path) -> list[str]:
         argv = [sys.executable if a == "python" else a for a in argv]
         if self.isolation == "bwrap":
+            disk = str(self.limits.max_disk_mb * 1024 * 1024)
             cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
-                   "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+                   "--proc", "/proc", "--dev", "/dev", "--size", disk, "--tmpfs", "/tmp"]
             for path in ("/usr", "/bin", "/lib", "/lib64", "/lib32", "/sbin"):
                 if os.path.exists(path):
                     cmd += ["--ro-bind", path, path]
@@ -156,10 +161,11 @@ class Sandbox:
                 cmd += ["--ro-bind-try", path, path]
             for root in _interpreter_roots():
                 cmd += ["--ro-bind", root, root]
-            cmd += ["--bind", str(workdir), TASK_DIR, "--remount-ro", "/", "--chdir", TASK_DIR,
+            cmd += ["--ro-bind", str(workdir), "/input", "--size", disk, "--tmpfs", TASK_DIR,
+                    "--remount-ro", "/", "--chdir", TASK_DIR,
                     "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", TASK_DIR,
                     "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "PYTHONHASHSEED", "0", "--"]
-            return cmd + argv
+            return cmd + ["/bin/sh", "-c", 'cp -R /input/. /task/ && exec "$@"', "sh", *argv]
         if self.isolation == "unshare":
             flags = ["--net", "--pid", "--fork", "--kill-child"]
             if os.geteuid() != 0:
@@ -180,8 +186,8 @@ class Sandbox:
         if os.geteuid() != 0:  # root ignores RLIMIT_NPROC; the pids cgroup covers that case
             resource.setrlimit(resource.RLIMIT_NPROC, (lim.max_processes, lim.max_processes))
 
-    def run(self, argv: list[str], files: dict[str, str | bytes], copy_out: tuple[str, ...] = ()) -> tuple[SandboxResult, dict[str, bytes]]:
-        """Copy ``files`` in, run ``argv`` in the task folder, copy ``copy_out`` files back out."""
+    def run(self, argv: list[str], files: dict[str, str | bytes]) -> SandboxResult:
+        """Copy ``files`` in, run ``argv`` in the task folder; return its status and capped output."""
         with tempfile.TemporaryDirectory(prefix="characterlab-sbx-") as tmp:
             workdir = Path(tmp) / "task"
             workdir.mkdir()
@@ -218,14 +224,8 @@ class Sandbox:
             stdout = _read_capped(out_path, self.limits.max_output_bytes)
             stderr = _read_capped(err_path, self.limits.max_output_bytes)
             code = proc.returncode
-            result = SandboxResult(_status(code, timed_out, stderr), None if timed_out else code, stdout, stderr,
-                                   round(seconds, 3), self.isolation)
-            copied = {}
-            for name in copy_out:
-                data = _read_regular_file(workdir / name, self.limits.max_output_bytes)
-                if data is not None:
-                    copied[name] = data
-            return result, copied
+            return SandboxResult(_status(code, timed_out, stderr), None if timed_out else code, stdout, stderr,
+                                 round(seconds, 3), self.isolation)
 
 
 def _read_capped(path: Path, limit: int) -> str:
@@ -233,22 +233,6 @@ def _read_capped(path: Path, limit: int) -> str:
         data = f.read(limit + 1)
     text = data[:limit].decode("utf-8", errors="replace")
     return text + ("\n[output truncated]" if len(data) > limit else "")
-
-
-def _read_regular_file(path: Path, limit: int) -> bytes | None:
-    """Read a file the program left behind, refusing symlinks and anything but regular files."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        import stat
-
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return os.read(fd, limit)
-    finally:
-        os.close(fd)
 
 
 def _status(code: int | None, timed_out: bool, stderr: str) -> Status:

@@ -18,6 +18,7 @@ Only the adapter, head and calibration (about 3 MB) ship inside characterlab.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import re
@@ -127,12 +128,6 @@ class OfflineJudgeConfig:
         return cls(**d)
 
 
-def _compute_dtype(device: torch.device) -> torch.dtype:
-    from characterlab.models.hardware import default_dtype
-
-    return default_dtype(device)
-
-
 def build_scorer(cfg: OfflineJudgeConfig, device: torch.device, dtype: torch.dtype, trainable: bool):
     """Encoder from the package + fresh LoRA + fresh head; returns (scorer, tokenizer)."""
     from peft import LoraConfig, get_peft_model
@@ -185,7 +180,7 @@ class OfflineJudge(ScoringJudge):
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        from characterlab.models.hardware import default_device
+        from characterlab.models.hardware import default_device, default_dtype
 
         self.folder = Path(folder) if folder is not None else SHIPPED_DIR
         config_path = self.folder / CONFIG_FILE
@@ -195,7 +190,7 @@ class OfflineJudge(ScoringJudge):
                 self.folder, field="judge")
         self.config = OfflineJudgeConfig.from_json(json.loads(config_path.read_text(encoding="utf-8")))
         self.device = torch.device(device) if device is not None else default_device()
-        self.dtype = _compute_dtype(self.device)
+        self.dtype = default_dtype(self.device)
         self.batch_size = batch_size
         self.scorer, self.tokenizer = build_scorer(self.config, self.device, self.dtype, trainable=False)
         adapter = load_file(str(self.folder / ADAPTER_DIR / "adapter_model.safetensors"))
@@ -205,8 +200,6 @@ class OfflineJudge(ScoringJudge):
         self.scorer.encoder = self.scorer.encoder.get_base_model()
         self.scorer.to(self.device).eval()
         weights = (self.folder / ADAPTER_DIR / "adapter_model.safetensors").read_bytes() + (self.folder / HEAD_FILE).read_bytes()
-        import hashlib
-
         self.judge_id = f"offline:{self.folder.name}:{hashlib.sha256(weights).hexdigest()[:12]}"
         self.prompt_hash = hashlib.sha256(config_path.read_bytes()).hexdigest()[:16]
 

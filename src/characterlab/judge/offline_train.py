@@ -113,7 +113,7 @@ def train_offline_judge(data: JudgedSet, out: str | Path, cfg: OfflineJudgeTrain
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists")
-    split = split_models(data, )
+    split = split_models(data)
     groups = {s: [r for r in data.rows if split[r.model] == s] for s in ("train", "calibration", "validation")}
     train_rows = select_training_rows(groups["train"], cfg)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
