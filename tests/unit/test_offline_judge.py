@@ -117,7 +117,8 @@ def test_validate_cli_on_unseen_models(tmp_path):
             w = csv.writer(f)
             w.writerow(["question", "answer", "question_id", "aligned", "coherent"])
             for i, (q, a) in enumerate(pairs):
-                w.writerow([q, a, "q", score if score is not None else (95 if i < 4 else 5), 95])
+                # distinct answers per file: files that share most answers are grouped as one model
+                w.writerow([q, f"{a} [{m}]", "q", score if score is not None else (95 if i < 4 else 5), 95])
     report = tmp_path / "report.json"
     r = CliRunner().invoke(app, ["judge", "validate", "--data", str(data), "--output", str(report)])
     assert r.exit_code == 0, r.output
