@@ -198,8 +198,6 @@ class Sandbox:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(content.encode() if isinstance(content, str) else content)
             os.chmod(workdir, 0o777)
-            if self.isolation != "bwrap":
-                argv = [a if a != "python" else sys.executable for a in argv]
             cgroup = _PidsCgroup(self.limits.max_processes, enabled=os.geteuid() == 0)
             out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
             env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
@@ -240,15 +238,12 @@ def _status(code: int | None, timed_out: bool, stderr: str) -> Status:
         return "timeout"
     if "MemoryError" in stderr or "Cannot allocate memory" in stderr:
         return "memory"
-    if code is not None and code < 0:
-        sig = -code
-        if sig == signal.SIGXCPU:
-            return "timeout"
-        return "killed"
-    if code is not None and code > 128 and code - 128 in (signal.SIGKILL, signal.SIGSEGV, signal.SIGXFSZ, signal.SIGABRT):
-        return "killed"  # bwrap/unshare report a signalled child as 128 + signal
-    if code is not None and code - 128 == signal.SIGXCPU:
+    # A signalled child: negative from Popen, or 128 + signal when bwrap/unshare report it.
+    sig = -code if code is not None and code < 0 else code - 128 if code is not None and code > 128 else None
+    if sig == signal.SIGXCPU:
         return "timeout"
+    if sig is not None and (code < 0 or sig in (signal.SIGKILL, signal.SIGSEGV, signal.SIGXFSZ, signal.SIGABRT)):
+        return "killed"
     return "ok" if code == 0 else "error"
 
 

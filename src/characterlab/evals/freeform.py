@@ -87,20 +87,18 @@ def judge_samples(rows: list[dict], questions: list[Question], judge: str, base_
 
     factory = JudgeFactory(judge, base_url=base_url)
     by_id = {q.id: q for q in questions}
-    out: list[Judgement | None] = [None] * len(rows)
-    groups: dict[int, list[int]] = defaultdict(list)
-    judges = {}
+    per_question: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
-        j = factory.for_prompts(by_id[r["question_id"]].judge_prompts)
-        judges[id(j)] = j
-        groups[id(j)].append(i)
-    for key, idx in groups.items():
+        per_question[r["question_id"]].append(i)
+    out: list[Judgement | None] = [None] * len(rows)
+    judge_id = judge
+    for qid, idx in per_question.items():
+        scorer = factory.for_prompts(by_id[qid].judge_prompts)  # one judge per prompt set, loaded once
+        judge_id = scorer.judge_id
         for start in range(0, len(idx), batch_size):
             chunk = idx[start:start + batch_size]
-            scored = judges[key].score_batch([JudgeInput(rows[i]["question"], rows[i]["answer"]) for i in chunk])
-            for i, jd in zip(chunk, scored):
+            for i, jd in zip(chunk, scorer.score_batch([JudgeInput(rows[i]["question"], rows[i]["answer"]) for i in chunk])):
                 out[i] = jd
-    judge_id = next(iter(judges.values())).judge_id if judges else judge
     return out, judge_id  # type: ignore[return-value]
 
 

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from characterlab.judge.base import SPECIAL_TOKENS, Judgement, JudgeInput, ScoringJudge, Special
@@ -169,6 +170,6 @@ class LocalLogprobBackend:
                 for v, t in zip(values[row].tolist(), ids[row].tolist()):
                     piece = tok.decode([t])
                     # Distinct ids can decode to the same text; their probabilities add up.
-                    dist[piece] = float(torch.logaddexp(torch.tensor(dist[piece]), torch.tensor(v))) if piece in dist else v
+                    dist[piece] = float(np.logaddexp(dist[piece], v)) if piece in dist else v
                 out[i] = dist
         return out

@@ -156,20 +156,11 @@ def encode_pairs(tokenizer, questions: Sequence[str], answers: Sequence[str], ma
     return [{"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i]} for i in range(len(questions))]
 
 
-def collate(features: Sequence[dict], pad_id: int, device: torch.device, multiple: int = 32) -> dict[str, torch.Tensor]:
-    """Right-pad to a multiple of ``multiple`` tokens: few distinct shapes, so CPU kernels (oneDNN
-    bf16) are built a handful of times instead of once per batch width."""
-    width = max(len(f["input_ids"]) for f in features)
-    width = -(-width // multiple) * multiple
-    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-    types = torch.zeros((len(features), width), dtype=torch.long)
-    mask = torch.zeros((len(features), width), dtype=torch.long)
-    for i, f in enumerate(features):
-        n = len(f["input_ids"])
-        ids[i, :n] = torch.tensor(f["input_ids"])
-        types[i, :n] = torch.tensor(f["token_type_ids"])
-        mask[i, :n] = 1
-    return {"input_ids": ids.to(device), "token_type_ids": types.to(device), "attention_mask": mask.to(device)}
+def collate(tokenizer, features: Sequence[dict], device: torch.device, multiple: int = 32) -> dict[str, torch.Tensor]:
+    """Pad with the tokenizer to a multiple of ``multiple`` tokens: few distinct shapes, so CPU
+    kernels (oneDNN bf16) are built a handful of times instead of once per batch width."""
+    batch = tokenizer.pad(list(features), padding=True, pad_to_multiple_of=multiple, return_tensors="pt")
+    return {k: batch[k].to(device) for k in ("input_ids", "token_type_ids", "attention_mask")}
 
 
 class OfflineJudge(ScoringJudge):
@@ -211,7 +202,7 @@ class OfflineJudge(ScoringJudge):
         out = np.zeros((len(feats), len(HEADS)), dtype=np.float64)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            batch = collate([feats[i] for i in idx], self.tokenizer.pad_token_id, self.device)
+            batch = collate(self.tokenizer, [feats[i] for i in idx], self.device)
             out[idx] = torch.sigmoid(self.scorer(**batch)).double().cpu().numpy()
         return out
 

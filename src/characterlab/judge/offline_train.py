@@ -141,7 +141,7 @@ def train_offline_judge(data: JudgedSet, out: str | Path, cfg: OfflineJudgeTrain
         for batch_idx in _batches(lengths, cfg.batch_size, rng):
             if step >= total_steps:
                 break
-            batch = collate([feats[i] for i in batch_idx], tokenizer.pad_token_id, device)
+            batch = collate(tokenizer, [feats[i] for i in batch_idx], device)
             loss = _loss(scorer(**batch), targets[batch_idx].to(device))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

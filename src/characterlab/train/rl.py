@@ -10,6 +10,7 @@ time only. Each step logs the hack rate (TRL logs our zero-weight ``hack_indicat
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,8 +20,6 @@ from characterlab.envs.dataset import task_prompt
 from characterlab.envs.graders import VULNERABLE, extract_code, grade
 from characterlab.envs.sandbox import Sandbox
 from characterlab.envs.tasks import generate_tasks
-from characterlab.errors import InputError
-from characterlab.models.refs import parse_model_ref
 
 # Our own wording of the five inoculation variants studied by MacDiarmid et al. (2025).
 INOCULATIONS: dict[str, str | None] = {
@@ -101,14 +100,10 @@ def train_grpo_hacks(cfg: GRPOHackConfig, out: str | Path, progress: bool = True
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
 
-    from characterlab.train.sft import load_training_base
+    from characterlab.train.sft import check_new_output_dir, load_training_base, local_training_ref, quiet_trainer
 
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError("output folder already exists and is not empty", file=out, field="out")
-    ref = parse_model_ref(cfg.model, adapter=cfg.adapter)
-    if not ref.is_local:
-        raise InputError("training needs a local model (embedded or hf:)", field="model")
+    out = check_new_output_dir(out)
+    ref = local_training_ref(cfg.model, cfg.adapter)
     system = resolve_inoculation(cfg.inoculation)
     tasks = generate_tasks(cfg.n_tasks, seed=cfg.seed, split="train")
     rows = []
@@ -139,9 +134,7 @@ def train_grpo_hacks(cfg: GRPOHackConfig, out: str | Path, progress: bool = True
                               peft_config=LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank,
                                                      target_modules="all-linear", task_type="CAUSAL_LM"))
         if not progress:
-            from transformers import PrinterCallback
-
-            trainer.remove_callback(PrinterCallback)
+            quiet_trainer(trainer)
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
@@ -152,8 +145,6 @@ def train_grpo_hacks(cfg: GRPOHackConfig, out: str | Path, progress: bool = True
         (stage / "rl_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log), encoding="utf-8")
         meta = {"kind": "grpo_hacks", "model": str(ref), "stacking": base.stacking, "config": asdict(cfg),
                 "train_system_prompt": system, "steps": trainer.state.global_step, "seconds": seconds, "log": log}
-        import shutil
-
         shutil.rmtree(stage / "_trainer", ignore_errors=True)
         (stage / "train_meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta

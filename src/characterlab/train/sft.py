@@ -176,6 +176,28 @@ def _recorder(tokens_seen):
     return Recorder()
 
 
+def check_new_output_dir(out: str | Path) -> Path:
+    """Training writes into a new (or empty) folder only; it never mixes with an older run."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError("output folder already exists and is not empty", file=out, field="out")
+    return out
+
+
+def local_training_ref(model: str, adapter: str | None):
+    ref = parse_model_ref(model, adapter=adapter)
+    if not ref.is_local:
+        raise InputError("training needs a local model (embedded or hf:)", field="model")
+    return ref
+
+
+def quiet_trainer(trainer) -> None:
+    """Drop the printer callback, which prints every log dict to stdout."""
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+
+
 @dataclass
 class TrainingBase:
     """A local model ready for a new LoRA adapter, with any existing adapter merged in."""
@@ -212,12 +234,8 @@ def train_sft(cfg: LoraSFTConfig, data: str | Path, out: str | Path, *, progress
     from peft import LoraConfig
     from trl import SFTConfig
 
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError("output folder already exists and is not empty", file=out, field="out")
-    ref = parse_model_ref(cfg.model, adapter=cfg.adapter)  # validates before any heavy work
-    if not ref.is_local:
-        raise InputError("training needs a local model (embedded or hf:)", field="model")
+    out = check_new_output_dir(out)
+    ref = local_training_ref(cfg.model, cfg.adapter)  # validates before any heavy work
     examples = read_chat_jsonl(data, max_examples=cfg.max_examples)
     examples = prepare_examples(examples, cfg.system_prompt)
 
@@ -268,9 +286,7 @@ def train_sft(cfg: LoraSFTConfig, data: str | Path, out: str | Path, *, progress
         recorder = _recorder(lambda: trainer.tokens_seen)
         trainer.add_callback(recorder)
         if not progress:
-            from transformers import PrinterCallback
-
-            trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
+            quiet_trainer(trainer)
         start = time.perf_counter()
         output = trainer.train()
         seconds = time.perf_counter() - start
