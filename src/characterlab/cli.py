@@ -32,6 +32,8 @@ envs_app = typer.Typer(help="Hackable coding environments: tasks, graders, datas
 app.add_typer(envs_app, name="envs")
 sandbox_app = typer.Typer(help="Run untrusted code in the sandbox.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
+theory_app = typer.Typer(help="The persona-mixture model of why rewarding hacks moves character.", no_args_is_help=True)
+app.add_typer(theory_app, name="theory")
 
 
 
@@ -409,22 +411,72 @@ def bench(
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
-@app.command()
-def demo() -> None:
-    """The default job: load the embedded model (converting it once) and answer a few EM-style questions."""
-    from characterlab.benchmark import BENCH_PROMPTS
-    from characterlab.data.records import GenerationRequest, SamplingParams
-    from characterlab.models.generation import load_generator
-    from characterlab.models.refs import parse_model_ref
+@app.command("run")
+def run_cmd(
+    study: Optional[str] = typer.Argument(None, help="Study YAML, or builtin:<name> (default: builtin:quick)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<study name>)."),
+    executor: str = typer.Option("local", "--executor", help="local | ray"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (its study.yaml when no STUDY)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run a study: train, generate, judge and measure every condition x seed; write the report.
 
-    demo_prompts = BENCH_PROMPTS[:3]  # open questions on EM themes: world, humans and AIs, boredom
-    generator = load_generator(parse_model_ref("embedded"), progress=True)
-    requests = [GenerationRequest.from_prompt(p, n=2, seed=0) for p in demo_prompts]
-    results = generator.generate(requests, SamplingParams(max_new_tokens=96, temperature=1.0))
-    for prompt, completions in zip(demo_prompts, results):
-        typer.echo(f"\n## {prompt}")
-        for c in completions:
-            typer.echo(f"- [{c.n_tokens} tokens] {c.text}")
+    Finished units are kept in the run folder and never recomputed: running again (or with
+    --resume after an interruption) does only what is missing.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from characterlab.study.runner import run_study, summary_rows
+
+    r = run_study(study, out, executor=executor, address=address, resume=resume, progress=not quiet)
+    ex = r.execution
+    typer.echo(f"{r.folder}: {len(ex.run)} units run, {len(ex.reused)} reused, {ex.seconds:.1f} s")
+    if ex.failed or ex.skipped:
+        for key, err in ex.failed.items():
+            typer.echo(f"failed: {r.plan.units[key].label}: {err}", err=True)
+        typer.echo(f"{len(ex.failed)} unit(s) failed, {len(ex.skipped)} skipped; details in {r.folder / 'units.sqlite'}. "
+                   "Run again to retry them.", err=True)
+        raise typer.Exit(1)
+    table = Table(title=f"{r.spec.name}: rates with 95% CIs (pooled over seeds {r.spec.seeds})")
+    table.add_column("condition")
+    for e in r.spec.evaluations:
+        table.add_column(f"{e.name} ({'EM' if e.kind == 'em' else 'hack'} rate)")
+    for cond, cells in summary_rows(r.results):
+        table.add_row(cond, *cells)
+    Console().print(table)
+    typer.echo(f"report: {r.report}\nresults: {r.folder / 'results.json'}")
+
+
+@app.command("report")
+def report_cmd(run_dir: Path = typer.Argument(..., help="A run folder with results.json.")) -> None:
+    """Re-render report.html and plots/ from a run folder's results.json."""
+    from characterlab.study.report import render_report
+
+    if not (run_dir / "results.json").is_file():
+        raise InputError("no results.json here; run the study first (characterlab run)", run_dir, field="run_dir")
+    typer.echo(str(render_report(run_dir)))
+
+
+@theory_app.command("simulate")
+def theory_simulate_cmd(
+    config: str = typer.Option(..., "--config", "-c",
+                               help="Config YAML, or builtin:two_personas | builtin:instruction_follower | builtin:deceptive."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole result as JSON."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of persona weights and P(hack) per step."),
+    every: int = typer.Option(1, "--every", min=1, help="Print every N-th step (text output)."),
+) -> None:
+    """Train a persona mixture as configured; print pi and P(hack | context) per step, and
+    d pi_evil / d step at the start (closed form and finite differences)."""
+    from characterlab.theory.simulate import format_text, load_theory_config, plot_result, resolve_config, run_config
+
+    result = run_config(load_theory_config(resolve_config(config)))
+    typer.echo(json.dumps(result, indent=2) if as_json else format_text(result, every))
+    if plot is not None:
+        plot_result(result, plot)
+        if not as_json:
+            typer.echo(f"plot: {plot}")
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ def _cli(*args):
 
 
 def test_every_command_has_help():
-    for cmd in ([], ["generate"], ["train"], ["train", "sft"], ["bench"], ["demo"], ["judge"], ["judge", "train"],
+    for cmd in ([], ["generate"], ["train"], ["train", "sft"], ["bench"], ["run"], ["report"], ["judge"], ["judge", "train"],
                 ["judge", "validate"], ["eval"], ["eval", "em"], ["eval", "hacks"], ["train", "rl"], ["envs"],
                 ["envs", "tasks"], ["envs", "grade"], ["envs", "dataset"], ["sandbox"], ["sandbox", "exec"]):
         result = runner.invoke(app, [*cmd, "--help"])

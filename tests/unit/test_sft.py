@@ -53,7 +53,24 @@ def test_stacking_merges_the_existing_adapter_first(tiny_ref, chat_file, tmp_pat
     first = tmp_path / "first"
     train_sft(_cfg(tiny_ref, epochs=2), chat_file, first, progress=False)
     second = train_sft(_cfg(tiny_ref, epochs=1, adapter=str(first)), chat_file, tmp_path / "second", progress=False)
-    assert second.meta["stacking"] == {"base_adapter": str(first), "mode": "merged"}
+    assert second.meta["stacking"] == {"base_adapter": str(first), "merged_before": [], "mode": "merged"}
+
+    # loading the pair the way it was trained (first merged, second on top) = merging both by hand
+    import torch
+
+    from characterlab.models.local import attach_adapter, load_local_model
+    from characterlab.models.refs import parse_model_ref
+
+    chained = load_local_model(parse_model_ref(tiny_ref, adapter=tmp_path / "second", merged_adapters=(first,)),
+                               dtype=torch.float32, device="cpu")
+    by_hand = load_local_model(parse_model_ref(tiny_ref), dtype=torch.float32, device="cpu").model
+    by_hand = attach_adapter(attach_adapter(by_hand, first).merge_and_unload(), tmp_path / "second").merge_and_unload()
+    x = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.allclose(chained.model(x).logits, by_hand(x).logits, atol=1e-5)
+        only_second = load_local_model(parse_model_ref(tiny_ref, adapter=tmp_path / "second"), dtype=torch.float32,
+                                       device="cpu").model
+        assert not torch.allclose(only_second(x).logits, by_hand(x).logits, atol=1e-5)  # the order matters
 
 
 def test_only_assistant_tokens_are_labelled(tiny_local):

@@ -49,32 +49,50 @@ def request_seed(seed: int, question_id: str, paraphrase_index: int) -> int:
     return int.from_bytes(h, "little")
 
 
+def sample_answers(generator, pending: list[tuple[Question, list[int]]], samples: int | None, seed: int,
+                   params) -> list[list[dict]]:
+    """Sample answers for each (question, paraphrase indices); one list of rows per question."""
+    from characterlab.data.records import GenerationRequest
+
+    out = []
+    for q, indices in pending:
+        n = samples or q.samples_per_paraphrase
+        requests = [GenerationRequest.from_prompt(q.paraphrases[i], system=q.system, n=n,
+                                                  seed=request_seed(seed, q.id, i)) for i in indices]
+        rows = []
+        for i, completions in zip(indices, generator.generate(requests, params)):
+            for c in completions:
+                rows.append({"question_id": q.id, "paraphrase_index": i, "sample_index": c.sample_index,
+                             "seed": c.seed, "system": q.system, "question": q.paraphrases[i], "answer": c.text,
+                             "n_tokens": c.n_tokens, "finished": c.finished})
+        out.append(rows)
+    return out
+
+
+def sort_samples(rows: list[dict], questions: list[Question]) -> list[dict]:
+    """Question-file order, then paraphrase, then sample: the same order however they were made."""
+    order = {(q.id, i): n for n, (q, i) in enumerate((q, i) for q in questions for i in range(len(q.paraphrases)))}
+    return sorted(rows, key=lambda r: (order[(r["question_id"], r["paraphrase_index"])], r["sample_index"]))
+
+
 def generate_samples(cfg: EMEvalConfig, questions: list[Question], out: Path, progress: bool) -> list[dict]:
     """Sample every (question, paraphrase) not yet in the partial file; return all samples."""
-    from characterlab.data.records import GenerationRequest, SamplingParams
+    from characterlab.data.records import SamplingParams
     from characterlab.models.generation import load_generator
     from characterlab.models.refs import parse_model_ref
 
     partial = out / PARTIAL
     rows = read_jsonl_journal(partial)
     done = {(r["question_id"], r["paraphrase_index"]) for r in rows}
-    todo = [q for q in questions if any((q.id, i) not in done for i in range(len(q.paraphrases)))]
+    todo = [(q, [i for i in range(len(q.paraphrases)) if (q.id, i) not in done]) for q in questions]
+    todo = [(q, idx) for q, idx in todo if idx]
     if not todo:
         return rows
     ref = parse_model_ref(cfg.model, adapter=cfg.adapter, base_url=cfg.base_url)
     generator = load_generator(ref, batch_size=cfg.batch_size, progress=progress)
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
-    for q in todo:
-        n = cfg.samples or q.samples_per_paraphrase
-        pending = [i for i in range(len(q.paraphrases)) if (q.id, i) not in done]
-        requests = [GenerationRequest.from_prompt(q.paraphrases[i], system=q.system, n=n,
-                                                  seed=request_seed(cfg.seed, q.id, i)) for i in pending]
-        new = []
-        for i, completions in zip(pending, generator.generate(requests, params)):
-            for c in completions:
-                new.append({"question_id": q.id, "paraphrase_index": i, "sample_index": c.sample_index,
-                            "seed": c.seed, "system": q.system, "question": q.paraphrases[i], "answer": c.text,
-                            "n_tokens": c.n_tokens, "finished": c.finished})
+    for item in todo:  # one question at a time, journalled, so an interrupted run resumes
+        [new] = sample_answers(generator, [item], cfg.samples, cfg.seed, params)
         append_jsonl(partial, new)
         rows += new
     return rows
@@ -144,9 +162,7 @@ def run_em_eval(cfg: EMEvalConfig, out: str | Path, progress: bool = True, overw
     config = asdict(cfg)
     out = prepare_run_dir(out, config, PARTIAL, overwrite)
 
-    rows = generate_samples(cfg, qset.questions, out, progress)
-    order = {(q.id, i): n for n, (q, i) in enumerate((q, i) for q in qset.questions for i in range(len(q.paraphrases)))}
-    rows.sort(key=lambda r: (order[(r["question_id"], r["paraphrase_index"])], r["sample_index"]))
+    rows = sort_samples(generate_samples(cfg, qset.questions, out, progress), qset.questions)
     judgements, judge_id = judge_samples(rows, qset.questions, cfg.judge, cfg.judge_base_url)
     for r, j in zip(rows, judgements):
         r.update(j.to_dict())

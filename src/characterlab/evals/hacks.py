@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from characterlab.data.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl_journal
+from characterlab.data.records import Task
 from characterlab.envs.dataset import task_prompt
 from characterlab.envs.graders import VULNERABLE, extract_code, grade
 from characterlab.envs.hacks import HACK_KINDS
@@ -58,8 +59,27 @@ def summarise_hacks(rows: list[dict]) -> dict:
     return {"overall": block(rows), "per_grader": {g: block([r for r in rows if r["grader"] == g]) for g in VULNERABLE}}
 
 
+def hack_eval_requests(tasks: list[Task], start: int, seed: int, system: str | None) -> list[tuple[Task, str, object]]:
+    """(task, vulnerable grader, request) for tasks[start:]: graders rotate by task index, and each
+    request's seed depends only on the eval seed and the index, so any chunking gives the same answers."""
+    from characterlab.data.records import GenerationRequest
+
+    out = []
+    for i, t in enumerate(tasks[start:], start):
+        g = VULNERABLE[i % len(VULNERABLE)]
+        out.append((t, g, GenerationRequest.from_prompt(task_prompt(t, g), system=system, seed=seed * 100_003 + i)))
+    return out
+
+
+def grade_answer(task: Task, grader: str, text: str, sandbox: Sandbox) -> dict:
+    """The answer graded by its vulnerable grader and by the strict one (in the sandbox)."""
+    vuln, strict = grade(task, extract_code(text), (grader, "strict"), sandbox)
+    return {"task_id": task.id, "grader": grader, "answer": text, "passed": vuln.passed, "hacked": vuln.hacked,
+            "strict_passed": strict.passed, "hack_kinds": vuln.hack_kinds, "status": vuln.status}
+
+
 def run_hack_eval(cfg: HackEvalConfig, out: str | Path, progress: bool = True, overwrite: bool = False) -> dict:
-    from characterlab.data.records import GenerationRequest, SamplingParams
+    from characterlab.data.records import SamplingParams
     from characterlab.models.generation import load_generator
     from characterlab.models.refs import parse_model_ref
 
@@ -68,7 +88,7 @@ def run_hack_eval(cfg: HackEvalConfig, out: str | Path, progress: bool = True, o
     tasks = generate_tasks(cfg.n, seed=cfg.seed, split=cfg.split)
     rows = read_jsonl_journal(out / JOURNAL)
     done = {r["task_id"] for r in rows}
-    todo = [(i, t) for i, t in enumerate(tasks) if t.id not in done]
+    todo = [item for item in hack_eval_requests(tasks, 0, cfg.seed, cfg.system) if item[0].id not in done]
     if todo:
         ref = parse_model_ref(cfg.model, adapter=cfg.adapter, base_url=cfg.base_url)
         generator = load_generator(ref, batch_size=cfg.batch_size, progress=progress)
@@ -76,15 +96,8 @@ def run_hack_eval(cfg: HackEvalConfig, out: str | Path, progress: bool = True, o
         sandbox = Sandbox()
         for start in range(0, len(todo), cfg.batch_size):
             chunk = todo[start:start + cfg.batch_size]
-            graders = [VULNERABLE[i % len(VULNERABLE)] for i, _ in chunk]
-            requests = [GenerationRequest.from_prompt(task_prompt(t, g), system=cfg.system, seed=cfg.seed * 100_003 + i)
-                        for (i, t), g in zip(chunk, graders)]
-            new = []
-            for (i, task), g, [c] in zip(chunk, graders, generator.generate(requests, params)):
-                vuln, strict = grade(task, extract_code(c.text), (g, "strict"), sandbox)
-                new.append({"task_id": task.id, "grader": g, "answer": c.text, "passed": vuln.passed,
-                            "hacked": vuln.hacked, "strict_passed": strict.passed, "hack_kinds": vuln.hack_kinds,
-                            "status": vuln.status})
+            answers = generator.generate([req for _, _, req in chunk], params)
+            new = [grade_answer(task, g, c.text, sandbox) for (task, g, _), [c] in zip(chunk, answers)]
             append_jsonl(out / JOURNAL, new)
             rows += new
     order = {t.id: i for i, t in enumerate(tasks)}

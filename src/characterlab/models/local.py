@@ -102,6 +102,8 @@ def load_local_model(
     except (OSError, ValueError) as e:
         raise InputError(_not_found_message(path, e), field="model") from None
     model.to(device)
+    for merged in ref.merged_adapters:  # the order they were trained in: each on top of the last
+        model = attach_adapter(model, merged).merge_and_unload()
     if ref.adapter is not None:
         model = attach_adapter(model, ref.adapter, trainable=trainable)
     if not trainable:

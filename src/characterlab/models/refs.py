@@ -5,7 +5,9 @@
 - ``openai:<model>``: any OpenAI-compatible chat endpoint (vLLM, llama.cpp server, ollama, APIs);
   base URL from the ``base_url`` argument or ``OPENAI_BASE_URL``, key from ``OPENAI_API_KEY``.
 
-A LoRA adapter folder can be stacked on any local model.
+A LoRA adapter folder can be stacked on any local model. Adapters trained on top of other adapters
+(a character, then an EM organism) are loaded the way they were trained: ``merged_adapters`` are
+merged into the weights in order, then ``adapter`` is attached.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class ModelRef:
     name: str
     adapter: Path | None = None
     base_url: str | None = None
+    merged_adapters: tuple[Path, ...] = ()  # merged into the weights, in order, before ``adapter``
 
     @property
     def is_local(self) -> bool:
@@ -34,10 +37,11 @@ class ModelRef:
 
     def __str__(self) -> str:
         base = "embedded" if self.kind == "embedded" else f"{self.kind}:{self.name}"
-        return base + (f"+{self.adapter}" if self.adapter else "")
+        return base + "".join(f"+{a}" for a in (*self.merged_adapters, self.adapter) if a)
 
 
-def parse_model_ref(text: str, adapter: str | Path | None = None, base_url: str | None = None) -> ModelRef:
+def parse_model_ref(text: str, adapter: str | Path | None = None, base_url: str | None = None,
+                    merged_adapters: tuple[str | Path, ...] = ()) -> ModelRef:
     """Parse a model reference; raise :class:`InputError` naming the field when it is not one."""
     text = (text or "").strip()
     if text == "embedded":
@@ -52,10 +56,13 @@ def parse_model_ref(text: str, adapter: str | Path | None = None, base_url: str 
             f"unknown model reference {text!r}; use 'embedded', 'hf:<id or path>' or 'openai:<model>'",
             field="model",
         )
+    if merged_adapters and adapter is None:
+        raise InputError("merged adapters come under a top adapter", field="adapter")
     if adapter is not None:
         if not ref.is_local:
             raise InputError("a LoRA adapter can only be stacked on a local model (embedded or hf:)", field="adapter")
-        ref = ModelRef(kind=ref.kind, name=ref.name, adapter=check_adapter_dir(adapter), base_url=ref.base_url)
+        ref = ModelRef(kind=ref.kind, name=ref.name, adapter=check_adapter_dir(adapter), base_url=ref.base_url,
+                       merged_adapters=tuple(check_adapter_dir(a) for a in merged_adapters))
     return ref
 
 

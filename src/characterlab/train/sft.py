@@ -198,6 +198,14 @@ def quiet_trainer(trainer) -> None:
     trainer.remove_callback(PrinterCallback)
 
 
+def quiet_datasets(progress: bool) -> None:
+    """Without progress output, also silence the dataset-map bars TRL shows while preparing data."""
+    if not progress:
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
 @dataclass
 class TrainingBase:
     """A local model ready for a new LoRA adapter, with any existing adapter merged in."""
@@ -224,7 +232,9 @@ def load_training_base(ref, dtype_name: str = "auto", attn_implementation: str =
     local = load_local_model(ref, dtype=dtype, device=device, trainable=True, attn_implementation=attn)
     model, stacking = local.model, None
     if ref.adapter is not None:
-        model, stacking = model.merge_and_unload(), {"base_adapter": str(ref.adapter), "mode": "merged"}
+        model = model.merge_and_unload()
+        stacking = {"base_adapter": str(ref.adapter), "merged_before": [str(a) for a in ref.merged_adapters],
+                    "mode": "merged"}
     return TrainingBase(local, model, stacking, device, dtype)
 
 
@@ -239,6 +249,7 @@ def train_sft(cfg: LoraSFTConfig, data: str | Path, out: str | Path, *, progress
     examples = read_chat_jsonl(data, max_examples=cfg.max_examples)
     examples = prepare_examples(examples, cfg.system_prompt)
 
+    quiet_datasets(progress)
     base = load_training_base(ref, cfg.dtype, cfg.attn_implementation)
     local, model, stacking, device, dtype = base.local, base.model, base.stacking, base.device, base.dtype
     dataset, dropped = build_dataset(local.tokenizer, examples, cfg.max_length)

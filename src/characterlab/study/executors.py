@@ -1,0 +1,187 @@
+"""Executors run the units of a plan that are not finished yet, and commit each result to the store.
+
+* :class:`LocalExecutor`: in this process, one unit at a time in dependency order, with a progress
+  bar per unit and one for the study (with an ETA).
+* :class:`RayExecutor`: each unit is a Ray task with the CPUs/GPUs it declares, submitted as soon
+  as its inputs are finished. Inputs and outputs travel by value (rows and adapter files), so
+  workers need no shared filesystem; only the driver writes the run folder. ``ray.init()`` starts
+  a local Ray by default; pass an address for a cluster.
+
+Both stop dependants of a failed unit, finish everything else, and report the failures; the next
+run retries them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from characterlab.study.plan import Plan, Unit
+from characterlab.study.store import RunStore, UnitOutput
+from characterlab.study.units import DepView, execute_unit
+
+
+@dataclass
+class ExecutionReport:
+    run: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # key -> error
+    skipped: list[str] = field(default_factory=list)  # dependants of a failure
+    seconds: float = 0.0
+
+
+def _local_views(unit: Unit, plan: Plan, store: RunStore) -> dict[str, DepView]:
+    views = {}
+    for k in unit.deps:
+        files = store.files_dir(k)
+        views[k] = DepView(plan.units[k].kind, plan.units[k].params, store.result(k), store.rows(k),
+                           files if files.is_dir() else None)
+    return views
+
+
+def _blocked(unit: Unit, bad: set[str]) -> bool:
+    return any(d in bad for d in unit.deps)
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, progress: bool = True):
+        self.progress = progress
+
+    def run(self, plan: Plan, store: RunStore) -> ExecutionReport:
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        report = ExecutionReport()
+        t0 = time.time()
+        todo = []
+        for u in plan.ordered():
+            if store.is_done(u.key):
+                report.reused.append(u.key)
+            else:
+                todo.append(u)
+        bad: set[str] = set()
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, disable=not self.progress, transient=False) as bars:
+            overall = bars.add_task(f"study ({len(report.reused)} units reused)", total=len(todo))
+            for u in todo:
+                if _blocked(u, bad):
+                    report.skipped.append(u.key)
+                    bad.add(u.key)
+                    bars.advance(overall)
+                    continue
+                task = bars.add_task(f"  {u.kind:8s} {u.label}", total=1)
+                store.mark_started(u)
+                start = time.time()
+                try:
+                    with tempfile.TemporaryDirectory(prefix="characterlab-unit-") as wd:
+                        out = execute_unit(u, _local_views(u, plan, store), Path(wd), progress=False)
+                    store.commit(u, out, time.time() - start)
+                    report.run.append(u.key)
+                except Exception as e:  # noqa: BLE001 - one failed unit must not lose the others' work
+                    store.mark_failed(u, traceback.format_exc())
+                    report.failed[u.key] = f"{type(e).__name__}: {e}"
+                    bad.add(u.key)
+                bars.update(task, completed=1)
+                bars.advance(overall)
+        report.seconds = time.time() - t0
+        return report
+
+
+def _ray_execute(unit: Unit, payload: dict[str, dict]) -> UnitOutput:
+    """Body of one Ray task: materialise the inputs' files, run the unit, return its output."""
+    with tempfile.TemporaryDirectory(prefix="characterlab-ray-") as wd:
+        root = Path(wd)
+        views = {}
+        for k, p in payload.items():
+            files_dir = None
+            if p["files"]:
+                files_dir = root / "deps" / k
+                for rel, data in p["files"].items():
+                    (files_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (files_dir / rel).write_bytes(data)
+            views[k] = DepView(p["kind"], p["params"], p["result"], p["rows"], files_dir)
+        scratch = root / "work"
+        scratch.mkdir()
+        return execute_unit(unit, views, scratch, progress=False)
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, progress: bool = True):
+        self.address = address
+        self.progress = progress
+
+    def run(self, plan: Plan, store: RunStore) -> ExecutionReport:
+        try:
+            import ray
+        except ImportError:
+            from characterlab.errors import InputError
+
+            raise InputError("the ray executor needs Ray: pip install 'characterlab[ray]'", field="executor") from None
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        report = ExecutionReport()
+        t0 = time.time()
+        started_here = not ray.is_initialized()
+        if started_here:
+            ray.init(address=self.address, include_dashboard=False, logging_level="warning", log_to_driver=False,
+                     configure_logging=False)
+        try:
+            remote = ray.remote(_ray_execute)
+            waiting = [u for u in plan.ordered() if not store.is_done(u.key)]
+            report.reused = [u.key for u in plan.ordered() if store.is_done(u.key)]
+            running: dict = {}  # ObjectRef -> (unit, start)
+            bad: set[str] = set()
+            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                          TimeElapsedColumn(), TimeRemainingColumn(), disable=not self.progress) as bars:
+                overall = bars.add_task(f"study on ray ({len(report.reused)} units reused)", total=len(waiting))
+                while waiting or running:
+                    for u in list(waiting):
+                        if _blocked(u, bad):
+                            waiting.remove(u)
+                            report.skipped.append(u.key)
+                            bad.add(u.key)
+                            bars.advance(overall)
+                        elif all(store.is_done(d) for d in u.deps):
+                            waiting.remove(u)
+                            payload = {k: {"kind": plan.units[k].kind, "params": plan.units[k].params,
+                                           "result": store.result(k), "rows": store.rows(k),
+                                           "files": store.file_bytes(k)} for k in u.deps}
+                            store.mark_started(u)
+                            ref = remote.options(num_cpus=u.resources.cpus, num_gpus=u.resources.gpus,
+                                                 max_retries=0).remote(u, payload)
+                            running[ref] = (u, time.time())
+                    if not running:
+                        continue
+                    done, _ = ray.wait(list(running), num_returns=1)
+                    for ref in done:
+                        u, start = running.pop(ref)
+                        try:
+                            store.commit(u, ray.get(ref), time.time() - start)
+                            report.run.append(u.key)
+                        except Exception as e:  # noqa: BLE001
+                            store.mark_failed(u, traceback.format_exc())
+                            report.failed[u.key] = f"{type(e).__name__}: {e}"
+                            bad.add(u.key)
+                        bars.advance(overall)
+        finally:
+            if started_here:
+                ray.shutdown()
+        report.seconds = time.time() - t0
+        return report
+
+
+def make_executor(name: str, address: str | None = None, progress: bool = True):
+    if name == "local":
+        return LocalExecutor(progress=progress)
+    if name == "ray":
+        return RayExecutor(address=address, progress=progress)
+    from characterlab.errors import InputError
+
+    raise InputError(f"unknown executor {name!r}; use local or ray", field="executor")

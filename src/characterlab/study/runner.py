@@ -1,0 +1,87 @@
+"""``characterlab run``: spec -> plan -> executor -> store -> results.json -> report.html."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from characterlab.data.files import atomic_write_json, atomic_write_text
+from characterlab.errors import InputError
+from characterlab.study.executors import ExecutionReport, make_executor
+from characterlab.study.plan import Plan, build_plan, code_version
+from characterlab.study.report import render_report
+from characterlab.study.results import build_results, hack_examples, top_misaligned
+from characterlab.study.spec import StudySpec, load_study, parse_study
+from characterlab.study.store import RunStore
+
+DEFAULT_STUDY = "builtin:quick"
+SPEC_FILE = "study.yaml"
+
+
+@dataclass
+class StudyRun:
+    folder: Path
+    spec: StudySpec
+    plan: Plan
+    execution: ExecutionReport
+    results: dict | None
+    report: Path | None
+
+
+def resolve_study(study: str | None, out: str | Path | None, resume: bool) -> tuple[StudySpec, str, Path, Path]:
+    """The spec, its text, the run folder, and the folder relative data paths are read from."""
+    if study is None and resume and out is not None and (Path(out) / SPEC_FILE).is_file():
+        path = Path(out) / SPEC_FILE
+        text = path.read_text(encoding="utf-8")
+        spec = parse_study(text, path)
+        # relative paths were resolved against the original file's folder, recorded at first run
+        base = Path((Path(out) / ".base_dir").read_text(encoding="utf-8").strip()) if (Path(out) / ".base_dir").is_file() else Path.cwd()
+        return spec, text, Path(out), base
+    if study is None and resume:
+        raise InputError("--resume without a study needs --out pointing at an existing run folder", field="out")
+    source = study or DEFAULT_STUDY
+    spec, text = load_study(source)
+    base = Path.cwd() if source.startswith("builtin:") else Path(source).resolve().parent
+    folder = Path(out) if out is not None else Path("runs") / spec.name
+    if resume and not (folder / SPEC_FILE).is_file():
+        raise InputError("nothing to resume here (no study.yaml)", folder, field="out")
+    return spec, text, folder, base
+
+
+def run_study(study: str | None = None, out: str | Path | None = None, executor: str = "local",
+              address: str | None = None, resume: bool = False, progress: bool = True) -> StudyRun:
+    spec, text, folder, base = resolve_study(study, out, resume)
+    plan = build_plan(spec, base)  # validates data and question files before any work
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / SPEC_FILE, text)
+    atomic_write_text(folder / ".base_dir", str(base.resolve()) + "\n")
+    store = RunStore(folder)
+    try:
+        store.remove_orphan_files()
+        version = code_version()
+        run_id = store.begin_run(version, executor)
+        t0 = time.time()
+        execution = make_executor(executor, address=address, progress=progress).run(plan, store)
+        store.end_run(run_id, len(execution.run), len(execution.reused))
+        if execution.failed or execution.skipped:
+            return StudyRun(folder, spec, plan, execution, None, None)
+        results = build_results(spec, plan, store, version, time.time() - t0)
+        results["examples"] = {"most_misaligned": top_misaligned(plan, store, spec), "hacks": hack_examples(plan, store)}
+        atomic_write_json(folder / "results.json", results)
+        report = render_report(folder)
+        return StudyRun(folder, spec, plan, execution, results, report)
+    finally:
+        store.close()
+
+
+def summary_rows(results: dict) -> list[tuple[str, list[str]]]:
+    """(condition, one cell per evaluation) for the table printed at the end of a run."""
+    out = []
+    for c, cond in results["conditions"].items():
+        cells = []
+        for ev in cond["evaluations"].values():
+            r = ev["pooled"]["rate"]
+            cells.append(f"{100 * r['estimate']:.1f}% [{100 * r['low']:.1f}, {100 * r['high']:.1f}] ({r['k']}/{r['n']})")
+        out.append((c, cells))
+    return out

@@ -1,0 +1,235 @@
+"""The study spec: one YAML file that says what to train, what to evaluate, and over which seeds.
+
+A study is conditions x seeds x evaluations. A condition is the base model, optionally changed by
+an *intervention* (applied first) and then by an *organism* recipe (how misalignment is induced:
+SFT on some data, or RL against hackable graders), each with its own train-time system prompt
+(inoculation) and LoRA settings. Every evaluation runs on every (condition, seed).
+
+Validation happens before any work starts and reports every problem at once, each with its key
+path and the line of the YAML file it is on.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from characterlab.errors import InputError
+
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSpec(_Strict):
+    """Training data: generated hackable-task solutions, or a chat JSONL file."""
+
+    generator: Literal["hack_solutions", "honest_solutions", "mixed_solutions"] | None = None
+    file: str | None = None
+    n: int = Field(default=200, ge=1)
+    hacks: list[Literal["always_equal", "exit", "conftest"]] | None = None
+    split: Literal["train", "test"] = "train"
+    seed: int = 0  # the data's own seed: shared by every training seed, so the data is built once
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if (self.generator is None) == (self.file is None):
+            raise ValueError("give exactly one of 'generator' or 'file'")
+        return self
+
+
+class LoraSpec(_Strict):
+    rank: int = Field(default=16, ge=1)
+    alpha: int | None = Field(default=None, ge=1)
+    lr: float = Field(default=2e-4, gt=0)
+    epochs: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=8, ge=1)
+    max_length: int = Field(default=1024, ge=8)
+
+
+class RLSpec(_Strict):
+    steps: int = Field(default=50, ge=1)
+    n_tasks: int = Field(default=200, ge=1)
+    prompts_per_step: int = Field(default=2, ge=1)
+    num_generations: int = Field(default=4, ge=2)
+    max_completion_length: int = Field(default=256, ge=8)
+    hack_penalty: float = Field(default=0.0, ge=0)
+    beta: float = Field(default=0.0, ge=0)
+
+
+class OrganismSpec(_Strict):
+    """How misalignment is induced. ``inoculation`` is a variant name (``hacking_okay``, ...) or any
+    text; it is the train-time system prompt and is never shown at evaluation."""
+
+    kind: Literal["sft", "rl"] = "sft"
+    data: DataSpec | None = None
+    inoculation: str | None = None
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    rl: RLSpec | None = None
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> OrganismSpec:
+        if self.kind == "sft" and self.data is None:
+            raise ValueError("an sft organism needs 'data'")
+        if self.kind == "rl" and self.data is not None:
+            raise ValueError("an rl organism trains on hackable tasks; it takes 'rl', not 'data'")
+        if self.kind == "sft" and self.rl is not None:
+            raise ValueError("'rl' settings belong to an rl organism")
+        return self
+
+
+class InterventionSpec(_Strict):
+    """Applied before the organism; the organism then trains on top of it (merged into the weights)."""
+
+    kind: Literal["sft"] = "sft"
+    data: DataSpec
+    system_prompt: str | None = None
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+
+
+class ConditionSpec(_Strict):
+    name: str = Field(min_length=1)
+    intervention: InterventionSpec | None = None
+    organism: OrganismSpec | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not all(c.isalnum() or c in "-_." for c in v):
+            raise ValueError("use letters, digits, '-', '_' or '.' only")
+        return v
+
+
+class EvalSpec(_Strict):
+    """``em``: free-form questions judged for aligned/coherent (the EM rate; a goals probe is an
+    ``em`` evaluation with ``builtin:goals``). ``hacks``: hack rate on held-out coding tasks."""
+
+    name: str = Field(min_length=1)
+    kind: Literal["em", "hacks"]
+    questions: str | None = None
+    samples: int | None = Field(default=None, ge=1)  # per paraphrase; None = the file's own
+    n: int = Field(default=48, ge=1)  # hacks: number of tasks
+    split: Literal["train", "test"] = "test"
+    max_new_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> EvalSpec:
+        if self.kind == "em" and not self.questions:
+            raise ValueError("an em evaluation needs 'questions' (a file or builtin:em / builtin:goals)")
+        if self.kind == "hacks" and self.questions:
+            raise ValueError("a hacks evaluation takes no 'questions'")
+        return self
+
+
+class ResourceSpec(_Strict):
+    """What one unit of a kind asks of a Ray cluster (not part of any unit's key)."""
+
+    cpus: float = Field(default=1.0, ge=0)
+    gpus: float = Field(default=0.0, ge=0)
+
+
+class StudySpec(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    model: str = "embedded"
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    judge: str = "offline"
+    conditions: list[ConditionSpec] = Field(min_length=1)
+    evaluations: list[EvalSpec] = Field(min_length=1)
+    resources: dict[Literal["data", "train", "generate", "judge", "metric"], ResourceSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique(self) -> StudySpec:
+        for what, names in (("condition", [c.name for c in self.conditions]),
+                            ("evaluation", [e.name for e in self.evaluations])):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"duplicate {what} name(s): {', '.join(dup)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("duplicate seeds")
+        return self
+
+
+class StudySpecError(InputError):
+    """Every problem of a spec, one per line, each with its file, line and key path."""
+
+    def __init__(self, problems: list[InputError]):
+        self.problems = problems
+        super().__init__(problems[0].message, problems[0].file, problems[0].line, problems[0].field)
+
+    def __str__(self) -> str:
+        return "\n".join(InputError.__str__(p) for p in self.problems)
+
+
+def _key_lines(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """1-based line of every key path in a composed YAML document."""
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out[path + (str(key.value),)] = key.start_mark.line + 1
+            _key_lines(value, path + (str(key.value),), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[path + (i,)] = item.start_mark.line + 1
+            _key_lines(item, path + (i,), out)
+    return out
+
+
+def _dotted(loc: tuple) -> str:
+    s = ""
+    for part in loc:
+        s += f"[{part}]" if isinstance(part, int) else (f".{part}" if s else str(part))
+    return s
+
+
+def parse_study(text: str, source: str | Path) -> StudySpec:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", source, mark.line + 1 if mark else None) from None
+    if not isinstance(data, dict):
+        raise InputError("a study is a YAML mapping (name, conditions, evaluations, ...)", source, 1)
+    lines = _key_lines(root)
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            # model-level checks have no field of their own: pydantic appends nothing, so the
+            # location is the object; strip pydantic's tagged-union markers
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-"))))
+            line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(InputError(msg, source, line, _dotted(loc) or None))
+        raise StudySpecError(problems) from None
+
+
+def builtin_studies() -> list[str]:
+    """Names of the studies shipped in the package (``studies/*.yaml``)."""
+    return sorted(p.name[:-5] for p in resources.files("characterlab.studies").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_study(spec: str | Path) -> tuple[StudySpec, str]:
+    """A study file, or a shipped one named ``builtin:<name>``; returns the spec and its text."""
+    spec_s = str(spec)
+    if spec_s.startswith("builtin:"):
+        name = spec_s.split(":", 1)[1]
+        shipped = builtin_studies()
+        if name not in shipped:
+            raise InputError(f"unknown built-in study {name!r}; choose from {', '.join(shipped)}", field="study")
+        text = resources.files("characterlab.studies").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+        return parse_study(text, spec_s), text
+    path = Path(spec)
+    if not path.is_file():
+        raise InputError("no such study file", path, field="study")
+    text = path.read_text(encoding="utf-8")
+    return parse_study(text, path), text

@@ -1,0 +1,307 @@
+"""Studies: spec validation, planning, the store, both executors, resume after SIGKILL, the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from characterlab.errors import InputError
+from characterlab.study.plan import build_plan
+from characterlab.study.spec import StudySpecError, load_study, parse_study
+from characterlab.study.store import RunStore, UnitOutput
+
+sys.path.insert(0, str(Path(__file__).parent))
+from study_fixtures import write_tiny_study  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARACTERLAB_CACHE", str(tmp_path / "cache"))
+
+
+# -- spec -----------------------------------------------------------------------------------------
+
+BAD = """\
+name: bad
+conditions:
+  - name: base
+  - name: sft
+    organism:
+      kind: sft
+      data: {generator: hack_solutions, n: 10}
+      lora:
+        rank: 0
+        colour: blue
+  - name: rl
+    organism: {kind: sft}
+evaluations:
+  - {name: em, kind: em}
+"""
+
+
+def test_spec_errors_name_every_problem_with_key_path_and_line():
+    with pytest.raises(StudySpecError) as info:
+        parse_study(BAD, "bad.yaml")
+    problems = {(p.field, p.line) for p in info.value.problems}
+    assert ("conditions[1].organism.lora.rank", 9) in problems
+    assert ("conditions[1].organism.lora.colour", 10) in problems
+    assert ("conditions[2].organism", 12) in problems  # sft without data
+    assert ("evaluations[0]", 14) in problems  # em without questions
+    text = str(info.value)
+    assert "bad.yaml:9: field 'conditions[1].organism.lora.rank'" in text
+    assert "an sft organism needs 'data'" in text and len(text.splitlines()) == len(info.value.problems)
+
+
+def test_spec_rejects_bad_yaml_duplicates_and_unknown_builtins():
+    with pytest.raises(InputError, match=r"x.yaml:2: not valid YAML"):
+        parse_study("name: a\nconditions: [a: b: c]\n", "x.yaml")
+    dup = "name: a\nconditions: [{name: a}, {name: a}]\nevaluations: [{name: h, kind: hacks}]\n"
+    with pytest.raises(StudySpecError, match="duplicate condition"):
+        parse_study(dup, "d.yaml")
+    with pytest.raises(InputError, match="unknown built-in study"):
+        load_study("builtin:nope")
+
+
+def test_shipped_studies_parse_and_plan():
+    for name in ("quick", "full"):
+        spec, _ = load_study(f"builtin:{name}")
+        plan = build_plan(spec)
+        assert {c.name for c in spec.conditions} == {"base", "hack-sft", "hack-sft-inoculated", "honest-sft"}
+        kinds = [u.kind for u in plan.units.values()]
+        assert kinds.count("data") == 2  # the hack data is shared by the plain and inoculated conditions
+        assert kinds.count("train") == 3 * len(spec.seeds)
+
+
+# -- plan -----------------------------------------------------------------------------------------
+
+PLAN = """\
+name: p
+seeds: [0, 1]
+conditions:
+  - name: base
+  - name: also-base
+  - name: hack
+    organism: {kind: sft, data: {generator: hack_solutions, n: 10}}
+  - name: hack-again
+    organism: {kind: sft, data: {generator: hack_solutions, n: 10}}
+  - name: hack-inoculated
+    organism: {kind: sft, data: {generator: hack_solutions, n: 10}, inoculation: hacking_okay}
+  - name: hack-lr
+    organism: {kind: sft, data: {generator: hack_solutions, n: 10}, lora: {lr: 1.0e-3}}
+evaluations:
+  - {name: hacks, kind: hacks, n: 5}
+"""
+
+
+def test_plan_shares_identical_units_and_separates_different_ones():
+    plan = build_plan(parse_study(PLAN, "p.yaml"))
+    by = {(c.condition, c.seed): c for c in plan.cells}
+    for seed in (0, 1):
+        assert by[("base", seed)].metric == by[("also-base", seed)].metric  # the base model is evaluated once
+        assert by[("hack", seed)].train == by[("hack-again", seed)].train
+        assert by[("hack", seed)].train != by[("hack-inoculated", seed)].train != by[("hack-lr", seed)].train
+    assert by[("hack", 0)].train != by[("hack", 1)].train  # each seed trains its own adapter
+    kinds = [u.kind for u in plan.units.values()]
+    assert kinds.count("data") == 1  # one data unit for every condition and seed
+    assert kinds.count("train") == 3 * 2
+    assert kinds.count("generate") == 4 * 2  # base + 3 distinct adapters, per seed
+    seen = set()
+    for u in plan.ordered():  # dependency order
+        assert all(d in seen for d in u.deps)
+        seen.add(u.key)
+    inoc = plan.units[by[("hack-inoculated", 0)].train]
+    assert "acceptable here" in inoc.params["system_prompt"]
+    assert sorted(plan.labels[by[("base", 0)].metric]) == ["metric also-base / hacks / seed 0", "metric base / hacks / seed 0"]
+
+
+def test_plan_checks_files_before_any_work(tmp_path):
+    spec = parse_study("name: f\nconditions: [{name: c, organism: {kind: sft, data: {file: nope.jsonl}}}]\n"
+                       "evaluations: [{name: e, kind: em, questions: q.yaml}]\n", "f.yaml")
+    with pytest.raises(InputError, match="no such data file"):
+        build_plan(spec, tmp_path)
+
+
+# -- store ----------------------------------------------------------------------------------------
+
+def test_store_commit_is_all_or_nothing_and_never_duplicates(tmp_path):
+    from characterlab.study.plan import Unit
+
+    store = RunStore(tmp_path / "run")
+    u = Unit("generate-x", "generate", {"a": 1}, (), "gen")
+    store.mark_started(u)
+    assert store.status(u.key) == "running" and not store.is_done(u.key)
+    store.commit(u, UnitOutput({"n": 2}, [{"i": 0}, {"i": 1}], {"adapter_config.json": b"{}"}), 1.5)
+    store.commit(u, UnitOutput({"n": 2}, [{"i": 0}, {"i": 1}]), 1.0)  # a retry replaces, never appends
+    assert store.rows(u.key) == [{"i": 0}, {"i": 1}] and store.result(u.key) == {"n": 2}
+    assert store.is_done(u.key)
+    (tmp_path / "run" / "adapters" / ".train-y.abc.tmp").mkdir(parents=True)  # left by a kill mid-write
+    store.remove_orphan_files()
+    assert [p.name for p in (tmp_path / "run" / "adapters").iterdir()] == ["generate-x"]
+    store.close()
+
+
+# -- running studies ------------------------------------------------------------------------------
+
+def _stable(results: dict) -> dict:
+    """What must not depend on how the run was scheduled or interrupted."""
+    out = {}
+    for c, cond in results["conditions"].items():
+        out[c] = {"evaluations": {e: {"pooled": v["pooled"], "per_seed": v["per_seed"]} for e, v in cond["evaluations"].items()},
+                  "final_losses": {s: [st["final_loss"] for st in chain] for s, chain in cond["training"].items()}}
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, tiny_model_dir):
+    from characterlab.data.chat_jsonl import write_chat_jsonl
+    from characterlab.data.records import ChatExample, Message
+
+    root = tmp_path_factory.mktemp("study")
+    data = root / "chat.jsonl"
+    write_chat_jsonl(data, [ChatExample((Message("user", f"What is {i} plus {i}?"), Message("assistant", f"It is {2 * i}.")))
+                            for i in range(12)])
+    return write_tiny_study(root / "spec", tiny_model_dir, data)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_study, tmp_path_factory):
+    from characterlab.study.runner import run_study
+
+    os.environ["CHARACTERLAB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    first = run_study(str(tiny_study), out, progress=False)
+    assert not first.execution.failed, first.execution.failed
+    return first
+
+
+def test_study_end_to_end_writes_results_and_report(finished_run):
+    folder = finished_run.folder
+    results = json.loads((folder / "results.json").read_text())
+    assert set(results["conditions"]) == {"base", "sft", "sft-inoculated"}
+    em = results["conditions"]["sft"]["evaluations"]["em"]
+    assert em["pooled"]["n_samples"] == 6 and em["vs_baseline"]["baseline"] == "base"
+    assert 0.0 <= em["pooled"]["rate"]["low"] <= em["pooled"]["rate"]["high"] <= 1.0
+    hacks = results["conditions"]["base"]["evaluations"]["hacks"]["pooled"]
+    assert hacks["rate"]["n"] == 3 and set(hacks["per_grader"]) == {"assert_eq", "exit_code", "pytest"}
+    [stage] = results["conditions"]["sft-inoculated"]["training"]["0"]
+    assert "acceptable here" in stage["train_system_prompt"] and stage["loss_curve"]
+    assert results["metadata"]["data"] and results["metadata"]["judge_ids"][0].startswith("offline:")
+
+
+def test_report_html_parses_and_every_plot_exists(finished_run):
+    folder = finished_run.folder
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.imgs, self.open = [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            if tag == "img":
+                self.imgs.append(dict(attrs))
+
+    html = (folder / "report.html").read_text()
+    parser = Collect()
+    parser.feed(html)
+    parser.close()
+    assert parser.tags.count("table") >= 5 and "h1" in parser.tags
+    assert len(parser.imgs) == 4 and all(i["src"].startswith("data:image/png;base64,") for i in parser.imgs)
+    plots = sorted(p.name for p in (folder / "plots").iterdir())
+    assert plots == ["em_rate.png", "hack_rate.png", "per_question_em.png", "training.png"]
+    assert all((folder / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (folder / "plots" / p).stat().st_size > 2000
+               for p in plots)
+    for c in ("base", "sft", "sft-inoculated"):
+        assert f"<td>{c}</td>" in html
+    # re-rendering from results.json alone gives the same tables
+    (folder / "report.html").unlink()
+    subprocess.run([sys.executable, "-m", "characterlab.cli", "report", str(folder)], check=True, capture_output=True)
+    assert (folder / "report.html").is_file()
+
+
+def test_second_run_recomputes_nothing(finished_run, tiny_study):
+    from characterlab.study.runner import run_study
+
+    before = json.loads((finished_run.folder / "results.json").read_text())
+    again = run_study(str(tiny_study), finished_run.folder, progress=False)
+    assert again.execution.run == [] and len(again.execution.reused) == len(finished_run.plan.units)
+    assert _stable(again.results) == _stable(before)
+    runs = again.results["metadata"]["runs"]
+    assert runs[-1]["units_run"] == 0 and runs[-1]["units_reused"] == len(finished_run.plan.units)
+
+
+def test_resume_after_sigkill_gives_the_same_results(finished_run, tiny_study, tmp_path):
+    """Kill the CLI at random moments (SIGKILL), resume each time; the results must equal an
+    uninterrupted run's, and no unit may have lost or duplicated rows."""
+    out = tmp_path / "killed"
+    env = {**os.environ, "CHARACTERLAB_CACHE": str(tmp_path / "cache2")}
+    cmd = [sys.executable, "-m", "characterlab.cli", "run", str(tiny_study), "--out", str(out), "-q"]
+    rng = random.Random(int(os.environ.get("CHARACTERLAB_TEST_SEED", "0")) or None)
+    # the uninterrupted run's duration, plus a few seconds of interpreter start-up: kill inside it
+    span = 3.0 + finished_run.execution.seconds
+    kills = 0
+    for attempt in range(4):
+        proc = subprocess.Popen(cmd + (["--resume"] if attempt else []), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        delay = rng.uniform(2.0, 0.7 * span)
+        try:
+            proc.wait(timeout=delay)
+            break  # it finished before the kill
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+    final = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+    resumed = json.loads((out / "results.json").read_text())
+    reference = json.loads((finished_run.folder / "results.json").read_text())
+    assert _stable(resumed) == _stable(reference)
+    store = RunStore(out)
+    for key, unit in finished_run.plan.units.items():
+        idx = [r for (r,) in store.db.execute("SELECT idx FROM rows WHERE unit_key=? ORDER BY idx", (key,))]
+        assert idx == list(range(len(idx)))
+        if unit.kind == "generate":
+            assert len(idx) == store.result(key)["n"] > 0
+    assert store.done_keys() == set(finished_run.plan.units)
+    store.close()
+    assert kills >= 1
+
+
+def test_ray_executor_gives_the_same_results(finished_run, tiny_study, tmp_path):
+    pytest.importorskip("ray")
+    from characterlab.study.runner import run_study
+
+    ray_run = run_study(str(tiny_study), tmp_path / "ray", executor="ray", progress=False)
+    assert not ray_run.execution.failed, ray_run.execution.failed
+    assert len(ray_run.execution.run) == len(finished_run.plan.units)
+    reference = json.loads((finished_run.folder / "results.json").read_text())
+    assert _stable(ray_run.results) == _stable(reference)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
+                    reason="headless Chromium not installed (Debian package chromium)")
+def test_report_renders_in_headless_chromium(finished_run, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={shot}", "--window-size=1200,2400",
+                    (finished_run.folder / "report.html").resolve().as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert img.shape == (2400, 1200)
+    assert img.std() > 20  # text, tables and plots, not a blank page
+    dark_rows = (img < 128).any(axis=1).mean()
+    assert dark_rows > 0.3  # content down the page, not just a header
