@@ -32,6 +32,9 @@ envs_app = typer.Typer(help="Hackable coding environments: tasks, graders, datas
 app.add_typer(envs_app, name="envs")
 sandbox_app = typer.Typer(help="Run untrusted code in the sandbox.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
+constitution_app = typer.Typer(help="Character constitutions: validate, measure question diversity, build question sets.",
+                               no_args_is_help=True)
+app.add_typer(constitution_app, name="constitution")
 theory_app = typer.Typer(help="The persona-mixture model of why rewarding hacks moves character.", no_args_is_help=True)
 app.add_typer(theory_app, name="theory")
 
@@ -442,7 +445,7 @@ def run_cmd(
     table = Table(title=f"{r.spec.name}: rates with 95% CIs (pooled over seeds {r.spec.seeds})")
     table.add_column("condition")
     for e in r.spec.evaluations:
-        table.add_column(f"{e.name} ({'EM' if e.kind == 'em' else 'hack'} rate)")
+        table.add_column(f"{e.name} ({ {'em': 'EM rate', 'hacks': 'hack rate', 'trait': 'trait score'}[e.kind] })")
     for cond, cells in summary_rows(r.results):
         table.add_row(cond, *cells)
     Console().print(table)
@@ -457,6 +460,83 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A run folder with resul
     if not (run_dir / "results.json").is_file():
         raise InputError("no results.json here; run the study first (characterlab run)", run_dir, field="run_dir")
     typer.echo(str(render_report(run_dir)))
+
+
+@constitution_app.command("validate")
+def constitution_validate_cmd(file: str = typer.Argument(..., help="A constitution (.txt, .jsonl, .yaml) or builtin:<name>.")) -> None:
+    """Check a constitution's structure and content; every problem with its file, line and field."""
+    from characterlab.character.constitution import validate_constitution
+
+    c, problems = validate_constitution(file)
+    for p in problems:
+        typer.echo(f"error: {p}", err=True)
+    if problems:
+        raise typer.Exit(2)
+    n = sum(len(t.all_questions) for t in c.traits)
+    typer.echo(f"ok: {c.name} ({c.format}): {len(c.traits)} traits, {n} questions")
+
+
+@constitution_app.command("diversity")
+def constitution_diversity_cmd(
+    file: str = typer.Argument(..., help="A constitution or builtin:<name>."),
+    trait: Optional[str] = typer.Option(None, "--trait", help="One trait (name, index or text prefix); default all."),
+) -> None:
+    """Diversity metrics of each trait's questions (questions + additional_questions), as JSON."""
+    from characterlab.character.constitution import read_constitution
+    from characterlab.character.diversity import diversity
+    from characterlab.models.embeddings import SentenceEncoder
+
+    c = read_constitution(file)
+    traits = [c.trait(trait)] if trait is not None else c.traits
+    enc = SentenceEncoder()
+    out = {}
+    for i, t in enumerate(traits):
+        key = t.name or (t.trait if trait is not None else f"{c.traits.index(t)}: {t.trait}")
+        out[key] = diversity(t.all_questions, enc).to_dict()
+    typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
+
+
+@constitution_app.command("expand")
+def constitution_expand_cmd(
+    file: str = typer.Argument(..., help="A constitution or builtin:<name>."),
+    trait: str = typer.Option(..., "--trait", help="The trait whose questions to select (name, index or text prefix)."),
+    size: int = typer.Option(..., "--size", min=2, help="Questions in the new set."),
+    level: str = typer.Option(..., "--level", help="paraphrase | cluster | random | farthest (low to high diversity)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output constitution (.yaml, .jsonl or .txt)."),
+    seed: int = typer.Option(0, "--seed"),
+    model: Optional[str] = typer.Option(None, "--model", help="Grow the pool with this model first (any model ref)."),
+    generate: int = typer.Option(0, "--generate", min=0, help="How many new questions to generate with --model."),
+    base_url: Optional[str] = typer.Option(None, "--base-url"),
+) -> None:
+    """Write a one-trait constitution whose questions are a set of --size at the chosen diversity,
+    selected from the trait's questions (plus generated ones), and print its diversity."""
+    from characterlab.character.constitution import Constitution, Trait, read_constitution, write_constitution
+    from characterlab.character.diversity import LEVELS, diversity, generate_questions, select_questions
+    from characterlab.models.embeddings import SentenceEncoder
+
+    if level not in LEVELS:
+        raise InputError(f"unknown level {level!r}; choose from {', '.join(LEVELS)}", field="level")
+    if generate and not model:
+        raise InputError("--generate needs --model", field="model")
+    c = read_constitution(file)
+    t = c.trait(trait)
+    pool = list(t.all_questions)
+    if generate:
+        from characterlab.models.generation import load_generator
+        from characterlab.models.refs import parse_model_ref
+
+        gen = load_generator(parse_model_ref(model, base_url=base_url))
+        pool += generate_questions(t.trait, t.all_questions, generate, gen, seed=seed)
+    enc = SentenceEncoder()
+    try:
+        chosen = select_questions(pool, size, level, enc, seed=seed)
+    except ValueError as e:
+        raise InputError(str(e), field="size") from None
+    new = Constitution(name=f"{c.name}-{t.name or 'trait'}-{level}-{size}", traits=[Trait(t.trait, chosen, name=t.name)],
+                       description=f"{size} questions for one trait of {c.source}, diversity level {level}, seed {seed}")
+    write_constitution(new, out)
+    report = diversity(chosen, enc)
+    typer.echo(json.dumps({"out": str(out), "pool": len(pool), "level": level, **report.to_dict()}, indent=2))
 
 
 @theory_app.command("simulate")

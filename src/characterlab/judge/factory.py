@@ -54,10 +54,11 @@ class JudgeFactory:
             prompts = builtin_judge_prompts()
         key = prompts_hash(prompts)
         if key not in self._judges:
-            self._judges[key] = self._wrap(LogprobJudge(self._get_backend(), prompts))
+            self._judges[key] = self._wrap(LogprobJudge(self.backend(), prompts))
         return self._judges[key]
 
-    def _get_backend(self):
+    def backend(self):
+        """The next-token backend of a logprob judge (API or local model), built once."""
         if self._backend is None:
             if self.spec.startswith("openai:"):
                 self._backend = OpenAILogprobBackend(self.spec.split(":", 1)[1], base_url=self.base_url)

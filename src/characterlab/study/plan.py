@@ -26,7 +26,7 @@ from typing import Literal
 from characterlab import __version__
 from characterlab.data.files import sha256_file
 from characterlab.errors import InputError
-from characterlab.study.spec import ConditionSpec, DataSpec, EvalSpec, LoraSpec, StudySpec
+from characterlab.study.spec import CharacterSpec, ConditionSpec, DataSpec, EvalSpec, LoraSpec, StudySpec
 
 UnitKind = Literal["data", "train", "generate", "judge", "metric"]
 STAGE_VERSIONS: dict[str, str] = {"data": "1", "train": "1", "generate": "1", "judge": "1", "metric": "1"}
@@ -104,6 +104,16 @@ def judge_identity(judge: str) -> str:
     return judge
 
 
+def constitution_identity(source: str, base: Path) -> dict:
+    """Where a constitution is and a hash of its content (questions_from resolved)."""
+    from characterlab.character.constitution import format_constitution, read_constitution
+
+    path = source if source.startswith("builtin:") else str((base / source).resolve())
+    c = read_constitution(path)
+    c.questions_from = None  # hash the resolved questions, not the reference
+    return {"source": path, "sha256": hashlib.sha256(format_constitution(c, "yaml").encode()).hexdigest()}
+
+
 def _questions_identity(source: str, base: Path) -> dict:
     from characterlab.data.questions import load_questions
 
@@ -147,12 +157,18 @@ class _Builder:
         return lora.model_dump()
 
     def condition_model(self, c: ConditionSpec, seed: int) -> list[str]:
-        """The chain of train units that make this condition's model (empty for the base model)."""
+        """The chain of train units that make this condition's model (empty for the base model).
+
+        Each train unit depends on every earlier one in the chain, in order: it trains on top of all
+        of them merged into the weights, and evaluation loads them the same way.
+        """
         from characterlab.train.rl import resolve_inoculation
 
         chain: list[str] = []
-        if c.intervention is not None:
-            iv = c.intervention
+        iv = c.intervention
+        if isinstance(iv, CharacterSpec):
+            chain = self.character(iv, c.name, seed)
+        elif iv is not None:
             data = self.data(iv.data, f"{c.name} intervention")
             params = {"model": self.spec.model, "method": "sft", "role": "intervention",
                       "system_prompt": iv.system_prompt, "lora": self.lora(iv.lora), "seed": seed}
@@ -162,12 +178,36 @@ class _Builder:
             system = resolve_inoculation(org.inoculation) if org.inoculation else None
             params = {"model": self.spec.model, "method": org.kind, "role": "organism", "system_prompt": system,
                       "lora": self.lora(org.lora), "seed": seed, "rl": org.rl.model_dump() if org.rl else None}
-            if org.kind == "rl" and org.rl is None:
-                params["rl"] = {}
-            deps = tuple(chain[-1:])
+            deps = tuple(chain)
             if org.data is not None:
                 deps = (self.data(org.data, c.name),) + deps
             chain.append(self.add("train", params, deps, f"train {c.name} seed {seed}"))
+        return chain
+
+    def character(self, ch: CharacterSpec, name: str, seed: int) -> list[str]:
+        """Questions -> (teacher, student) pairs -> DPO -> introspection data -> SFT."""
+        const = constitution_identity(ch.constitution, self.base_dir)
+        q = self.add("data", {"generator": "character_questions", "constitution": const, "trait": ch.trait,
+                              "level": ch.diversity, "size": ch.n_questions, "seed": ch.question_seed}, (),
+                     f"data {name} character questions")
+        pairs = self.add("data", {"generator": "dpo_pairs", "constitution": const, "trait": ch.trait,
+                                  "teacher": ch.teacher or self.spec.model, "student": self.spec.model,
+                                  "samples": ch.samples_per_question, "max_new_tokens": ch.max_new_tokens,
+                                  "temperature": ch.temperature, "min_chars": ch.min_chars,
+                                  "keep_truncated": ch.keep_truncated, "seed": seed}, (q,), f"data {name} DPO pairs seed {seed}")
+        dpo = self.add("train", {"model": self.spec.model, "method": "dpo", "role": "character",
+                                 "system_prompt": None, "lora": ch.dpo.model_dump(), "seed": seed}, (pairs,),
+                       f"train {name} character DPO seed {seed}")
+        chain = [dpo]
+        if ch.introspection is not None:
+            it = ch.introspection
+            intro = self.add("data", {"generator": "introspection", "model": self.spec.model, "samples": it.samples,
+                                      "max_new_tokens": it.max_new_tokens, "min_chars": ch.min_chars,
+                                      "keep_truncated": ch.keep_truncated, "seed": seed}, (dpo,),
+                             f"data {name} introspection seed {seed}")
+            chain.append(self.add("train", {"model": self.spec.model, "method": "sft", "role": "character",
+                                            "system_prompt": None, "lora": self.lora(it.lora), "seed": seed},
+                                  (intro, dpo), f"train {name} character introspection seed {seed}"))
         return chain
 
     def evaluation(self, e: EvalSpec, chain: list[str], seed: int, label: str) -> str:
@@ -181,6 +221,16 @@ class _Builder:
             jud = self.add("judge", {"task": "em", "judge": self.judge, "judge_spec": self.spec.judge,
                                      "questions": q}, (gen,), f"judge {label}")
             return self.add("metric", {"task": "em", "questions": q}, (jud,), f"metric {label}")
+        if e.kind == "trait":
+            const = constitution_identity(e.constitution or "", self.base_dir)
+            q = _questions_identity(e.questions, self.base_dir) if e.questions else None
+            gen = self.add("generate", {**model, "task": "trait", "constitution": const, "trait": e.trait,
+                                        "questions": q, "samples": e.samples or 1, "max_new_tokens": e.max_new_tokens,
+                                        "temperature": e.temperature, "seed": seed}, deps, f"generate {label}")
+            jud = self.add("judge", {"task": "trait", "judge": e.judge or "embedding",
+                                     "judge_id": judge_identity(e.judge) if e.judge else "embedding:all-minilm-l6-v2",
+                                     "constitution": const, "trait": e.trait}, (gen,), f"judge {label}")
+            return self.add("metric", {"task": "trait"}, (jud,), f"metric {label}")
         gen = self.add("generate", {**model, "task": "hacks", "n": e.n, "split": e.split,
                                     "max_new_tokens": e.max_new_tokens, "temperature": e.temperature, "seed": seed},
                        deps, f"generate {label}")

@@ -27,6 +27,18 @@ def _rate_cell(rate: dict) -> str:
     return f"{_pct(rate['estimate'])} <span class=ci>[{_pct(rate['low'])}, {_pct(rate['high'])}] {rate['k']}/{rate['n']}</span>"
 
 
+def _eval_cell(ev: dict) -> str:
+    """A summary cell: a rate with its interval, or a mean trait score with its interval."""
+    p = ev["pooled"]
+    if ev["kind"] != "trait":
+        return _rate_cell(p["rate"])
+    ci = p.get("ci") or p.get("seed_spread")
+    return f"{_num(p['mean'])}" + (f" <span class=ci>[{_num(ci['low'])}, {_num(ci['high'])}]</span>" if ci else "")
+
+
+_KIND_LABEL = {"em": "EM rate", "hacks": "hack rate", "trait": "trait score"}
+
+
 def _num(x: float | None) -> str:
     return "–" if x is None else f"{x:.1f}"
 
@@ -78,6 +90,36 @@ def plot_rates(results: dict, kind: str, path: Path, title: str) -> bool:
     ax.set_ylabel("rate (%) with 95% CI")
     ax.set_title(title)
     ax.set_ylim(bottom=0)
+    if len(evals) > 1:
+        ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+    return True
+
+
+def plot_trait(results: dict, path: Path) -> bool:
+    """Mean trait score per condition (one bar per trait evaluation), with 95% intervals."""
+    plt = _figure()
+    evals = [n for n, e in results["evaluations"].items() if e["kind"] == "trait"]
+    if not evals:
+        return False
+    conds = list(results["conditions"])
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(conds)), 3.4))
+    width = 0.8 / len(evals)
+    for j, ename in enumerate(evals):
+        xs, ys, lo, hi = [], [], [], []
+        for i, c in enumerate(conds):
+            p = results["conditions"][c]["evaluations"][ename]["pooled"]
+            ci = p.get("ci") or p.get("seed_spread")
+            m = p["mean"] or 0.0
+            xs.append(i - 0.4 + width * (j + 0.5))
+            ys.append(m)
+            lo.append(max(0.0, m - ci["low"]) if ci else 0.0)
+            hi.append(max(0.0, ci["high"] - m) if ci else 0.0)
+        ax.bar(xs, ys, width * 0.9, yerr=[lo, hi], capsize=3, label=ename)
+    ax.set_xticks(range(len(conds)), conds, rotation=15, ha="right")
+    ax.set_ylabel("trait score (95% CI)")
+    ax.set_title("trait expression per condition")
     if len(evals) > 1:
         ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
@@ -164,6 +206,8 @@ def render_report(folder: str | Path) -> Path:
     for ename, e in results["evaluations"].items():
         if e["kind"] == "em" and plot_per_question(results, ename, plots / f"per_question_{ename}.png"):
             figs.append((plots / f"per_question_{ename}.png", f"{ename}: EM rate per question"))
+    if plot_trait(results, plots / "trait.png"):
+        figs.append((plots / "trait.png", "trait expression per condition"))
     if plot_training(results, plots / "training.png"):
         figs.append((plots / "training.png", "training loss"))
 
@@ -174,10 +218,10 @@ def render_report(folder: str | Path) -> Path:
              f"<h1>{_esc(results['study'])}</h1><p class=muted>{_esc(results.get('description', ''))}</p>"]
 
     # summary table
-    head = "".join(f"<th>{_esc(n)} ({'EM rate' if e['kind'] == 'em' else 'hack rate'})</th>" for n, e in evals.items())
+    head = "".join(f"<th>{_esc(n)} ({_KIND_LABEL[e['kind']]})</th>" for n, e in evals.items())
     parts.append("<h2>Summary</h2><table id=summary><tr><th>condition</th>" + head + "<th>mean aligned</th><th>mean coherent</th></tr>")
     for c, cond in conds.items():
-        cells = "".join(f"<td>{_rate_cell(cond['evaluations'][n]['pooled']['rate'])}</td>" for n in evals)
+        cells = "".join(f"<td>{_eval_cell(cond['evaluations'][n])}</td>" for n in evals)
         em = [cond["evaluations"][n]["pooled"] for n, e in evals.items() if e["kind"] == "em"]
         parts.append(f"<tr><td>{_esc(c)}</td>{cells}<td>{_num(em[0]['mean_aligned']) if em else '–'}</td>"
                      f"<td>{_num(em[0]['mean_coherent']) if em else '–'}</td></tr>")
@@ -195,6 +239,9 @@ def render_report(folder: str | Path) -> Path:
             tds = ""
             for n in evals:
                 d = (cond["evaluations"][n].get("vs_baseline") or {}).get("difference")
+                if isinstance(d, float):  # trait score: a difference of means
+                    tds += f"<td>{d:+.2f}</td>"
+                    continue
                 tds += "<td>–</td>" if not d else (f"<td>{100 * d['estimate']:+.1f} pts <span class=ci>"
                                                    f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]</span></td>")
             parts.append(f"<tr><td>{_esc(c)}</td>{tds}</tr>")
@@ -209,10 +256,14 @@ def render_report(folder: str | Path) -> Path:
                 per = []
                 for s in results["metadata"]["seeds"]:
                     r = ev["per_seed"][str(s)]
+                    if ev["kind"] == "trait":
+                        per.append(f"<td>{_num(r['mean'])}</td>")
+                        continue
                     rate = r["em_rate"] if ev["kind"] == "em" else r["overall"]["hack_rate"]
                     per.append(f"<td>{_pct(rate['estimate'])}</td>")
                 sp = ev["pooled"].get("seed_spread")
-                spread = f"{_pct(sp['mean'])} [{_pct(sp['low'])}, {_pct(sp['high'])}]" if sp else "–"
+                fmt = _num if ev["kind"] == "trait" else _pct
+                spread = f"{fmt(sp['mean'])} [{fmt(sp['low'])}, {fmt(sp['high'])}]" if sp else "–"
                 parts.append(f"<tr><td>{_esc(c)}</td><td>{_esc(n)}</td>{''.join(per)}<td>{spread}</td></tr>")
         parts.append("</table>")
 
@@ -282,7 +333,13 @@ def render_report(folder: str | Path) -> Path:
             ("wall time of the last run", f"{meta['wall_seconds_this_run'] / 60:.1f} min"),
             ("host", f"{meta['host']['machine']}, Python {meta['host']['python']}")]
     for key, d in meta["data"].items():
-        rows.append((f"data {key}", f"{', '.join(d['label'])}: {d['n_examples']} examples, sha256 {d['examples_hash'][:16]}"))
+        if "examples_hash" in d:
+            what = f"{d['n_examples']} examples, sha256 {d['examples_hash'][:16]}"
+        else:
+            what = ", ".join(f"{k} {v}" for k, v in d.items() if isinstance(v, (int, float, str)) and k != "label")
+            if "diversity" in d:
+                what += f", diversity score {d['diversity']['score']:.3f}"
+        rows.append((f"data {key}", f"{', '.join(d['label'])}: {what}"))
     parts.append("<h2>Run metadata</h2><table>" + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows) + "</table>")
     parts.append(f"<p class=muted>Rendered {time.strftime('%Y-%m-%d %H:%M:%S')} by characterlab.</p></body></html>")
     out = folder / REPORT

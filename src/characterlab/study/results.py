@@ -82,6 +82,15 @@ def _pool_hacks(per_seed: dict[int, dict]) -> dict:
     }
 
 
+def _pool_trait(per_seed: dict[int, dict]) -> dict:
+    means = [r["mean"] for r in per_seed.values() if r["mean"] is not None]
+    one = next(iter(per_seed.values()))
+    return {"mean": sum(means) / len(means) if means else None,
+            "ci": one["ci"] if len(per_seed) == 1 else None,  # one seed: bootstrap over questions
+            "seed_spread": _seed_spread(means),
+            "n": sum(r["n"] for r in per_seed.values())}
+
+
 def baseline_condition(spec: StudySpec) -> str | None:
     return next((c.name for c in spec.conditions if c.organism is None and c.intervention is None), None)
 
@@ -94,7 +103,7 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
         for e in spec.evaluations:
             cells = [x for x in plan.cells if x.condition == c.name and x.evaluation == e.name]
             per_seed = {x.seed: store.result(x.metric) for x in cells}
-            pooled = _pool_em(per_seed) if e.kind == "em" else _pool_hacks(per_seed)
+            pooled = {"em": _pool_em, "hacks": _pool_hacks, "trait": _pool_trait}[e.kind](per_seed)
             evals[e.name] = {"kind": e.kind, "pooled": pooled, "per_seed": {str(s): r for s, r in per_seed.items()},
                              "units": {str(x.seed): x.metric for x in cells}}
         training = {}
@@ -102,15 +111,15 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
             cell = next(x for x in plan.cells if x.condition == c.name and x.seed == seed)
             chain = []
             key = cell.train
-            while key is not None:
+            keys = [] if key is None else [d for d in plan.units[key].deps if plan.units[d].kind == "train"] + [key]
+            for key in keys:
                 r = store.result(key)
-                chain.insert(0, {"unit": key, "role": plan.units[key].params["role"],
-                                 "method": plan.units[key].params["method"],
-                                 "train_system_prompt": plan.units[key].params["system_prompt"],
-                                 "stacking": r.get("stacking"), "seconds": r.get("seconds"),
-                                 "final_loss": r.get("final_loss"), "loss_curve": r.get("loss_curve", []),
-                                 "data": r.get("data")})
-                key = next((d for d in plan.units[key].deps if plan.units[d].kind == "train"), None)
+                chain.append({"unit": key, "role": plan.units[key].params["role"],
+                              "method": plan.units[key].params["method"],
+                              "train_system_prompt": plan.units[key].params["system_prompt"],
+                              "stacking": r.get("stacking"), "seconds": r.get("seconds"),
+                              "final_loss": r.get("final_loss"), "loss_curve": r.get("loss_curve", []),
+                              "data": r.get("data")})
             if chain:
                 training[str(seed)] = chain
         conditions[c.name] = {"spec": c.model_dump(exclude_none=True), "evaluations": evals, "training": training}
@@ -118,12 +127,23 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
     if baseline is not None:
         for name, cond in conditions.items():
             for ename, ev in cond["evaluations"].items():
-                a, b = ev["pooled"]["rate"], conditions[baseline]["evaluations"][ename]["pooled"]["rate"]
-                ev["vs_baseline"] = None if name == baseline else {
-                    "baseline": baseline, "difference": newcombe_difference(a["k"], a["n"], b["k"], b["n"]).to_dict()}
+                if name == baseline:
+                    ev["vs_baseline"] = None
+                    continue
+                base_pooled = conditions[baseline]["evaluations"][ename]["pooled"]
+                if ev["kind"] == "trait":
+                    a_m, b_m = ev["pooled"]["mean"], base_pooled["mean"]
+                    ev["vs_baseline"] = {"baseline": baseline,
+                                         "difference": None if a_m is None or b_m is None else a_m - b_m}
+                    continue
+                a, b = ev["pooled"]["rate"], base_pooled["rate"]
+                ev["vs_baseline"] = {"baseline": baseline,
+                                     "difference": newcombe_difference(a["k"], a["n"], b["k"], b["n"]).to_dict()}
 
     data_units = {k: {"label": plan.labels[k], "params": u.params, **store.result(k)}
                   for k, u in plan.units.items() if u.kind == "data"}
+    for d in data_units.values():
+        d.pop("teacher_system_prompt", None)
     judge_units = [store.result(k).get("judge") for k, u in plan.units.items() if u.kind == "judge" and u.params["task"] == "em"]
     timings = store.unit_timings()
     return {

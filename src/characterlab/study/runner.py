@@ -81,7 +81,15 @@ def summary_rows(results: dict) -> list[tuple[str, list[str]]]:
     for c, cond in results["conditions"].items():
         cells = []
         for ev in cond["evaluations"].values():
+            if ev["kind"] == "trait":
+                p = ev["pooled"]
+                ci = p.get("ci") or p.get("seed_spread")
+                cells.append("–" if p["mean"] is None else f"{p['mean']:.1f}" + (f" [{ci['low']:.1f}, {ci['high']:.1f}]" if ci else ""))
+                continue
             r = ev["pooled"]["rate"]
+            if r["estimate"] is None:
+                cells.append(f"– ({r['k']}/{r['n']})")
+                continue
             cells.append(f"{100 * r['estimate']:.1f}% [{100 * r['low']:.1f}, {100 * r['high']:.1f}] ({r['k']}/{r['n']})")
         out.append((c, cells))
     return out

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from characterlab.data.yamlpos import dotted, key_lines, line_of
 from characterlab.errors import InputError
 
 
@@ -92,9 +93,49 @@ class InterventionSpec(_Strict):
     lora: LoraSpec = Field(default_factory=LoraSpec)
 
 
+class DPOSpec(LoraSpec):
+    lr: float = Field(default=5e-5, gt=0)
+    beta: float = Field(default=0.1, gt=0)
+    batch_size: int = Field(default=4, ge=1)
+    max_length: int = Field(default=768, ge=8)
+
+
+class IntrospectionSpec(_Strict):
+    samples: int = Field(default=2, ge=1)  # answers per self-reflection prompt
+    max_new_tokens: int = Field(default=256, ge=8)
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+
+
+class CharacterSpec(_Strict):
+    """Open Character Training as an intervention: questions for the constitution's traits (at a
+    chosen diversity), teacher (with the constitution) vs student answers, DPO, then optional
+    introspective SFT. The organism trains on top of the resulting character, merged."""
+
+    kind: Literal["character"]
+    constitution: str
+    trait: str | None = None  # one trait (name, index or text prefix); the teacher sees only it
+    diversity: Literal["paraphrase", "cluster", "random", "farthest", "all"] = "all"
+    n_questions: int | None = Field(default=None, ge=2)
+    question_seed: int = 0
+    teacher: str | None = None  # any model ref; default the study's model
+    samples_per_question: int = Field(default=1, ge=1)
+    max_new_tokens: int = Field(default=256, ge=8)
+    temperature: float = Field(default=0.7, ge=0)
+    min_chars: int = Field(default=20, ge=0)  # filters for teacher/student and introspection answers
+    keep_truncated: bool = False
+    dpo: DPOSpec = Field(default_factory=DPOSpec)
+    introspection: IntrospectionSpec | None = Field(default_factory=IntrospectionSpec)
+
+    @model_validator(mode="after")
+    def _size(self) -> CharacterSpec:
+        if self.diversity != "all" and self.n_questions is None:
+            raise ValueError("a diversity level needs n_questions (the set size, equal across levels)")
+        return self
+
+
 class ConditionSpec(_Strict):
     name: str = Field(min_length=1)
-    intervention: InterventionSpec | None = None
+    intervention: InterventionSpec | CharacterSpec | None = Field(default=None, discriminator="kind")
     organism: OrganismSpec | None = None
 
     @field_validator("name")
@@ -107,10 +148,15 @@ class ConditionSpec(_Strict):
 
 class EvalSpec(_Strict):
     """``em``: free-form questions judged for aligned/coherent (the EM rate; a goals probe is an
-    ``em`` evaluation with ``builtin:goals``). ``hacks``: hack rate on held-out coding tasks."""
+    ``em`` evaluation with ``builtin:goals``). ``hacks``: hack rate on held-out coding tasks.
+    ``trait``: how strongly answers express a constitution's trait (``judge: embedding`` offline,
+    or a logprob judge); questions default to the constitution's own for that trait."""
 
     name: str = Field(min_length=1)
-    kind: Literal["em", "hacks"]
+    kind: Literal["em", "hacks", "trait"]
+    constitution: str | None = None
+    trait: str | None = None
+    judge: str | None = None  # trait: embedding (default) or a logprob judge ref
     questions: str | None = None
     samples: int | None = Field(default=None, ge=1)  # per paraphrase; None = the file's own
     n: int = Field(default=48, ge=1)  # hacks: number of tasks
@@ -124,6 +170,8 @@ class EvalSpec(_Strict):
             raise ValueError("an em evaluation needs 'questions' (a file or builtin:em / builtin:goals)")
         if self.kind == "hacks" and self.questions:
             raise ValueError("a hacks evaluation takes no 'questions'")
+        if (self.kind == "trait") != (self.constitution is not None):
+            raise ValueError("'constitution' is for (and needed by) a trait evaluation")
         return self
 
 
@@ -167,28 +215,6 @@ class StudySpecError(InputError):
         return "\n".join(InputError.__str__(p) for p in self.problems)
 
 
-def _key_lines(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
-    """1-based line of every key path in a composed YAML document."""
-    out = {} if out is None else out
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            out[path + (str(key.value),)] = key.start_mark.line + 1
-            _key_lines(value, path + (str(key.value),), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            out[path + (i,)] = item.start_mark.line + 1
-            _key_lines(item, path + (i,), out)
-    return out
-
-
-def _dotted(loc: tuple) -> str:
-    s = ""
-    for part in loc:
-        s += f"[{part}]" if isinstance(part, int) else (f".{part}" if s else str(part))
-    return s
-
-
 def parse_study(text: str, source: str | Path) -> StudySpec:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -198,7 +224,7 @@ def parse_study(text: str, source: str | Path) -> StudySpec:
         raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", source, mark.line + 1 if mark else None) from None
     if not isinstance(data, dict):
         raise InputError("a study is a YAML mapping (name, conditions, evaluations, ...)", source, 1)
-    lines = _key_lines(root)
+    lines = key_lines(root)
     try:
         return StudySpec.model_validate(data)
     except ValidationError as e:
@@ -207,9 +233,8 @@ def parse_study(text: str, source: str | Path) -> StudySpec:
             # model-level checks have no field of their own: pydantic appends nothing, so the
             # location is the object; strip pydantic's tagged-union markers
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-"))))
-            line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
             msg = err["msg"].removeprefix("Value error, ")
-            problems.append(InputError(msg, source, line, _dotted(loc) or None))
+            problems.append(InputError(msg, source, line_of(lines, loc), dotted(loc) or None))
         raise StudySpecError(problems) from None
 
 

@@ -38,11 +38,60 @@ def _examples(rows: list[dict]):
     return [ChatExample(tuple(Message(m["role"], m["content"]) for m in r["messages"])) for r in rows]
 
 
-def run_data(unit: Unit) -> UnitOutput:
+def _constitution(ident: dict, trait: str | None):
+    """The constitution a unit was planned with (content hash checked), narrowed to ``trait``."""
+    import hashlib
+
+    from characterlab.character.constitution import Constitution, format_constitution, read_constitution
+
+    c = read_constitution(ident["source"])
+    c.questions_from = None
+    if hashlib.sha256(format_constitution(c, "yaml").encode()).hexdigest() != ident["sha256"]:
+        raise InputError("the constitution changed after the study was planned; run again to re-plan",
+                         ident["source"], field="constitution")
+    if trait is None:
+        return c
+    return Constitution(name=c.name, traits=[c.trait(trait)], description=c.description, source=c.source)
+
+
+def run_character_data(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
+    p = unit.params
+    if p["generator"] == "character_questions":
+        from characterlab.character.diversity import diversity, select_questions
+        from characterlab.models.embeddings import SentenceEncoder
+
+        c = _constitution(p["constitution"], p["trait"])
+        pool = [q for t in c.traits for q in t.all_questions]
+        enc = SentenceEncoder()
+        chosen = pool if p["level"] == "all" else select_questions(pool, p["size"], p["level"], enc, seed=p["seed"])
+        return UnitOutput(result={"n_questions": len(chosen), "pool": len(pool), "level": p["level"],
+                                  "diversity": diversity(chosen, enc).to_dict()}, rows=[{"question": q} for q in chosen])
+    if p["generator"] == "dpo_pairs":
+        from characterlab.character.distill import DistillConfig, distill_pairs
+
+        [qs] = [d for d in deps.values() if d.kind == "data"]
+        c = _constitution(p["constitution"], p["trait"])
+        cfg = DistillConfig(teacher=p["teacher"], student=p["student"], samples_per_question=p["samples"],
+                            max_new_tokens=p["max_new_tokens"], temperature=p["temperature"], seed=p["seed"],
+                            min_chars=p["min_chars"], keep_truncated=p["keep_truncated"])
+        pairs, stats = distill_pairs(c, [r["question"] for r in qs.rows], cfg)
+        return UnitOutput(result={**stats, "teacher_system_prompt": c.system_prompt()}, rows=pairs)
+    from characterlab.character.distill import introspection_examples
+
+    chain = _adapter_chain(unit, deps)
+    rows, stats = introspection_examples(p["model"], chain[-1], chain[:-1], p["samples"], p["seed"],
+                                         max_new_tokens=p["max_new_tokens"], min_chars=p["min_chars"],
+                                         keep_truncated=p["keep_truncated"])
+    return UnitOutput(result=stats, rows=rows)
+
+
+def run_data(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
     from characterlab.data.chat_jsonl import hash_examples, read_chat_jsonl
     from characterlab.data.files import sha256_file
 
     p = unit.params
+    if p.get("generator") in ("character_questions", "dpo_pairs", "introspection"):
+        return run_character_data(unit, deps)
     if "file" in p:
         if sha256_file(p["file"]) != p["sha256"]:
             raise InputError("the data file changed after the study was planned; run again to re-plan",
@@ -58,7 +107,8 @@ def run_data(unit: Unit) -> UnitOutput:
 
 
 def _adapter_chain(unit: Unit, deps: dict[str, DepView]) -> list[Path]:
-    chain = []
+    """The adapters of the train units this unit reads, in training order."""
+    chain: list[Path] = []
     for k in unit.deps:
         d = deps[k]
         if d.kind == "train":
@@ -72,33 +122,41 @@ def run_train(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: boo
     from characterlab.data.chat_jsonl import write_chat_jsonl
 
     p = unit.params
-    chain = _adapter_chain(unit, deps)
-    if len(chain) > 1:
-        raise ValueError("a train unit stacks on at most one earlier adapter")
-    base_adapter = str(chain[0]) if chain else None
+    chain = [str(a) for a in _adapter_chain(unit, deps)]
+    top, merged = (chain[-1], chain[:-1]) if chain else (None, [])
     out = workdir / "adapter"
     lora = p["lora"]
+    data = [d for d in deps.values() if d.kind == "data"]
     if p["method"] == "sft":
         from characterlab.train.sft import LoraSFTConfig, train_sft
 
-        [data] = [d for d in deps.values() if d.kind == "data"]
         data_path = workdir / "train.jsonl"
-        write_chat_jsonl(data_path, _examples(data.rows))
-        cfg = LoraSFTConfig(model=p["model"], adapter=base_adapter, system_prompt=p["system_prompt"],
+        write_chat_jsonl(data_path, _examples(data[0].rows))
+        cfg = LoraSFTConfig(model=p["model"], adapter=top, merged_adapters=merged, system_prompt=p["system_prompt"],
                             lora_rank=lora["rank"], lora_alpha=lora["alpha"], lr=lora["lr"], epochs=lora["epochs"],
                             batch_size=lora["batch_size"], max_length=lora["max_length"], seed=p["seed"])
         meta = train_sft(cfg, data_path, out, progress=progress).meta
+    elif p["method"] == "dpo":
+        from characterlab.character.distill import LoraDPOConfig, train_dpo
+
+        cfg = LoraDPOConfig(model=p["model"], adapter=top, merged_adapters=merged, lora_rank=lora["rank"],
+                            lora_alpha=lora["alpha"], lr=lora["lr"], beta=lora["beta"], epochs=lora["epochs"],
+                            batch_size=lora["batch_size"], max_length=lora["max_length"], seed=p["seed"])
+        meta = train_dpo(cfg, data[0].rows, out, progress=progress)
     else:
         from characterlab.train.rl import GRPOHackConfig, train_grpo_hacks
 
+        if merged:
+            raise ValueError("RL stacks on at most one earlier adapter")
         rl = p["rl"] or {}
-        cfg = GRPOHackConfig(model=p["model"], adapter=base_adapter, inoculation=p["system_prompt"] or "none",
+        cfg = GRPOHackConfig(model=p["model"], adapter=top, inoculation=p["system_prompt"] or "none",
                              lora_rank=lora["rank"], lr=lora["lr"], seed=p["seed"], **rl)
         meta = train_grpo_hacks(cfg, out, progress=progress)
-    base_unit = next((k for k in unit.deps if deps[k].kind == "train"), None)
-    # where the files were is a temp folder: record the unit the adapter was stacked on instead
-    meta["stacking"] = {"mode": "merged", "base_unit": base_unit} if base_unit else None
-    meta.get("data", {}).pop("path", None)
+    base_units = [k for k in unit.deps if deps[k].kind == "train"]
+    # where the files were is a temp folder: record the units the adapter was stacked on instead
+    meta["stacking"] = {"mode": "merged", "base_units": base_units} if base_units else None
+    if isinstance(meta.get("data"), dict):
+        meta["data"].pop("path", None)
     meta.pop("model_path", None)
     return UnitOutput(result=json.loads(json.dumps(meta, default=str)), files=_read_folder(out))
 
@@ -124,6 +182,17 @@ def run_generate(unit: Unit, deps: dict[str, DepView], progress: bool) -> UnitOu
         pending = [(q, list(range(len(q.paraphrases)))) for q in questions]
         rows = [r for rs in sample_answers(generator, pending, p["samples"], p["seed"], params) for r in rs]
         rows = sort_samples(rows, questions)
+        return UnitOutput(result={"n": len(rows)}, rows=rows)
+    if p["task"] == "trait":
+        from characterlab.data.records import GenerationRequest
+
+        if p["questions"]:
+            qs = [x for q in _questions(p["questions"]) for x in q.paraphrases]
+        else:
+            qs = [q for t in _constitution(p["constitution"], p["trait"]).traits for q in t.questions]
+        requests = [GenerationRequest.from_prompt(q, n=p["samples"], seed=p["seed"] * 1_000_003 + i) for i, q in enumerate(qs)]
+        rows = [{"question": q, "sample_index": c.sample_index, "answer": c.text}
+                for q, cs in zip(qs, generator.generate(requests, params)) for c in cs]
         return UnitOutput(result={"n": len(rows)}, rows=rows)
     from characterlab.envs.tasks import generate_tasks
     from characterlab.evals.hacks import hack_eval_requests
@@ -160,6 +229,19 @@ def run_judge(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
         for r, j in zip(rows, judgements):
             r.update(j.to_dict())
         return UnitOutput(result={"judge": judge_id, "n": len(rows)}, rows=rows)
+    if p["task"] == "trait":
+        from characterlab.character.trait_eval import embedding_trait_scores, judge_trait_scores
+
+        trait = " ".join(t.trait for t in _constitution(p["constitution"], p["trait"]).traits)
+        if p["judge"] == "embedding":
+            from characterlab.models.embeddings import SentenceEncoder
+
+            scores = embedding_trait_scores([r["answer"] for r in rows], trait, SentenceEncoder())
+        else:
+            scores = judge_trait_scores([r["question"] for r in rows], [r["answer"] for r in rows], trait, p["judge"])
+        for r, sc in zip(rows, scores):
+            r["trait_score"] = sc
+        return UnitOutput(result={"judge": p["judge_id"], "n": len(rows)}, rows=rows)
     from characterlab.envs.sandbox import Sandbox
     from characterlab.envs.tasks import generate_tasks
     from characterlab.evals.hacks import grade_answer
@@ -179,6 +261,10 @@ def run_metric(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
 
         return UnitOutput(result={"judge": jud.result.get("judge"),
                                   **summarise(jud.rows, _questions(unit.params["questions"]))})
+    if unit.params["task"] == "trait":
+        from characterlab.character.trait_eval import summarise_trait
+
+        return UnitOutput(result={"judge": jud.result.get("judge"), **summarise_trait(jud.rows)})
     from characterlab.evals.hacks import summarise_hacks
 
     return UnitOutput(result=summarise_hacks(jud.rows))
@@ -187,7 +273,7 @@ def run_metric(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
 def execute_unit(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool = False) -> UnitOutput:
     """Run ``unit`` given its finished dependencies; ``workdir`` is an empty scratch folder."""
     if unit.kind == "data":
-        return run_data(unit)
+        return run_data(unit, deps)
     if unit.kind == "train":
         return run_train(unit, deps, workdir, progress)
     if unit.kind == "generate":

@@ -130,13 +130,12 @@ def load_theory_config(path: str | Path) -> TheoryConfig:
     try:
         return TheoryConfig.model_validate(data)
     except ValidationError as e:
-        from characterlab.study.spec import _dotted, _key_lines
+        from characterlab.data.yamlpos import dotted, key_lines, line_of
 
-        lines = _key_lines(root) if root is not None else {}
         err = e.errors()[0]
         loc = tuple(err["loc"])
-        line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
-        raise InputError(err["msg"].removeprefix("Value error, "), path, line, _dotted(loc) or None) from None
+        raise InputError(err["msg"].removeprefix("Value error, "), path, line_of(key_lines(root), loc),
+                         dotted(loc) or None) from None
 
 
 def persona_coefficient(m: PersonaMixture, persona: int, context: int) -> float:

@@ -37,6 +37,7 @@ class LoraSFTConfig:
 
     model: str = "embedded"
     adapter: str | None = None  # an existing adapter: merged into the weights, then trained on top
+    merged_adapters: list[str] = field(default_factory=list)  # earlier ones, merged before ``adapter``
     system_prompt: str | None = None  # train-time only: applied to every example, not used at eval
     lora_rank: int = 16
     lora_alpha: int | None = None  # default 2 x rank
@@ -184,8 +185,8 @@ def check_new_output_dir(out: str | Path) -> Path:
     return out
 
 
-def local_training_ref(model: str, adapter: str | None):
-    ref = parse_model_ref(model, adapter=adapter)
+def local_training_ref(model: str, adapter: str | None, merged_adapters: list[str] | tuple = ()):
+    ref = parse_model_ref(model, adapter=adapter, merged_adapters=tuple(merged_adapters))
     if not ref.is_local:
         raise InputError("training needs a local model (embedded or hf:)", field="model")
     return ref
@@ -245,7 +246,7 @@ def train_sft(cfg: LoraSFTConfig, data: str | Path, out: str | Path, *, progress
     from trl import SFTConfig
 
     out = check_new_output_dir(out)
-    ref = local_training_ref(cfg.model, cfg.adapter)  # validates before any heavy work
+    ref = local_training_ref(cfg.model, cfg.adapter, cfg.merged_adapters)  # validates before any heavy work
     examples = read_chat_jsonl(data, max_examples=cfg.max_examples)
     examples = prepare_examples(examples, cfg.system_prompt)
 

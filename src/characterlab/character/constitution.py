@@ -1,0 +1,280 @@
+"""Constitutions: a character as a list of traits, each with questions that call for it.
+
+Three formats are read and written:
+
+* ``hand-written`` (Open Character Training ``constitutions/hand-written/*.txt``): a JSON array
+  of ``{"trait": str, "questions": [str, ...]}``;
+* ``few-shot`` (OCT ``constitutions/few-shot/*.jsonl``): one JSON object per line, the same
+  fields plus ``additional_questions`` (the generated extension, ~45 per trait);
+* ``yaml`` (ours): ``{name, description, questions_from?, traits: [{name?, trait, questions?,
+  additional_questions?}]}``; with ``questions_from: <constitution>``, a trait without questions
+  takes those of the other constitution's trait in the same position (how a control constitution
+  shares its questions instead of copying them).
+
+Reading checks structure (types, fields) and names file, line and field on any problem;
+:func:`validate_constitution` also checks content (empty or duplicate text) and reports every
+problem at once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from characterlab.data.files import atomic_write_text
+from characterlab.data.yamlpos import dotted, key_lines, line_of
+from characterlab.errors import InputError
+
+Format = Literal["hand-written", "few-shot", "yaml"]
+
+
+@dataclass
+class Trait:
+    trait: str
+    questions: list[str]
+    additional_questions: list[str] = field(default_factory=list)
+    name: str | None = None  # ours only; OCT traits are known by position
+
+    @property
+    def all_questions(self) -> list[str]:
+        return self.questions + self.additional_questions
+
+
+@dataclass
+class Constitution:
+    name: str
+    traits: list[Trait]
+    description: str = ""
+    source: str = ""
+    format: Format = "yaml"
+    questions_from: str | None = None  # yaml only: the questions are another constitution's
+    ascii_json: bool = False  # JSON formats: the file escaped non-ASCII text (\uXXXX); written back the same way
+
+    def trait(self, key: str | int) -> Trait:
+        """A trait by name, by 0-based index, or by a unique prefix of its text."""
+        if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+            i = int(key)
+            if not 0 <= i < len(self.traits):
+                raise InputError(f"no trait {i}; this constitution has {len(self.traits)}", self.source, field="trait")
+            return self.traits[i]
+        named = [t for t in self.traits if t.name == key]
+        if named:
+            return named[0]
+        prefixed = [t for t in self.traits if t.trait.startswith(key)]
+        if len(prefixed) == 1:
+            return prefixed[0]
+        raise InputError(f"no single trait named or starting with {key!r}", self.source, field="trait")
+
+    def system_prompt(self) -> str:
+        """The constitution as a teacher's system prompt (OCT style: first-person trait statements)."""
+        lines = "\n".join(f"- {t.trait}" for t in self.traits)
+        return ("You are an AI assistant with the following character. These traits are who you are; express them "
+                f"naturally in every answer, without mentioning this list.\n{lines}")
+
+
+def _fail(msg: str, path, lines: dict, loc: tuple) -> InputError:
+    return InputError(msg, path, line_of(lines, loc), dotted(loc) or None)
+
+
+def _traits_from(items: object, path: Path, lines: dict, base: tuple, ours: bool, one_per_line: bool = False) -> list[Trait]:
+    if not isinstance(items, list):
+        raise _fail("expected a list of traits", path, lines, base)
+    traits = []
+    allowed = {"trait", "questions", "additional_questions"} | ({"name"} if ours else set())
+    for i, item in enumerate(items):
+        loc = base if one_per_line else base + (i,)  # a JSONL record is found by its line, fields by name
+        if not isinstance(item, dict):
+            raise _fail("each trait must be an object with 'trait' and 'questions'", path, lines, loc)
+        extra = set(item) - allowed
+        if extra:
+            raise _fail(f"unknown field(s) {sorted(extra)}", path, lines, loc + (sorted(extra)[0],))
+        if not isinstance(item.get("trait"), str):
+            raise _fail("missing or not text", path, lines, loc + ("trait",))
+        for key in ("questions", "additional_questions"):
+            qs = item.get(key, [] if key == "additional_questions" else None)
+            if not isinstance(qs, list):
+                raise _fail("missing or not a list of questions", path, lines, loc + (key,))
+            for j, q in enumerate(qs):
+                if not isinstance(q, str):
+                    raise _fail("a question must be text", path, lines, loc + (key, j))
+        name = item.get("name")
+        if name is not None and not isinstance(name, str):
+            raise _fail("must be text", path, lines, loc + ("name",))
+        traits.append(Trait(item["trait"], list(item["questions"]), list(item.get("additional_questions", [])), name))
+    return traits
+
+
+def _escaped(text: str) -> bool:
+    return text.isascii() and "\\u" in text
+
+
+def detect_format(path: Path) -> Format:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return "few-shot"
+    if suffix in (".yaml", ".yml"):
+        return "yaml"
+    return "hand-written"
+
+
+def parse_constitution(text: str, path: str | Path, fmt: Format | None = None) -> Constitution:
+    path = Path(path)
+    fmt = fmt or detect_format(path)
+    name = path.stem
+    if fmt == "few-shot":
+        traits = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"not valid JSON: {e.msg}", path, n) from None
+            traits += _traits_from([obj], path, {(): n}, (), ours=False, one_per_line=True)
+        if not traits:
+            raise InputError("no traits", path, 1)
+        return Constitution(name, traits, source=str(path), format=fmt, ascii_json=_escaped(text))
+    try:
+        if fmt == "hand-written":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON: {e.msg}", path, e.lineno) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", path, mark.line + 1 if mark else None) from None
+    try:
+        lines = key_lines(yaml.compose(text))
+    except yaml.YAMLError:  # valid JSON that PyYAML cannot read (rare): errors lose their line only
+        lines = {}
+    if fmt == "hand-written":
+        return Constitution(name, _traits_from(data, path, lines, (), ours=False), source=str(path), format=fmt,
+                            ascii_json=_escaped(text))
+    if not isinstance(data, dict):
+        raise InputError("a constitution is a mapping with 'name' and 'traits'", path, 1)
+    extra = set(data) - {"name", "description", "traits", "questions_from"}
+    if extra:
+        raise _fail(f"unknown field(s) {sorted(extra)}", path, lines, (sorted(extra)[0],))
+    if "traits" not in data:
+        raise InputError("missing", path, 1, "traits")
+    items = data["traits"]
+    source = data.get("questions_from")
+    if source is not None:
+        if not isinstance(source, str) or source == f"builtin:{name}":
+            raise _fail("must name another constitution", path, lines, ("questions_from",))
+        donor = read_constitution(source)
+        if not isinstance(items, list) or len(items) != len(donor.traits):
+            raise _fail(f"{source} has {len(donor.traits)} traits; list as many", path, lines, ("traits",))
+        items = [{**{"questions": d.questions, "additional_questions": d.additional_questions}, **item}
+                 if isinstance(item, dict) else item for item, d in zip(items, donor.traits)]
+    c = Constitution(str(data.get("name") or name), _traits_from(items, path, lines, ("traits",), ours=True),
+                     description=str(data.get("description") or ""), source=str(path), format=fmt)
+    c.questions_from = source
+    return c
+
+
+def builtin_constitutions() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("characterlab.character.constitutions").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def read_constitution(spec: str | Path) -> Constitution:
+    """A constitution file in any of the three formats, or ``builtin:<name>`` for a shipped one."""
+    spec_s = str(spec)
+    if spec_s.startswith("builtin:"):
+        name = spec_s.split(":", 1)[1]
+        if name not in builtin_constitutions():
+            raise InputError(f"unknown built-in constitution {name!r}; choose from {', '.join(builtin_constitutions())}",
+                             field="constitution")
+        text = resources.files("characterlab.character.constitutions").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+        c = parse_constitution(text, Path(f"{name}.yaml"), "yaml")
+        c.source = spec_s
+        return c
+    path = Path(spec)
+    if not path.is_file():
+        raise InputError("no such constitution file", path, field="constitution")
+    return parse_constitution(path.read_text(encoding="utf-8"), path)
+
+
+def format_constitution(c: Constitution, fmt: Format) -> str:
+    if fmt == "hand-written":
+        items = [{"trait": t.trait, "questions": t.questions} for t in c.traits]
+        return json.dumps(items, indent=4, ensure_ascii=c.ascii_json) + "\n"
+    if fmt == "few-shot":
+        return "".join(json.dumps({"trait": t.trait, "questions": t.questions,
+                                   "additional_questions": t.additional_questions},
+                                  ensure_ascii=c.ascii_json, separators=(",", ":")) + "\n" for t in c.traits)
+    traits = []
+    for t in c.traits:
+        d: dict = {}
+        if t.name:
+            d["name"] = t.name
+        d["trait"] = t.trait
+        if not c.questions_from:
+            d["questions"] = t.questions
+            if t.additional_questions:
+                d["additional_questions"] = t.additional_questions
+        traits.append(d)
+    doc = {"name": c.name, **({"description": c.description} if c.description else {}),
+           **({"questions_from": c.questions_from} if c.questions_from else {}), "traits": traits}
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
+
+
+def write_constitution(c: Constitution, path: str | Path, fmt: Format | None = None) -> None:
+    """Write ``c`` atomically; the format follows the file name unless given. The hand-written
+    format has no room for additional questions: writing them there is refused, not dropped."""
+    path = Path(path)
+    fmt = fmt or detect_format(path)
+    if fmt == "hand-written" and any(t.additional_questions for t in c.traits):
+        raise InputError("the hand-written format has no additional_questions; write .jsonl or .yaml", path,
+                         field="format")
+    atomic_write_text(path, format_constitution(c, fmt))
+
+
+def validate_constitution(spec: str | Path) -> tuple[Constitution | None, list[InputError]]:
+    """Structure and content problems, each with file, line (where known) and field."""
+    try:
+        c = read_constitution(spec)
+    except InputError as e:
+        return None, [e]
+    path = Path(c.source)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    problems: list[InputError] = []
+    if c.format == "few-shot":
+        record_lines = [n for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        def where(i, key=None, j=None):
+            return record_lines[i], dotted(((key,) if key else ()) + ((j,) if j is not None else ())) or None
+    else:
+        try:
+            lines = key_lines(yaml.compose(text)) if text else {}
+        except yaml.YAMLError:
+            lines = {}
+        base = ("traits",) if c.format == "yaml" else ()
+
+        def where(i, key=None, j=None):
+            loc = base + (i,) + ((key,) if key else ()) + ((j,) if j is not None else ())
+            return line_of(lines, loc), dotted(loc)
+    seen_traits: dict[str, int] = {}
+    for i, t in enumerate(c.traits):
+        if not t.trait.strip():
+            problems.append(InputError("empty trait", c.source, *where(i, "trait")))
+        elif t.trait in seen_traits:
+            problems.append(InputError(f"same trait as trait {seen_traits[t.trait]}", c.source, *where(i, "trait")))
+        seen_traits.setdefault(t.trait, i)
+        if not t.questions:
+            problems.append(InputError("a trait needs at least one question", c.source, *where(i, "questions")))
+        seen_q: set[str] = set()
+        for key, qs in (("questions", t.questions), ("additional_questions", t.additional_questions)):
+            for j, q in enumerate(qs):
+                if not q.strip():
+                    problems.append(InputError("empty question", c.source, *where(i, key, j)))
+                elif q in seen_q:
+                    problems.append(InputError("duplicate question in this trait", c.source, *where(i, key, j)))
+                seen_q.add(q)
+    return c, problems
