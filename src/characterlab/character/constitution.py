@@ -26,7 +26,7 @@ from typing import Literal
 
 import yaml
 
-from characterlab.data.files import atomic_write_text
+from characterlab.data.files import atomic_write_text, parse_jsonl_objects
 from characterlab.data.yamlpos import dotted, key_lines, line_of
 from characterlab.errors import InputError
 
@@ -128,13 +128,7 @@ def parse_constitution(text: str, path: str | Path, fmt: Format | None = None) -
     name = path.stem
     if fmt == "few-shot":
         traits = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON: {e.msg}", path, n) from None
+        for n, obj in parse_jsonl_objects(text, path):
             traits += _traits_from([obj], path, {(): n}, (), ours=False, one_per_line=True)
         if not traits:
             raise InputError("no traits", path, 1)

