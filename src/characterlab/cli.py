@@ -173,11 +173,13 @@ def judge_cmd(
 def judge_train_cmd(
     data: list[Path] = typer.Option(..., "--data", help="Folder(s) of judged CSVs (question, answer, aligned, coherent)."),
     out: Path = typer.Option(..., "--out", help="New judge folder."),
-    max_train_rows: int = typer.Option(20000, "--max-train-rows", min=1),
-    easy_keep: float = typer.Option(0.4, "--easy-keep", min=0.0, max=1.0,
+    max_train_rows: Optional[int] = typer.Option(None, "--max-train-rows", min=1, help="Cap (default: all kept rows)."),
+    easy_keep: float = typer.Option(0.3, "--easy-keep", min=0.0, max=1.0,
                                     help="Share kept of rows scored >= 90 on both metrics."),
-    epochs: float = typer.Option(1.0, "--epochs"),
+    epochs: float = typer.Option(2.0, "--epochs"),
     lr: float = typer.Option(5e-4, "--lr"),
+    lora_rank: int = typer.Option(32, "--lora-rank", min=1),
+    max_length: int = typer.Option(224, "--max-length", min=32, help="Tokens of question + answer."),
     seed: int = typer.Option(0, "--seed"),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
@@ -187,7 +189,8 @@ def judge_train_cmd(
 
     if out.exists() and not overwrite:
         raise InputError("already exists; pass --overwrite", out, field="out")
-    cfg = OfflineJudgeTrainConfig(max_train_rows=max_train_rows, easy_keep=easy_keep, epochs=epochs, lr=lr, seed=seed)
+    cfg = OfflineJudgeTrainConfig(max_train_rows=max_train_rows, easy_keep=easy_keep, epochs=epochs, lr=lr, seed=seed,
+                                  lora_rank=lora_rank, max_length=max_length)
     report = train_offline_judge(load_judged(data), out, cfg, overwrite=overwrite)
     typer.echo(validation_summary(report))
 

@@ -209,3 +209,23 @@ def test_character_study_trains_the_organism_on_top_of_the_character(tmp_path, t
     store.close()
     trait = results["conditions"]["character-then-organism"]["evaluations"]["candour"]["pooled"]
     assert trait["n"] == 5 and trait["mean"] is not None
+
+
+def test_generated_questions_grow_the_pool_without_repeats():
+    from characterlab.character.diversity import generate_questions, parse_generated_questions
+
+    assert parse_generated_questions("1. Is honesty always kind?\n- \"Should I lie to spare feelings?\"\nok\n") == [
+        "Is honesty always kind?", "Should I lie to spare feelings?"]
+
+    class Stub:
+        calls = 0
+
+        def generate(self, requests, params):
+            Stub.calls += 1
+            [req] = requests
+            assert "I tell the truth." in req.messages[-1].content and req.n >= 1
+            lines = "\n".join(f"{i}. Would you tell me the truth about topic {Stub.calls}-{i}?" for i in range(4))
+            return [[_c(lines + "\n1. Existing question here?") for _ in range(req.n)]]
+
+    found = generate_questions("I tell the truth.", ["Existing question here?"], 6, Stub(), per_request=4)
+    assert len(found) == 6 == len(set(found)) and "Existing question here?" not in found
