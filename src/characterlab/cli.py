@@ -563,10 +563,14 @@ def theory_simulate_cmd(
 
 
 def main() -> None:
-    # The CLI prints its own progress; transformers' per-load weight bars are noise here.
+    # The CLI prints its own progress; transformers' per-load weight bars and its deprecation
+    # notices about its own internals (raised from peft and trl calls) are noise here.
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
     try:
         app()
     except InputError as e:

@@ -174,7 +174,7 @@ def run_generate(unit: Unit, deps: dict[str, DepView], progress: bool) -> UnitOu
 
     p = unit.params
     params = SamplingParams(max_new_tokens=p["max_new_tokens"], temperature=p["temperature"])
-    generator = load_generator(_model_ref(unit, deps), batch_size=32 if p["task"] == "em" else 16, progress=progress)
+    generator = load_generator(_model_ref(unit, deps), batch_size=48, progress=progress)
     if p["task"] == "em":
         from characterlab.evals.freeform import sample_answers, sort_samples
 
