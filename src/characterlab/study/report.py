@@ -331,6 +331,7 @@ def render_report(folder: str | Path) -> Path:
             ("code version", meta["code_version"]), ("units", meta["n_units"]),
             ("compute time (all units)", f"{meta['compute_seconds'] / 60:.1f} min"),
             ("wall time of the last run", f"{meta['wall_seconds_this_run'] / 60:.1f} min"),
+            ("wall time, all runs into this folder", f"{meta.get('wall_seconds_all_runs', 0) / 60:.1f} min"),
             ("host", f"{meta['host']['machine']}, Python {meta['host']['python']}")]
     for key, d in meta["data"].items():
         if "examples_hash" in d:

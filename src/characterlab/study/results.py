@@ -162,6 +162,7 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
             "n_units": len(plan.units),
             "compute_seconds": sum(t["seconds"] or 0 for t in timings),
             "wall_seconds_this_run": wall_seconds,
+            "wall_seconds_all_runs": sum((r["finished"] or r["started"]) - r["started"] for r in store.runs()),
             "host": {"machine": platform.machine(), "python": platform.python_version()},
             "runs": store.runs(),
         },

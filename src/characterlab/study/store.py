@@ -163,6 +163,9 @@ class RunStore:
 
     # -- runs (one row per invocation: how much was reused) ----------------------------------
     def begin_run(self, code_version: str, executor: str) -> int:
+        """Record a new invocation; units left 'running' by a killed one are marked 'interrupted'
+        (one process runs a folder at a time)."""
+        self.db.execute("UPDATE units SET status='interrupted' WHERE status='running'")
         cur = self.db.execute("INSERT INTO runs (started, code_version, executor) VALUES (?, ?, ?)",
                               (time.time(), code_version, executor))
         return int(cur.lastrowid)
