@@ -195,7 +195,9 @@ figcaption{font-size:.8rem;color:#555} pre{white-space:pre-wrap;max-height:14rem
 def render_report(folder: str | Path) -> Path:
     """Write ``plots/*.png`` and ``report.html`` from ``results.json``; returns the report's path."""
     folder = Path(folder)
-    results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    from characterlab.study.results import in_spec_order
+
+    results = in_spec_order(json.loads((folder / "results.json").read_text(encoding="utf-8")))
     plots = folder / PLOTS
     plots.mkdir(exist_ok=True)
     figs = []

@@ -150,6 +150,8 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
         "study": spec.name,
         "description": spec.description,
         "baseline": baseline,
+        "condition_order": [c.name for c in spec.conditions],  # results.json is written with sorted keys
+        "evaluation_order": [e.name for e in spec.evaluations],
         "conditions": conditions,
         "evaluations": {e.name: e.model_dump(exclude_none=True) for e in spec.evaluations},
         "metadata": {
@@ -194,6 +196,18 @@ def hack_examples(plan: Plan, store: RunStore, k: int = 6) -> list[dict]:
         out += [{"condition": cell.condition, "seed": cell.seed, "grader": r["grader"], "hack_kinds": r["hack_kinds"],
                  "answer": r["answer"]} for r in store.rows(judge_key) if r["hacked"]]
     return out[:k]
+
+
+def in_spec_order(results: dict) -> dict:
+    """``results`` with conditions and evaluations in the order the study lists them."""
+    out = dict(results)
+    corder = results.get("condition_order") or list(results["conditions"])
+    eorder = results.get("evaluation_order") or list(results["evaluations"])
+    out["conditions"] = {c: {**results["conditions"][c],
+                             "evaluations": {e: results["conditions"][c]["evaluations"][e] for e in eorder}}
+                         for c in corder}
+    out["evaluations"] = {e: results["evaluations"][e] for e in eorder}
+    return out
 
 
 def results_path(folder: str | Path) -> Path:

@@ -77,8 +77,10 @@ def run_study(study: str | None = None, out: str | Path | None = None, executor:
 
 def summary_rows(results: dict) -> list[tuple[str, list[str]]]:
     """(condition, one cell per evaluation) for the table printed at the end of a run."""
+    from characterlab.study.results import in_spec_order
+
     out = []
-    for c, cond in results["conditions"].items():
+    for c, cond in in_spec_order(results)["conditions"].items():
         cells = []
         for ev in cond["evaluations"].values():
             if ev["kind"] == "trait":
