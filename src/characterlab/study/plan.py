@@ -104,23 +104,36 @@ def judge_identity(judge: str) -> str:
     return judge
 
 
-def constitution_identity(source: str, base: Path) -> dict:
-    """Where a constitution is and a hash of its content (questions_from resolved)."""
-    from characterlab.character.constitution import format_constitution, read_constitution
+def constitution_hash(c) -> str:
+    """Content hash of a constitution, with ``questions_from`` resolved (set to None here)."""
+    from characterlab.character.constitution import format_constitution
 
-    path = source if source.startswith("builtin:") else str((base / source).resolve())
-    c = read_constitution(path)
     c.questions_from = None  # hash the resolved questions, not the reference
-    return {"source": path, "sha256": hashlib.sha256(format_constitution(c, "yaml").encode()).hexdigest()}
+    return hashlib.sha256(format_constitution(c, "yaml").encode()).hexdigest()
+
+
+def questions_hash(questions) -> str:
+    blob = json.dumps([q.model_dump() for q in questions], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _located(source: str, base: Path) -> str:
+    return source if source.startswith("builtin:") else str((base / source).resolve())
+
+
+def constitution_identity(source: str, base: Path) -> dict:
+    """Where a constitution is and a hash of its content."""
+    from characterlab.character.constitution import read_constitution
+
+    path = _located(source, base)
+    return {"source": path, "sha256": constitution_hash(read_constitution(path))}
 
 
 def _questions_identity(source: str, base: Path) -> dict:
     from characterlab.data.questions import load_questions
 
-    path = source if source.startswith("builtin:") else str((base / source).resolve())
-    qset = load_questions(path)
-    blob = json.dumps([q.model_dump() for q in qset.questions], sort_keys=True, ensure_ascii=False)
-    return {"source": path, "sha256": hashlib.sha256(blob.encode()).hexdigest()}
+    path = _located(source, base)
+    return {"source": path, "sha256": questions_hash(load_questions(path).questions)}
 
 
 class _Builder:

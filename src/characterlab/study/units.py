@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from characterlab.errors import InputError
-from characterlab.study.plan import Unit
+from characterlab.study.plan import Unit, constitution_hash, questions_hash
 from characterlab.study.store import UnitOutput
 
 
@@ -40,13 +40,10 @@ def _examples(rows: list[dict]):
 
 def _constitution(ident: dict, trait: str | None):
     """The constitution a unit was planned with (content hash checked), narrowed to ``trait``."""
-    import hashlib
-
-    from characterlab.character.constitution import Constitution, format_constitution, read_constitution
+    from characterlab.character.constitution import Constitution, read_constitution
 
     c = read_constitution(ident["source"])
-    c.questions_from = None
-    if hashlib.sha256(format_constitution(c, "yaml").encode()).hexdigest() != ident["sha256"]:
+    if constitution_hash(c) != ident["sha256"]:
         raise InputError("the constitution changed after the study was planned; run again to re-plan",
                          ident["source"], field="constitution")
     if trait is None:
@@ -206,13 +203,10 @@ def run_generate(unit: Unit, deps: dict[str, DepView], progress: bool) -> UnitOu
 
 
 def _questions(q: dict):
-    import hashlib
-
     from characterlab.data.questions import load_questions
 
     qs = load_questions(q["source"]).questions
-    blob = json.dumps([x.model_dump() for x in qs], sort_keys=True, ensure_ascii=False)
-    if hashlib.sha256(blob.encode()).hexdigest() != q["sha256"]:
+    if questions_hash(qs) != q["sha256"]:
         raise InputError("the question file changed after the study was planned; run again to re-plan",
                          q["source"], field="questions")
     return qs
