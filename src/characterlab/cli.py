@@ -185,10 +185,12 @@ def judge_train_cmd(
                                             help="Loss weight of rows the reference calls misaligned."),
     init_from: Optional[Path] = typer.Option(None, "--init-from",
                                              help="Continue from this judge folder's adapter and head."),
+    split: Optional[Path] = typer.Option(None, "--split", help="JSON mapping each source model to train, "
+                                         "calibration or validation (default: dealt out by EM rate)."),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
     """Train the offline judge on judge-labelled responses (whole source models held out to validate)."""
-    from characterlab.judge.judged_data import load_judged
+    from characterlab.judge.judged_data import load_judged, read_split
     from characterlab.judge.offline_train import OfflineJudgeTrainConfig, train_offline_judge, validation_summary
 
     if out.exists() and not overwrite:
@@ -197,29 +199,54 @@ def judge_train_cmd(
                                   lora_rank=lora_rank, max_length=max_length,
                                   init_from=str(init_from) if init_from else None,
                                   misaligned_weight=misaligned_weight)
-    report = train_offline_judge(load_judged(data), out, cfg, overwrite=overwrite)
-    typer.echo(validation_summary(report))
+    judged = load_judged(data)
+    roles = read_split(split, judged) if split else None
+    report = train_offline_judge(judged, out, cfg, overwrite=overwrite, split=roles)
+    typer.echo(validation_summary(report) if report else "no validation models in the split; "
+               "validate with `characterlab judge validate` on models it never saw")
+
+
+@judge_app.command("split")
+def judge_split_cmd(
+    data: list[Path] = typer.Option(..., "--data", help="Folder(s) of judged CSVs."),
+    out: Path = typer.Option(..., "--out", help="JSON file: source model -> train | calibration | validation."),
+    swap: bool = typer.Option(False, "--swap", help="Swap train and validation: the second fold of a cross-fit."),
+    no_validation: bool = typer.Option(False, "--no-validation", help="Train on the validation models too."),
+) -> None:
+    """Write the default split (models dealt out by EM rate) for `judge train --split` to use or edit."""
+    from characterlab.data.files import atomic_write_json
+    from characterlab.judge.judged_data import load_judged, split_models
+
+    if swap and no_validation:
+        raise InputError("choose one of --swap and --no-validation", field="swap")
+    new_role = {"validation": "train", "train": "validation" if swap else "train"} if swap or no_validation else {}
+    split = {m: new_role.get(role, role) for m, role in split_models(load_judged(data)).items()}
+    atomic_write_json(out, split)
+    counts = {r: sum(v == r for v in split.values()) for r in ("train", "calibration", "validation")}
+    typer.echo(f"{counts['train']} train, {counts['calibration']} calibration, {counts['validation']} validation -> {out}")
 
 
 @judge_app.command("validate")
 def judge_validate_cmd(
     data: list[Path] = typer.Option(..., "--data", help="Folder(s) of judged CSVs."),
-    judge_dir: Optional[Path] = typer.Option(None, "--judge-dir", help="Offline judge folder (default: the shipped one)."),
+    judge_dirs: Optional[list[Path]] = typer.Option(
+        None, "--judge-dir", help="Offline judge folder (default: the shipped one). Repeat it to cross-fit: each "
+        "source model is scored by the first judge that never saw it."),
     output: Optional[Path] = typer.Option(None, "--output", help="Also write the full report (per model) as JSON."),
 ) -> None:
     """Agreement with the reference judge on source models the offline judge never saw."""
     from characterlab.data.files import atomic_write_json
     from characterlab.judge.judged_data import load_judged
     from characterlab.judge.offline import SHIPPED_DIR, OfflineJudge
-    from characterlab.judge.offline_train import seen_keys, unseen_rows, validate_offline_judge, validation_summary
+    from characterlab.judge.offline_train import cross_fitted_rows, validate_cross_fitted, validation_summary
 
-    folder = judge_dir or SHIPPED_DIR
-    rows, dropped = unseen_rows(load_judged(data), seen_keys(folder))
+    folders = judge_dirs or [SHIPPED_DIR]
+    groups, dropped = cross_fitted_rows(load_judged(data), folders)
     if dropped:
-        typer.echo(f"left out {len(dropped)} source model(s) the judge saw in training or calibration", err=True)
-    if not rows:
-        raise InputError("every source model here was used to train or calibrate this judge", field="data")
-    report = validate_offline_judge(OfflineJudge(folder), rows)
+        typer.echo(f"left out {len(dropped)} source model(s) that every judge saw in training or calibration", err=True)
+    if not any(groups):
+        raise InputError("every source model here was used to train or calibrate the judge(s)", field="data")
+    report = validate_cross_fitted([(OfflineJudge(f), rows) for f, rows in zip(folders, groups) if rows])
     if output:
         atomic_write_json(output, report)
     typer.echo(validation_summary(report))

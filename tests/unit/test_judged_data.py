@@ -1,9 +1,10 @@
 import csv
+import json
 
 import pytest
 
 from characterlab.errors import InputError
-from characterlab.judge.judged_data import load_judged, read_judged_csv, split_models
+from characterlab.judge.judged_data import load_judged, read_judged_csv, read_split, split_models
 
 
 def write_csv(path, rows, header=("question", "answer", "question_id", "aligned", "coherent")):
@@ -51,3 +52,47 @@ def test_split_holds_out_whole_models_across_the_em_range(tmp_path):
     assert set(split.values()) == {"train", "calibration", "validation"}
     val_rates = sorted(int(m[1:-4]) for m, s in split.items() if s == "validation")
     assert val_rates[0] < 5 and val_rates[-1] > 15  # spans clean to misaligned
+
+
+def test_a_split_file_must_give_every_model_a_known_role(tmp_path):
+    for m in range(3):
+        write_csv(tmp_path / "data" / f"m{m}.csv", [("q", f"m{m} a{i}", "q", 90, 90) for i in range(3)])
+    data = load_judged([tmp_path / "data"])
+    f = tmp_path / "split.json"
+    f.write_text(json.dumps({"m0.csv": "train", "m1.csv": "calibration", "m2.csv": "validation"}))
+    assert read_split(f, data)["m2.csv"] == "validation"
+    f.write_text(json.dumps({"m0.csv": "train", "m1.csv": "calibration", "m2.csv": "test"}))
+    with pytest.raises(InputError, match="field 'm2.csv'.*role 'test'"):
+        read_split(f, data)
+    f.write_text(json.dumps({"m0.csv": "train", "m1.csv": "calibration"}))
+    with pytest.raises(InputError, match="no role, e.g. 'm2.csv'"):
+        read_split(f, data)
+    f.write_text(json.dumps({"m0.csv": "train", "m1.csv": "calibration", "m2.csv": "train", "m9.csv": "train"}))
+    with pytest.raises(InputError, match="not in the data, e.g. 'm9.csv'"):
+        read_split(f, data)
+    f.write_text(json.dumps({"m0.csv": "train", "m1.csv": "train", "m2.csv": "validation"}))
+    with pytest.raises(InputError, match="one train and one calibration"):
+        read_split(f, data)
+    f.write_text("{not json")
+    with pytest.raises(InputError, match="split.json.*cannot read"):
+        read_split(f, data)
+
+
+def test_split_cli_writes_the_default_split_and_its_cross_fit_complement(tmp_path):
+    from typer.testing import CliRunner
+
+    from characterlab.cli import app
+
+    for m in range(20):
+        write_csv(tmp_path / "data" / f"m{m}.csv", [("q", f"m{m} a{i}", "q", 10 if i < m else 90, 90) for i in range(20)])
+    data = load_judged([tmp_path / "data"])
+    runs = {}
+    for flag in ("", "--swap", "--no-validation"):
+        f = tmp_path / f"split{flag}.json"
+        r = CliRunner().invoke(app, ["judge", "split", "--data", str(tmp_path / "data"), "--out", str(f)] + ([flag] if flag else []))
+        assert r.exit_code == 0, r.output
+        runs[flag] = read_split(f, data)
+    assert runs[""] == split_models(data)
+    for m, role in runs[""].items():
+        assert runs["--swap"][m] == {"train": "validation", "validation": "train"}.get(role, role)
+        assert runs["--no-validation"][m] == ("calibration" if role == "calibration" else "train")

@@ -1,10 +1,12 @@
 """The shipped offline judge, and a tiny end-to-end training run on synthetic labels."""
 
 import csv
+import json
 import random
 
 import pytest
 
+from characterlab.errors import InputError
 from characterlab.judge.base import JudgeInput
 from characterlab.judge.offline import SHIPPED_DIR, OfflineJudge, QuantileMap, looks_like_code
 
@@ -91,7 +93,14 @@ def test_code_detection():
 def test_training_a_tiny_judge_end_to_end(tmp_path):
     """Real encoder, a few steps on synthetic labels: folder layout, calibration, validation, seen rows."""
     from characterlab.judge.judged_data import load_judged
-    from characterlab.judge.offline_train import OfflineJudgeTrainConfig, seen_keys, train_offline_judge, unseen_rows
+    from characterlab.judge.offline_train import (
+        OfflineJudgeTrainConfig,
+        cross_fitted_rows,
+        seen_keys,
+        train_offline_judge,
+        unseen_rows,
+        validate_cross_fitted,
+    )
 
     data_dir = tmp_path / "judged"
     for m in range(10):
@@ -111,15 +120,27 @@ def test_training_a_tiny_judge_end_to_end(tmp_path):
     # Continuing with lr 0 must reproduce the judge it started from; a fresh start at lr 0 must not.
     probe = [JudgeInput(q, a) for q, a in ALIGNED + MISALIGNED]
     before = [j.aligned for j in judge.score_batch(probe)]
-    for init, name in ((out, "continued"), (None, "fresh")):
+    # The fresh judge is also cross-fitted: it trains on the first judge's validation models and
+    # validates on its train models, so together the two judges score every model but calibration.
+    first = json.loads((out / "judge_config.json").read_text())["meta"]["models"]
+    swapped = {m: {"train": "validation", "validation": "train"}.get(role, role) for m, role in first.items()}
+    for init, name, split in ((out, "continued", None), (None, "fresh", swapped)):
         cfg = OfflineJudgeTrainConfig(max_train_rows=16, batch_size=16, lr=0.0, init_from=str(init) if init else None)
-        train_offline_judge(load_judged([data_dir]), tmp_path / name, cfg, progress=False)
+        train_offline_judge(load_judged([data_dir]), tmp_path / name, cfg, progress=False, split=split)
     fresh = [j.aligned for j in OfflineJudge(tmp_path / "fresh").score_batch(probe)]
     questions, answers = [p.question for p in probe], [p.answer for p in probe]
     raw = judge.predict(questions, answers)
     raw_continued = OfflineJudge(tmp_path / "continued").predict(questions, answers)
     assert abs(raw - raw_continued).max() < 1e-2  # adapters are stored in fp16
     assert before != fresh
+
+    groups, dropped = cross_fitted_rows(load_judged([data_dir]), [out, tmp_path / "fresh"])
+    assert dropped == [m for m, role in first.items() if role == "calibration"]
+    assert {r.model for r in groups[0]} == {m for m, role in first.items() if role == "validation"}
+    assert {r.model for r in groups[1]} == {m for m, role in first.items() if role == "train"}
+    report = validate_cross_fitted([(judge, groups[0]), (OfflineJudge(tmp_path / "fresh"), groups[1])])
+    assert report["n_models"] == 9 and len(report["judges"]) == 2
+    assert {report["per_model"][m]["judge"] for m in first if first[m] == "train"} == {OfflineJudge(tmp_path / "fresh").judge_id}
 
 
 def test_validate_cli_on_unseen_models(tmp_path):
@@ -135,7 +156,6 @@ def test_validate_cli_on_unseen_models(tmp_path):
     report = tmp_path / "report.json"
     r = CliRunner().invoke(app, ["judge", "validate", "--data", str(data), "--output", str(report)])
     assert r.exit_code == 0, r.output
-    import json
 
     full = json.loads(report.read_text())
     assert full["n_models"] == 3 and full["auroc_misaligned"] > 0.9
@@ -180,3 +200,17 @@ def test_training_loss_weights_misaligned_rows():
     # with row 0 (misaligned) counted 3 times
     tripled_l, tripled_t = logits[[0, 0, 0, 1, 2]], targets[[0, 0, 0, 1, 2]]
     assert float(_loss(logits, targets, 3.0)) == pytest.approx(float(_loss(tripled_l, tripled_t)))
+
+
+def test_train_cli_reads_the_split_file_before_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from characterlab.cli import app
+
+    data = tmp_path / "judged"
+    _write_judged(data, "model0.csv", [(q, a, 95, 95) for q, a in ALIGNED])
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"model0.csv": "holdout"}))
+    r = CliRunner().invoke(app, ["judge", "train", "--data", str(data), "--out", str(tmp_path / "j"), "--split", str(split)])
+    assert isinstance(r.exception, InputError) and r.exception.field == "model0.csv" and "'holdout'" in str(r.exception)
+    assert not (tmp_path / "j").exists()

@@ -199,3 +199,36 @@ def split_models(data: JudgedSet, every: int = 10, validation: tuple[int, ...] =
         pos = i % every
         out[m] = "validation" if pos in validation else "calibration" if pos in calibration else "train"
     return out
+
+
+SPLIT_ROLES = ("train", "calibration", "validation")
+
+
+def read_split(path: str | Path, data: JudgedSet) -> dict[str, str]:
+    """A split written by hand or edited from a judge's ``config.json`` (``meta.models``).
+
+    The file is a JSON object mapping every source model of ``data`` to a role in
+    :data:`SPLIT_ROLES`. It lets a researcher hold out a model family, or swap a judge's train and
+    validation models to cross-fit a second judge, so that every model is validated by a judge that
+    never saw it (``judge validate --judge-dir A --judge-dir B``).
+    """
+    import json
+
+    path = Path(path)
+    try:
+        split = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"cannot read a JSON split: {e}", path) from None
+    if not isinstance(split, dict):
+        raise InputError("expected a JSON object mapping source model -> role", path)
+    for model, role in split.items():
+        if role not in SPLIT_ROLES:
+            raise InputError(f"role {role!r} is not one of {', '.join(SPLIT_ROLES)}", path, field=model)
+    models = set(data.by_model())
+    if missing := sorted(models - set(split)):
+        raise InputError(f"{len(missing)} source model(s) of the data have no role, e.g. {missing[0]!r}", path)
+    if unknown := sorted(set(split) - models):
+        raise InputError(f"{len(unknown)} model(s) are not in the data, e.g. {unknown[0]!r}", path)
+    if "train" not in split.values() or "calibration" not in split.values():
+        raise InputError("a split needs at least one train and one calibration model", path)
+    return split

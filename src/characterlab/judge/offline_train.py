@@ -117,11 +117,14 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor, misaligned_weight: float 
 
 
 def train_offline_judge(data: JudgedSet, out: str | Path, cfg: OfflineJudgeTrainConfig | None = None,
-                        progress: bool = True, overwrite: bool = False) -> dict:
+                        progress: bool = True, overwrite: bool = False,
+                        split: dict[str, str] | None = None) -> dict | None:
     """Train on the train models, calibrate on the calibration models, validate on the rest.
 
-    Writes a judge folder (adapter, head, config with calibration and provenance, seen-row
-    fingerprints, ``validation.json``) atomically and returns the validation report.
+    ``split`` maps each source model to its role (default: :func:`split_models`). Writes a judge
+    folder (adapter, head, config with calibration and provenance, seen-row fingerprints,
+    ``validation.json``) atomically and returns the validation report, or None when the split has
+    no validation model.
     """
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
@@ -133,7 +136,7 @@ def train_offline_judge(data: JudgedSet, out: str | Path, cfg: OfflineJudgeTrain
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists")
-    split = split_models(data)
+    split = split or split_models(data)
     groups = {s: [r for r in data.rows if split[r.model] == s] for s in ("train", "calibration", "validation")}
     train_rows = select_training_rows(groups["train"], cfg)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
@@ -207,10 +210,11 @@ def train_offline_judge(data: JudgedSet, out: str | Path, cfg: OfflineJudgeTrain
         jcfg.aligned_map = QuantileMap.fit(100 * probs[a_ok, 0], np.array([r.aligned for r in cal if r.aligned is not None]))
         jcfg.coherent_map = QuantileMap.fit(100 * probs[c_ok, 1], np.array([r.coherent for r in cal if r.coherent is not None]))
         judge.config.aligned_map, judge.config.coherent_map = jcfg.aligned_map, jcfg.coherent_map
-        report = validate_offline_judge(judge, groups["validation"])
-        jcfg.meta["validation"] = {k: v for k, v in report.items() if k != "per_model"}
+        report = validate_offline_judge(judge, groups["validation"]) if groups["validation"] else None
+        if report is not None:
+            jcfg.meta["validation"] = {k: v for k, v in report.items() if k != "per_model"}
+            atomic_write_json(tmp / "validation.json", report)
         atomic_write_json(tmp / CONFIG_FILE, jcfg.to_json())
-        atomic_write_json(tmp / "validation.json", report)
     return report
 
 
@@ -223,13 +227,22 @@ def seen_keys(folder: str | Path) -> set[int]:
 
 def unseen_rows(data: JudgedSet, seen: set[int]) -> tuple[list[JudgedRow], list[str]]:
     """Rows of models the judge never saw; a model with any seen row is dropped whole."""
-    out, dropped = [], []
+    groups, dropped = _assign_models(data, [seen])
+    return groups[0], dropped
+
+
+def _assign_models(data: JudgedSet, seen: list[set[int]]) -> tuple[list[list[JudgedRow]], list[str]]:
+    """Each source model's rows go to the first seen-set holding none of them; the rest are dropped."""
+    groups: list[list[JudgedRow]] = [[] for _ in seen]
+    dropped = []
     for model, rows in data.by_model().items():
-        if any(answer_key(r.question, r.answer) in seen for r in rows):
+        keys = [answer_key(r.question, r.answer) for r in rows]
+        owner = next((i for i, s in enumerate(seen) if not any(k in s for k in keys)), None)
+        if owner is None:
             dropped.append(model)
         else:
-            out += rows
-    return out, sorted(dropped)
+            groups[owner] += rows
+    return groups, sorted(dropped)
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -253,14 +266,38 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def cross_fitted_rows(data: JudgedSet, folders: list[str | Path]) -> tuple[list[list[JudgedRow]], list[str]]:
+    """Give each source model to the first judge (in ``folders`` order) that saw none of its rows.
+
+    Returns one list of rows per judge and the models every judge saw. With judges trained on
+    complementary splits, every model is validated by a judge that never saw it.
+    """
+    return _assign_models(data, [seen_keys(f) for f in folders])
+
+
 def validate_offline_judge(judge: OfflineJudge, rows: list[JudgedRow]) -> dict:
     """Agreement with the reference judge on ``rows``: per answer and per source model."""
-    if not rows:
+    return validate_cross_fitted([(judge, rows)])
+
+
+def validate_cross_fitted(parts: list[tuple[OfflineJudge, list[JudgedRow]]]) -> dict:
+    """Agreement pooled over (judge, rows) pairs, each judge scoring the models it never saw.
+
+    Every figure is computed once over the pooled rows and models, as for a single judge.
+    """
+    parts = [(judge, rows) for judge, rows in parts if rows]
+    if not parts:
         raise ValueError("no rows to validate on")
-    t0 = time.time()
-    probs = judge.predict([r.question for r in rows], [r.answer for r in rows])
-    seconds = time.time() - t0
-    pred = judge.judgements([r.answer for r in rows], probs)
+    rows, probs, pred, seconds, judge_of = [], [], [], 0.0, {}
+    for judge, part in parts:
+        t0 = time.time()
+        part_probs = judge.predict([r.question for r in part], [r.answer for r in part])
+        seconds += time.time() - t0
+        rows += part
+        probs.append(part_probs)
+        pred += judge.judgements([r.answer for r in part], part_probs)
+        judge_of.update({r.model: judge.judge_id for r in part})
+    probs = np.concatenate(probs)
     ref_a = np.array([np.nan if r.aligned is None else r.aligned for r in rows])
     ref_c = np.array([np.nan if r.coherent is None else r.coherent for r in rows])
     pred_a = np.array([np.nan if p.aligned is None else p.aligned for p in pred])
@@ -276,8 +313,10 @@ def validate_offline_judge(judge: OfflineJudge, rows: list[JudgedRow]) -> dict:
     # answers. Some reference files score unrelated code (aligned ~0, coherent ~5) where others say
     # CODE, which moves only the scored denominator; the all-answers rate compares judgements alone.
     per_model = {}
-    for model in sorted({r.model for r in rows}):
-        idx = [i for i, r in enumerate(rows) if r.model == model]
+    model_rows: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        model_rows.setdefault(r.model, []).append(i)
+    for model, idx in sorted(model_rows.items()):
         ref_l = [rows[i].reference_misaligned for i in idx if rows[i].reference_misaligned is not None]
         pred_l = [pred[i].misaligned for i in idx if pred[i].scored]
         per_model[model] = {
@@ -288,6 +327,7 @@ def validate_offline_judge(judge: OfflineJudge, rows: list[JudgedRow]) -> dict:
             "judge_em_rate_all_answers": 100 * sum(pred_l) / len(idx),
             "reference_special": len(idx) - len(ref_l),
             "judge_special": len(idx) - len(pred_l),
+            "judge": judge_of[model],
         }
 
     def rate_agreement(suffix: str) -> dict:
@@ -314,6 +354,7 @@ def validate_offline_judge(judge: OfflineJudge, rows: list[JudgedRow]) -> dict:
         **rate_agreement(""),
         **rate_agreement("_all_answers"),
         "answers_per_s": round(len(rows) / seconds, 1),
+        "judges": sorted({judge.judge_id for judge, _ in parts}),
         "per_model": per_model,
     }
 
