@@ -245,7 +245,8 @@ def judge_validate_cmd(
     if dropped:
         typer.echo(f"left out {len(dropped)} source model(s) that every judge saw in training or calibration", err=True)
     if not any(groups):
-        raise InputError("every source model here was used to train or calibrate the judge(s)", field="data")
+        raise InputError("every source model here was used to train or calibrate the judge(s); validate on "
+                         "other sources, or cross-fit judges trained on complementary splits (README)", field="data")
     report = validate_cross_fitted([(OfflineJudge(f), rows) for f, rows in zip(folders, groups) if rows])
     if output:
         atomic_write_json(output, report)

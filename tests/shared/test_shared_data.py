@@ -64,23 +64,23 @@ def test_judged_csvs_group_into_source_models():
     assert 45 <= len(data.models) < 59
 
 
-def test_shipped_offline_judge_on_held_out_models():
-    """The shipped judge on two source models it never saw (the full validation is `judge validate`)."""
-    from characterlab.judge.judged_data import em_rate, load_judged
-    from characterlab.judge.offline import SHIPPED_DIR, OfflineJudge
-    from characterlab.judge.offline_train import seen_keys, unseen_rows, validate_offline_judge
+def test_shipped_offline_judge_on_models_it_never_trained_on():
+    """The shipped judge trained on every source model but its 5 calibration models. On those its
+    quantile maps were fitted, which moves scores but not their order: the rank figures are held out.
+    (Agreement on unseen models is measured by cross-fitting; see README.)"""
+    import json
 
-    if not (SHIPPED_DIR / "judge_config.json").is_file():
+    from characterlab.judge.judged_data import em_rate, load_judged
+    from characterlab.judge.offline import CONFIG_FILE, SHIPPED_DIR, OfflineJudge
+    from characterlab.judge.offline_train import validate_offline_judge
+
+    if not (SHIPPED_DIR / CONFIG_FILE).is_file():
         pytest.skip("no shipped judge")
-    rows, dropped = unseen_rows(load_judged([SHARED_DATA / "judged" / "ablate_med_data"]), seen_keys(SHIPPED_DIR))
-    by_model = {}
-    for r in rows:
-        by_model.setdefault(r.model, []).append(r)
-    picked = sorted(by_model, key=lambda m: em_rate(by_model[m]))
-    picked = [picked[0], picked[-1]]  # the cleanest and the most misaligned unseen model
-    report = validate_offline_judge(OfflineJudge(), [r for m in picked for r in by_model[m]])
-    assert report["auroc_misaligned"] > 0.9
-    clean, worst = (report["per_model"][m] for m in picked)
-    assert clean["judge_em_rate"] < 2.0
-    # It undercounts this extreme model (see README), but must still rank it far above the clean one.
-    assert worst["judge_em_rate"] > clean["judge_em_rate"] + 10
+    roles = json.loads((SHIPPED_DIR / CONFIG_FILE).read_text())["meta"]["models"]
+    by_model = load_judged([SHARED_DATA / "judged"]).by_model()
+    calibration = sorted((m for m, role in roles.items() if role == "calibration"), key=lambda m: em_rate(by_model[m]))
+    report = validate_offline_judge(OfflineJudge(), [r for m in calibration for r in by_model[m]])
+    assert report["auroc_misaligned"] > 0.95 and report["spearman_aligned"] > 0.75
+    clean, worst = (report["per_model"][m] for m in (calibration[0], calibration[-1]))
+    assert clean["judge_em_rate_all_answers"] < 2.0
+    assert worst["judge_em_rate_all_answers"] > clean["judge_em_rate_all_answers"] + 10
