@@ -205,7 +205,7 @@ SPLIT_ROLES = ("train", "calibration", "validation")
 
 
 def read_split(path: str | Path, data: JudgedSet) -> dict[str, str]:
-    """A split written by hand or edited from a judge's ``config.json`` (``meta.models``).
+    """A split written by `judge split`, by hand, or from a judge's ``judge_config.json`` (``meta.models``).
 
     The file is a JSON object mapping every source model of ``data`` to a role in
     :data:`SPLIT_ROLES`. It lets a researcher hold out a model family, or swap a judge's train and
