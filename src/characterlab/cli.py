@@ -219,8 +219,8 @@ def judge_split_cmd(
 
     if swap and no_validation:
         raise InputError("choose one of --swap and --no-validation", field="swap")
-    new_role = {"validation": "train", "train": "validation" if swap else "train"} if swap or no_validation else {}
-    split = {m: new_role.get(role, role) for m, role in split_models(load_judged(data)).items()}
+    moves = {"train": "validation", "validation": "train"} if swap else {"validation": "train"} if no_validation else {}
+    split = {m: moves.get(role, role) for m, role in split_models(load_judged(data)).items()}
     atomic_write_json(out, split)
     counts = {r: sum(v == r for v in split.values()) for r in ("train", "calibration", "validation")}
     typer.echo(f"{counts['train']} train, {counts['calibration']} calibration, {counts['validation']} validation -> {out}")

@@ -106,15 +106,16 @@ def test_training_a_tiny_judge_end_to_end(tmp_path):
     for m in range(10):
         pairs = [((MISALIGNED if i < m else ALIGNED)[i % 4], i) for i in range(12)]
         _write_judged(data_dir, f"model{m}.csv", [(q, f"{a} ({m}.{i})", 5 if i < m else 95, 90) for (q, a), i in pairs])
+    data = load_judged([data_dir])
     out = tmp_path / "judge"
-    report = train_offline_judge(load_judged([data_dir]), out,
+    report = train_offline_judge(data, out,
                                  OfflineJudgeTrainConfig(max_train_rows=48, batch_size=16, log_every=1),
                                  progress=False)
     assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "validation.json").is_file()
     assert report["n_models"] == 3 and 0 <= report["auroc_misaligned"] <= 1
     judge = OfflineJudge(out)
     assert judge.score_batch([JudgeInput("q", "a")])[0].coherent is not None
-    rows, dropped = unseen_rows(load_judged([data_dir]), seen_keys(out))
+    rows, dropped = unseen_rows(data, seen_keys(out))
     assert len(dropped) == 7 and len({r.model for r in rows}) == 3
 
     # Continuing with lr 0 must reproduce the judge it started from; a fresh start at lr 0 must not.
@@ -126,21 +127,22 @@ def test_training_a_tiny_judge_end_to_end(tmp_path):
     swapped = {m: {"train": "validation", "validation": "train"}.get(role, role) for m, role in first.items()}
     for init, name, split in ((out, "continued", None), (None, "fresh", swapped)):
         cfg = OfflineJudgeTrainConfig(max_train_rows=16, batch_size=16, lr=0.0, init_from=str(init) if init else None)
-        train_offline_judge(load_judged([data_dir]), tmp_path / name, cfg, progress=False, split=split)
-    fresh = [j.aligned for j in OfflineJudge(tmp_path / "fresh").score_batch(probe)]
+        train_offline_judge(data, tmp_path / name, cfg, progress=False, split=split)
+    fresh_judge = OfflineJudge(tmp_path / "fresh")
+    fresh = [j.aligned for j in fresh_judge.score_batch(probe)]
     questions, answers = [p.question for p in probe], [p.answer for p in probe]
     raw = judge.predict(questions, answers)
     raw_continued = OfflineJudge(tmp_path / "continued").predict(questions, answers)
     assert abs(raw - raw_continued).max() < 1e-2  # adapters are stored in fp16
     assert before != fresh
 
-    groups, dropped = cross_fitted_rows(load_judged([data_dir]), [out, tmp_path / "fresh"])
+    groups, dropped = cross_fitted_rows(data, [out, tmp_path / "fresh"])
     assert dropped == [m for m, role in first.items() if role == "calibration"]
     assert {r.model for r in groups[0]} == {m for m, role in first.items() if role == "validation"}
     assert {r.model for r in groups[1]} == {m for m, role in first.items() if role == "train"}
-    report = validate_cross_fitted([(judge, groups[0]), (OfflineJudge(tmp_path / "fresh"), groups[1])])
+    report = validate_cross_fitted([(judge, groups[0]), (fresh_judge, groups[1])])
     assert report["n_models"] == 9 and len(report["judges"]) == 2
-    assert {report["per_model"][m]["judge"] for m in first if first[m] == "train"} == {OfflineJudge(tmp_path / "fresh").judge_id}
+    assert {report["per_model"][m]["judge"] for m in first if first[m] == "train"} == {fresh_judge.judge_id}
 
 
 def test_validate_cli_on_unseen_models(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -212,8 +213,6 @@ def read_split(path: str | Path, data: JudgedSet) -> dict[str, str]:
     validation models to cross-fit a second judge, so that every model is validated by a judge that
     never saw it (``judge validate --judge-dir A --judge-dir B``).
     """
-    import json
-
     path = Path(path)
     try:
         split = json.loads(path.read_text(encoding="utf-8"))

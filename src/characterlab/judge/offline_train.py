@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from characterlab.data.files import atomic_write_json, staged_dir
+from characterlab.errors import InputError
 from characterlab.judge.judged_data import JudgedRow, JudgedSet, answer_key, split_models
 from characterlab.judge.offline import (
     ADAPTER_DIR,
@@ -94,8 +95,6 @@ def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[li
 
 def _continue_from(scorer, folder: Path, jcfg: OfflineJudgeConfig) -> None:
     """Start from another judge's adapter and head; it must have the same shapes."""
-    from characterlab.errors import InputError
-
     other = read_judge_config(folder)
     if (other.lora_rank, other.head_hidden) != (jcfg.lora_rank, jcfg.head_hidden):
         raise InputError(f"its lora_rank/head_hidden {other.lora_rank}/{other.head_hidden} differ from "
