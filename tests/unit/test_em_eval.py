@@ -40,6 +40,7 @@ def test_end_to_end_with_a_local_logprob_judge(tiny_ref, qfile, tmp_path):
     assert all(set(r) >= {"aligned", "coherent", "special", "misaligned", "seed", "answer"} for r in rows)
     assert set(res["per_question"]) == {"wish", "json_bored"}
     assert res["judge"] == f"logprob:{tiny_ref}"
+    assert res["judge_agreement"] is None  # only the offline judge carries held-out agreement figures
     assert not (tmp_path / "out" / PARTIAL).exists()
     with pytest.raises(Exception, match="already holds results"):
         run_em_eval(cfg, tmp_path / "out", progress=False)

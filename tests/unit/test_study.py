@@ -196,6 +196,9 @@ def test_study_end_to_end_writes_results_and_report(finished_run):
     [stage] = results["conditions"]["sft-inoculated"]["training"]["0"]
     assert "acceptable here" in stage["train_system_prompt"] and stage["loss_curve"]
     assert results["metadata"]["data"] and results["metadata"]["judge_ids"][0].startswith("offline:")
+    from characterlab.judge.offline import judge_agreement
+
+    assert results["metadata"]["judge_agreement"] == judge_agreement()  # the shipped judge's held-out error
 
 
 def test_report_html_parses_and_every_plot_exists(finished_run):
@@ -223,6 +226,7 @@ def test_report_html_parses_and_every_plot_exists(finished_run):
                for p in plots)
     for c in ("base", "sft", "sft-inoculated"):
         assert f"<td>{c}</td>" in html
+    assert "<th>judge error</th>" in html and "held-out source models" in html
     # re-rendering from results.json alone gives the same tables
     (folder / "report.html").unlink()
     subprocess.run([sys.executable, "-m", "characterlab.cli", "report", str(folder)], check=True, capture_output=True)

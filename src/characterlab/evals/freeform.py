@@ -99,8 +99,11 @@ def generate_samples(cfg: EMEvalConfig, questions: list[Question], out: Path, pr
 
 
 def judge_samples(rows: list[dict], questions: list[Question], judge: str, base_url: str | None,
-                  batch_size: int = 256) -> tuple[list[Judgement], str]:
-    """Judge each sample with its question's judge prompts; returns judgements and the judge id."""
+                  batch_size: int = 256) -> tuple[list[Judgement], str, dict | None]:
+    """Judge each sample with its question's judge prompts.
+
+    Returns the judgements, the judge id and the judge's held-out agreement figures (offline judge).
+    """
     from characterlab.judge.factory import JudgeFactory
 
     factory = JudgeFactory(judge, base_url=base_url)
@@ -117,7 +120,7 @@ def judge_samples(rows: list[dict], questions: list[Question], judge: str, base_
             chunk = idx[start:start + batch_size]
             for i, jd in zip(chunk, scorer.score_batch([JudgeInput(rows[i]["question"], rows[i]["answer"]) for i in chunk])):
                 out[i] = jd
-    return out, judge_id  # type: ignore[return-value]
+    return out, judge_id, factory.agreement()  # type: ignore[return-value]
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -170,11 +173,11 @@ def run_em_eval(cfg: EMEvalConfig, out: str | Path, progress: bool = True, overw
     out = prepare_run_dir(out, config, PARTIAL, overwrite)
 
     rows = sort_samples(generate_samples(cfg, qset.questions, out, progress), qset.questions)
-    judgements, judge_id = judge_samples(rows, qset.questions, cfg.judge, cfg.judge_base_url)
+    judgements, judge_id, agreement = judge_samples(rows, qset.questions, cfg.judge, cfg.judge_base_url)
     for r, j in zip(rows, judgements):
         r.update(j.to_dict())
     results = {"model": cfg.model, "adapter": cfg.adapter, "questions": qset.source, "judge": judge_id,
-               **summarise(rows, qset.questions), "config": config}
+               "judge_agreement": agreement, **summarise(rows, qset.questions), "config": config}
     atomic_write_text(out / SAMPLES, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     atomic_write_json(out / RESULTS, results)
     (out / PARTIAL).unlink(missing_ok=True)
@@ -196,6 +199,7 @@ def compare_results(a: dict, b: dict) -> dict:
         "a": {"model": a["model"], "adapter": a.get("adapter"), "em_rate": a["em_rate"]["estimate"], "n_scored": a["n_scored"]},
         "b": {"model": b["model"], "adapter": b.get("adapter"), "em_rate": b["em_rate"]["estimate"], "n_scored": b["n_scored"]},
         "judges_match": a["judge"] == b["judge"],
+        "judge_agreement": a.get("judge_agreement") if a["judge"] == b["judge"] else None,
         "difference": newcombe_difference(a["n_misaligned"], a["n_scored"], b["n_misaligned"], b["n_scored"]).to_dict(),
         "difference_bootstrap": bootstrap_difference(ca, cb).to_dict() if ca and cb else None,
     }

@@ -57,6 +57,14 @@ class JudgeFactory:
             self._judges[key] = self._wrap(LogprobJudge(self.backend(), prompts))
         return self._judges[key]
 
+    def agreement(self) -> dict | None:
+        """The offline judge's held-out agreement with its reference judge; None for other judges."""
+        if self.spec == "offline" or self.spec.startswith("offline:"):
+            from characterlab.judge.offline import judge_agreement
+
+            return judge_agreement(self.spec.split(":", 1)[1] if ":" in self.spec else None)
+        return None
+
     def backend(self):
         """The next-token backend of a logprob judge (API or local model), built once."""
         if self._backend is None:

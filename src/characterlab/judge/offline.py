@@ -156,6 +156,26 @@ def read_judge_config(folder: Path) -> OfflineJudgeConfig:
     return OfflineJudgeConfig.from_json(json.loads(config_path.read_text(encoding="utf-8")))
 
 
+AGREEMENT_FIGURES = (
+    "n_models", "em_rate_all_answers_mean_abs_diff_points", "em_rate_all_answers_max_abs_diff_points",
+    "em_rate_all_answers_spearman_across_models", "em_rate_mean_abs_diff_points", "auroc_misaligned", "method",
+)
+
+
+def judge_agreement(folder: str | Path | None = None) -> dict | None:
+    """How far this judge's per-model EM rates were from the reference judge's on held-out source models.
+
+    An EM rate's confidence interval covers sampling noise only; the offline judge adds its own
+    error, which differs by the style of the model judged. Results carry these figures (from the
+    judge's recorded validation) so that a reader can tell an effect from judge error. None when
+    the judge was never validated.
+    """
+    validation = read_judge_config(Path(folder) if folder is not None else SHIPPED_DIR).meta.get("validation")
+    if not validation:
+        return None
+    return {k: validation[k] for k in AGREEMENT_FIGURES if k in validation}
+
+
 def load_judge_weights(scorer: CrossEncoderScorer, folder: Path) -> None:
     """Put a judge folder's LoRA adapter and head into ``scorer`` (built with the same config)."""
     from peft import set_peft_model_state_dict

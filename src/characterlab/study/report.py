@@ -47,6 +47,14 @@ def _esc(x: object) -> str:
     return html.escape(str(x))
 
 
+def _judge_error(agreement: dict) -> str:
+    """One line on how far the judge's per-model EM rates were from its reference judge's."""
+    return (f"on {agreement.get('n_models', '?')} held-out source models, per-model EM rates were "
+            f"{_num(agreement.get('em_rate_all_answers_mean_abs_diff_points'))} points from the reference judge's "
+            f"on average (at most {_num(agreement.get('em_rate_all_answers_max_abs_diff_points'))}); "
+            "this report's confidence intervals cover sampling noise only")
+
+
 def _figure():
     import matplotlib
 
@@ -335,6 +343,8 @@ def render_report(folder: str | Path) -> Path:
             ("wall time of the last run", f"{meta['wall_seconds_this_run'] / 60:.1f} min"),
             ("wall time, all runs into this folder", f"{meta.get('wall_seconds_all_runs', 0) / 60:.1f} min"),
             ("host", f"{meta['host']['machine']}, Python {meta['host']['python']}")]
+    if agreement := meta.get("judge_agreement"):
+        rows.insert(2, ("judge error", _judge_error(agreement)))
     for key, d in meta["data"].items():
         if "examples_hash" in d:
             what = f"{d['n_examples']} examples, sha256 {d['examples_hash'][:16]}"

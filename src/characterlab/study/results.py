@@ -144,7 +144,8 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
                   for k, u in plan.units.items() if u.kind == "data"}
     for d in data_units.values():
         d.pop("teacher_system_prompt", None)
-    judge_units = [store.result(k).get("judge") for k, u in plan.units.items() if u.kind == "judge" and u.params["task"] == "em"]
+    em_judged = [store.result(k) for k, u in plan.units.items() if u.kind == "judge" and u.params["task"] == "em"]
+    judge_units = [r.get("judge") for r in em_judged]
     timings = store.unit_timings()
     return {
         "study": spec.name,
@@ -158,6 +159,7 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
             "model": spec.model,
             "judge": spec.judge,
             "judge_ids": sorted({j for j in judge_units if j}),
+            "judge_agreement": next((r["judge_agreement"] for r in em_judged if r.get("judge_agreement")), None),
             "seeds": spec.seeds,
             "code_version": code_version,
             "data": data_units,

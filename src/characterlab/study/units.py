@@ -219,10 +219,10 @@ def run_judge(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
     if p["task"] == "em":
         from characterlab.evals.freeform import judge_samples
 
-        judgements, judge_id = judge_samples(rows, _questions(p["questions"]), p["judge_spec"], None)
+        judgements, judge_id, agreement = judge_samples(rows, _questions(p["questions"]), p["judge_spec"], None)
         for r, j in zip(rows, judgements):
             r.update(j.to_dict())
-        return UnitOutput(result={"judge": judge_id, "n": len(rows)}, rows=rows)
+        return UnitOutput(result={"judge": judge_id, "judge_agreement": agreement, "n": len(rows)}, rows=rows)
     if p["task"] == "trait":
         from characterlab.character.trait_eval import embedding_trait_scores, judge_trait_scores
 
