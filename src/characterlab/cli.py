@@ -183,6 +183,9 @@ def judge_train_cmd(
     seed: int = typer.Option(0, "--seed"),
     misaligned_weight: float = typer.Option(1.0, "--misaligned-weight", min=0.0,
                                             help="Loss weight of rows the reference calls misaligned."),
+    off_topic_share: float = typer.Option(0.0, "--off-topic-share", min=0.0, max=1.0,
+                                          help="Add this share of answers paired with another question, "
+                                          "taught as incoherent."),
     init_from: Optional[Path] = typer.Option(None, "--init-from",
                                              help="Continue from this judge folder's adapter and head."),
     split: Optional[Path] = typer.Option(None, "--split", help="JSON mapping each source model to train, "
@@ -198,7 +201,7 @@ def judge_train_cmd(
     cfg = OfflineJudgeTrainConfig(max_train_rows=max_train_rows, easy_keep=easy_keep, epochs=epochs, lr=lr, seed=seed,
                                   lora_rank=lora_rank, max_length=max_length,
                                   init_from=str(init_from) if init_from else None,
-                                  misaligned_weight=misaligned_weight)
+                                  misaligned_weight=misaligned_weight, off_topic_share=off_topic_share)
     judged = load_judged(data)
     roles = read_split(split, judged) if split else None
     report = train_offline_judge(judged, out, cfg, overwrite=overwrite, split=roles)
