@@ -163,12 +163,13 @@ AGREEMENT_FIGURES = (
 
 
 def judge_agreement(folder: str | Path | None = None) -> dict | None:
-    """How far this judge's per-model EM rates were from the reference judge's on held-out source models.
+    """How far per-model EM rates were from the reference judge's on held-out source models.
 
     An EM rate's confidence interval covers sampling noise only; the offline judge adds its own
-    error, which differs by the style of the model judged. Results carry these figures (from the
-    judge's recorded validation) so that a reader can tell an effect from judge error. None when
-    the judge was never validated.
+    error, which differs by the style of the model judged. Results carry these figures (the judge's
+    recorded validation: its own held-out report, or for a judge refit on all data the cross-fit
+    report of its recipe, as its ``method`` says) so that a reader can tell an effect from judge
+    error. None when the judge was never validated.
     """
     validation = read_judge_config(Path(folder) if folder is not None else SHIPPED_DIR).meta.get("validation")
     if not validation:
