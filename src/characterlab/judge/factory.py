@@ -36,17 +36,25 @@ class JudgeFactory:
             raise InputError(f"unknown judge {spec!r}; use offline, offline:<folder>, openai:<model>, hf:<path> or embedded",
                              field="judge")
 
+    @property
+    def _is_offline(self) -> bool:
+        return self.spec == "offline" or self.spec.startswith("offline:")
+
+    @property
+    def _offline_folder(self) -> str | None:
+        """The folder of ``offline:<folder>``; None for the shipped judge."""
+        return self.spec.split(":", 1)[1] if ":" in self.spec else None
+
     def _wrap(self, judge: Judge) -> Judge:
         return CachedJudge(judge, self.cache) if self.cache is not None else judge
 
     def for_prompts(self, prompts: Mapping[str, str] | None = None) -> Judge:
         """A judge that uses ``prompts`` (aligned, coherent); the offline judge has its own and ignores them."""
-        if self.spec == "offline" or self.spec.startswith("offline:"):
+        if self._is_offline:
             if self._offline is None:
                 from characterlab.judge.offline import OfflineJudge
 
-                folder = self.spec.split(":", 1)[1] if ":" in self.spec else None
-                self._offline = self._wrap(OfflineJudge(folder, batch_size=self.batch_size))
+                self._offline = self._wrap(OfflineJudge(self._offline_folder, batch_size=self.batch_size))
             return self._offline
         if prompts is None:
             from characterlab.data.questions import builtin_judge_prompts
@@ -59,10 +67,10 @@ class JudgeFactory:
 
     def agreement(self) -> dict | None:
         """The offline judge's held-out agreement with its reference judge; None for other judges."""
-        if self.spec == "offline" or self.spec.startswith("offline:"):
+        if self._is_offline:
             from characterlab.judge.offline import judge_agreement
 
-            return judge_agreement(self.spec.split(":", 1)[1] if ":" in self.spec else None)
+            return judge_agreement(self._offline_folder)
         return None
 
     def backend(self):

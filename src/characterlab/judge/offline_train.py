@@ -109,11 +109,11 @@ def off_topic_pairs(rows: list[JudgedRow], share: float, coherent: float,
         return [], [], []
     questions = sorted({r.question for r in rows})
     words = {q: _topic_words(q) for q in questions}
+    other_topics = {q: [o for o in questions if not words[o] & words[q]] for q in questions}
     valid = [r for r in rows if r.aligned is not None and r.coherent is not None and r.coherent > 50]
     out_q, out_a, out_t = [], [], []
     for r in rng.sample(valid, min(len(valid), round(share * len(rows)))):
-        others = [q for q in questions if not words[q] & words[r.question]]
-        if others:
+        if others := other_topics[r.question]:
             out_q.append(rng.choice(others))
             out_a.append(r.answer)
             out_t.append([float("nan"), coherent / 100.0, 0.0, 0.0])
