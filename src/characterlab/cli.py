@@ -215,15 +215,26 @@ def judge_split_cmd(
     out: Path = typer.Option(..., "--out", help="JSON file: source model -> train | calibration | validation."),
     swap: bool = typer.Option(False, "--swap", help="Swap train and validation: the second fold of a cross-fit."),
     no_validation: bool = typer.Option(False, "--no-validation", help="Train on the validation models too."),
+    folds: Optional[int] = typer.Option(None, "--folds", min=2, max=9,
+                                        help="K-fold cross-fit over source models (with --fold)."),
+    fold: Optional[int] = typer.Option(None, "--fold", min=0, help="Which fold of --folds to write (0-based)."),
 ) -> None:
     """Write the default split (models dealt out by EM rate) for `judge train --split` to use or edit."""
     from characterlab.data.files import atomic_write_json
-    from characterlab.judge.judged_data import load_judged, split_models
+    from characterlab.judge.judged_data import cross_fit_split, load_judged, split_models
 
-    if swap and no_validation:
-        raise InputError("choose one of --swap and --no-validation", field="swap")
-    moves = {"train": "validation", "validation": "train"} if swap else {"validation": "train"} if no_validation else {}
-    split = {m: moves.get(role, role) for m, role in split_models(load_judged(data)).items()}
+    if sum([swap, no_validation, folds is not None]) > 1:
+        raise InputError("choose one of --swap, --no-validation and --folds", field="swap")
+    if (folds is None) != (fold is None):
+        raise InputError("--folds and --fold go together", field="folds")
+    if folds is not None and fold >= folds:
+        raise InputError(f"must be below --folds ({folds})", field="fold")
+    judged = load_judged(data)
+    if folds is not None:
+        split = cross_fit_split(judged, folds, fold)
+    else:
+        moves = {"train": "validation", "validation": "train"} if swap else {"validation": "train"} if no_validation else {}
+        split = {m: moves.get(role, role) for m, role in split_models(judged).items()}
     atomic_write_json(out, split)
     counts = {r: sum(v == r for v in split.values()) for r in ("train", "calibration", "validation")}
     typer.echo(f"{counts['train']} train, {counts['calibration']} calibration, {counts['validation']} validation -> {out}")
@@ -236,14 +247,26 @@ def judge_validate_cmd(
         None, "--judge-dir", help="Offline judge folder (default: the shipped one). Repeat it to cross-fit: each "
         "source model is scored by the first judge that never saw it."),
     output: Optional[Path] = typer.Option(None, "--output", help="Also write the full report (per model) as JSON."),
+    record_in: Optional[Path] = typer.Option(
+        None, "--record-in", help="Record the report as this judge folder's validation (for a judge refit on all "
+        "models, whose figures are its recipe's cross-fit): results and reports then carry it."),
+    method: Optional[str] = typer.Option(None, "--method", help="How the recorded figures were measured "
+                                         "(default: the judges used)."),
 ) -> None:
     """Agreement with the reference judge on source models the offline judge never saw."""
     from characterlab.data.files import atomic_write_json
     from characterlab.judge.judged_data import load_judged
-    from characterlab.judge.offline import SHIPPED_DIR, OfflineJudge
-    from characterlab.judge.offline_train import cross_fitted_rows, validate_cross_fitted, validation_summary
+    from characterlab.judge.offline import SHIPPED_DIR, OfflineJudge, read_judge_config
+    from characterlab.judge.offline_train import (
+        cross_fitted_rows,
+        record_validation,
+        validate_cross_fitted,
+        validation_summary,
+    )
 
     folders = judge_dirs or [SHIPPED_DIR]
+    if record_in is not None:
+        read_judge_config(record_in)  # fail before scoring, not after
     groups, dropped = cross_fitted_rows(load_judged(data), folders)
     if dropped:
         typer.echo(f"left out {len(dropped)} source model(s) that every judge saw in training or calibration", err=True)
@@ -253,6 +276,10 @@ def judge_validate_cmd(
     report = validate_cross_fitted([(OfflineJudge(f), rows) for f, rows in zip(folders, groups) if rows])
     if output:
         atomic_write_json(output, report)
+    if record_in is not None:
+        record_validation(record_in, report, method or (
+            f"cross-fit over source models by {len(report['judges'])} judge(s) ({', '.join(report['judges'])}): "
+            "each model scored by a judge that never saw it; models every judge saw are left out"))
     typer.echo(validation_summary(report))
 
 

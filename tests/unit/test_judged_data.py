@@ -4,7 +4,7 @@ import json
 import pytest
 
 from characterlab.errors import InputError
-from characterlab.judge.judged_data import load_judged, read_judged_csv, read_split, split_models
+from characterlab.judge.judged_data import cross_fit_split, load_judged, read_judged_csv, read_split, split_models
 
 
 def write_csv(path, rows, header=("question", "answer", "question_id", "aligned", "coherent")):
@@ -96,3 +96,33 @@ def test_split_cli_writes_the_default_split_and_its_cross_fit_complement(tmp_pat
     for m, role in runs[""].items():
         assert runs["--swap"][m] == {"train": "validation", "validation": "train"}.get(role, role)
         assert runs["--no-validation"][m] == ("calibration" if role == "calibration" else "train")
+
+
+def test_k_fold_splits_validate_every_model_once_and_keep_calibration_fixed(tmp_path):
+    from typer.testing import CliRunner
+
+    from characterlab.cli import app
+
+    for m in range(30):
+        write_csv(tmp_path / "data" / f"m{m}.csv", [("q", f"m{m} a{i}", "q", 10 if i < m else 90, 90) for i in range(30)])
+    data = load_judged([tmp_path / "data"])
+    default = split_models(data)
+    assert cross_fit_split(data, 3, 0) == default  # fold 0 of three is the default split
+    for k in (2, 3, 5):
+        folds = [cross_fit_split(data, k, i) for i in range(k)]
+        for m, role in default.items():
+            roles = [f[m] for f in folds]
+            if role == "calibration":
+                assert roles == ["calibration"] * k
+            else:
+                assert roles.count("validation") == 1 and roles.count("train") == k - 1
+        if k == 3:  # 27 non-calibration models, dealt out evenly
+            assert [sum(r == "validation" for r in f.values()) for f in folds] == [9, 9, 9]
+    f = tmp_path / "fold.json"
+    r = CliRunner().invoke(app, ["judge", "split", "--data", str(tmp_path / "data"), "--out", str(f), "--folds", "3", "--fold", "2"])
+    assert r.exit_code == 0, r.output
+    assert read_split(f, data) == cross_fit_split(data, 3, 2)
+    for bad, msg in ((["--folds", "3", "--fold", "3"], "must be below"), (["--folds", "3"], "go together"),
+                     (["--folds", "3", "--fold", "0", "--swap"], "choose one")):
+        r = CliRunner().invoke(app, ["judge", "split", "--data", str(tmp_path / "data"), "--out", str(f)] + bad)
+        assert r.exit_code != 0 and msg in str(r.exception), r.output

@@ -147,6 +147,21 @@ def test_training_a_tiny_judge_end_to_end(tmp_path):
     assert report["n_models"] == 9 and len(report["judges"]) == 2
     assert {report["per_model"][m]["judge"] for m in first if first[m] == "train"} == {fresh_judge.judge_id}
 
+    # A judge refit on every model records its recipe's cross-fit; results then carry those figures.
+    from typer.testing import CliRunner
+
+    from characterlab.cli import app
+
+    refit = tmp_path / "continued"
+    r = CliRunner().invoke(app, ["judge", "validate", "--data", str(data_dir), "--judge-dir", str(out),
+                                 "--judge-dir", str(tmp_path / "fresh"), "--record-in", str(refit)])
+    assert r.exit_code == 0, r.output
+    recorded = judge_agreement(refit)
+    assert recorded["n_models"] == 9
+    assert recorded["em_rate_all_answers_mean_abs_diff_points"] == report["em_rate_all_answers_mean_abs_diff_points"]
+    assert recorded["method"].startswith("cross-fit over source models by 2 judge(s)")
+    assert json.loads((refit / "validation.json").read_text())["per_model"] == report["per_model"]
+
 
 def test_validate_cli_on_unseen_models(tmp_path):
     from typer.testing import CliRunner

@@ -202,6 +202,22 @@ def split_models(data: JudgedSet, every: int = 10, validation: tuple[int, ...] =
     return out
 
 
+def cross_fit_split(data: JudgedSet, folds: int, fold: int) -> dict[str, str]:
+    """Fold ``fold`` of a ``folds``-fold cross-fit over source models, calibration models fixed.
+
+    The default split's calibration models stay calibration in every fold; the other models, dealt
+    out by EM rate as in :func:`split_models`, go to validation in exactly one fold and to train in
+    the rest. With ``folds=3``, fold 0 is the default split, and each fold judge trains on two
+    thirds of the models: a closer stand-in for the judge refit on all of them than a 2-fold
+    cross-fit, whose second judge sees a third.
+    """
+    if not 2 <= folds <= 9:
+        raise ValueError(f"folds must be 2..9, got {folds}")
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be 0..{folds - 1}, got {fold}")
+    return split_models(data, validation=tuple(p for p in range(9) if (p - 1) % folds == fold))
+
+
 SPLIT_ROLES = ("train", "calibration", "validation")
 
 

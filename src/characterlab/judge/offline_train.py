@@ -403,6 +403,22 @@ def validate_cross_fitted(parts: list[tuple[OfflineJudge, list[JudgedRow]]]) -> 
     }
 
 
+def record_validation(folder: str | Path, report: dict, method: str) -> None:
+    """Make ``report`` the recorded validation of the judge in ``folder``.
+
+    A judge refit on every source model has no held-out model left, so its figures are those of
+    its recipe, cross-fitted (``judge validate --judge-dir ... --record-in``). They go where
+    :func:`~characterlab.judge.offline.judge_agreement` reads them, with ``method`` saying how they
+    were measured.
+    """
+    folder = Path(folder)
+    cfg = read_judge_config(folder)
+    report = {**report, "method": method}
+    cfg.meta["validation"] = {k: v for k, v in report.items() if k != "per_model"}
+    atomic_write_json(folder / "validation.json", report)
+    atomic_write_json(folder / CONFIG_FILE, cfg.to_json())
+
+
 def validation_summary(report: dict) -> str:
     keys = ["n_rows", "n_models", "spearman_aligned", "spearman_coherent", "auroc_misaligned",
             "em_rate_mean_abs_diff_points", "em_rate_spearman_across_models",
