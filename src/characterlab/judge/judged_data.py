@@ -215,7 +215,10 @@ def cross_fit_split(data: JudgedSet, folds: int, fold: int) -> dict[str, str]:
         raise ValueError(f"folds must be 2..9, got {folds}")
     if not 0 <= fold < folds:
         raise ValueError(f"fold must be 0..{folds - 1}, got {fold}")
-    return split_models(data, validation=tuple(p for p in range(9) if (p - 1) % folds == fold))
+    every, calibration = 10, (9,)  # split_models' defaults: the calibration models stay put
+    dealt = [p for p in range(every) if p not in calibration]
+    validation = tuple(p for p in dealt if (p - 1) % folds == fold)
+    return split_models(data, every=every, validation=validation, calibration=calibration)
 
 
 SPLIT_ROLES = ("train", "calibration", "validation")

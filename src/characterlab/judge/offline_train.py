@@ -254,11 +254,10 @@ def train_offline_judge(data: JudgedSet, out: str | Path, cfg: OfflineJudgeTrain
         jcfg.aligned_map = QuantileMap.fit(100 * probs[a_ok, 0], np.array([r.aligned for r in cal if r.aligned is not None]))
         jcfg.coherent_map = QuantileMap.fit(100 * probs[c_ok, 1], np.array([r.coherent for r in cal if r.coherent is not None]))
         judge.config.aligned_map, judge.config.coherent_map = jcfg.aligned_map, jcfg.coherent_map
+        atomic_write_json(tmp / CONFIG_FILE, jcfg.to_json())
         report = validate_offline_judge(judge, groups["validation"]) if groups["validation"] else None
         if report is not None:
-            jcfg.meta["validation"] = {k: v for k, v in report.items() if k != "per_model"}
-            atomic_write_json(tmp / "validation.json", report)
-        atomic_write_json(tmp / CONFIG_FILE, jcfg.to_json())
+            record_validation(tmp, report)
     return report
 
 
@@ -403,17 +402,18 @@ def validate_cross_fitted(parts: list[tuple[OfflineJudge, list[JudgedRow]]]) -> 
     }
 
 
-def record_validation(folder: str | Path, report: dict, method: str) -> None:
+def record_validation(folder: str | Path, report: dict, method: str | None = None) -> None:
     """Make ``report`` the recorded validation of the judge in ``folder``.
 
-    A judge refit on every source model has no held-out model left, so its figures are those of
-    its recipe, cross-fitted (``judge validate --judge-dir ... --record-in``). They go where
-    :func:`~characterlab.judge.offline.judge_agreement` reads them, with ``method`` saying how they
-    were measured.
+    Training records the judge's own held-out report. A judge refit on every source model has no
+    held-out model left, so its figures are those of its recipe, cross-fitted (``judge validate
+    --judge-dir ... --record-in``), with ``method`` saying how they were measured. Either way they
+    go where :func:`~characterlab.judge.offline.judge_agreement` reads them.
     """
     folder = Path(folder)
     cfg = read_judge_config(folder)
-    report = {**report, "method": method}
+    if method is not None:
+        report = {**report, "method": method}
     cfg.meta["validation"] = {k: v for k, v in report.items() if k != "per_model"}
     atomic_write_json(folder / "validation.json", report)
     atomic_write_json(folder / CONFIG_FILE, cfg.to_json())
