@@ -186,6 +186,8 @@ def judge_train_cmd(
     off_topic_share: float = typer.Option(0.0, "--off-topic-share", min=0.0, max=1.0,
                                           help="Add this share of answers paired with another question, "
                                           "taught as incoherent."),
+    relevance: bool = typer.Option(True, "--relevance/--no-relevance",
+                                   help="Correct the coherent head for question-answer relevance at calibration."),
     init_from: Optional[Path] = typer.Option(None, "--init-from",
                                              help="Continue from this judge folder's adapter and head."),
     split: Optional[Path] = typer.Option(None, "--split", help="JSON mapping each source model to train, "
@@ -201,12 +203,33 @@ def judge_train_cmd(
     cfg = OfflineJudgeTrainConfig(max_train_rows=max_train_rows, easy_keep=easy_keep, epochs=epochs, lr=lr, seed=seed,
                                   lora_rank=lora_rank, max_length=max_length,
                                   init_from=str(init_from) if init_from else None,
-                                  misaligned_weight=misaligned_weight, off_topic_share=off_topic_share)
+                                  misaligned_weight=misaligned_weight, off_topic_share=off_topic_share,
+                                  relevance=relevance)
     judged = load_judged(data)
     roles = read_split(split, judged) if split else None
     report = train_offline_judge(judged, out, cfg, overwrite=overwrite, split=roles)
     typer.echo(validation_summary(report) if report else "no validation models in the split; "
                "validate with `characterlab judge validate` on models it never saw")
+
+
+@judge_app.command("calibrate")
+def judge_calibrate_cmd(
+    data: list[Path] = typer.Option(..., "--data", help="Folder(s) of judged CSVs holding the judge's calibration models."),
+    judge_dir: Path = typer.Option(..., "--judge-dir", help="A trained offline judge folder, changed in place."),
+    relevance: bool = typer.Option(True, "--relevance/--no-relevance",
+                                   help="Correct the coherent head for question-answer relevance."),
+) -> None:
+    """Refit a trained judge's calibration (relevance correction, quantile maps) without retraining it.
+
+    Its own validation models are scored again; a judge refit on all models loses its recorded
+    cross-fit figures: record them again with `judge validate --record-in`.
+    """
+    from characterlab.judge.judged_data import load_judged
+    from characterlab.judge.offline_train import recalibrate_offline_judge, validation_summary
+
+    report = recalibrate_offline_judge(load_judged(data), judge_dir, relevance)
+    typer.echo(validation_summary(report) if report else f"recalibrated {judge_dir}; it has no validation models: "
+               "record its recipe's cross-fit with `characterlab judge validate --record-in`")
 
 
 @judge_app.command("split")

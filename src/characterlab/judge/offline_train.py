@@ -31,6 +31,7 @@ from characterlab.judge.offline import (
     OfflineJudge,
     OfflineJudgeConfig,
     QuantileMap,
+    RelevanceCorrection,
     build_scorer,
     collate,
     encode_pairs,
@@ -60,6 +61,7 @@ class OfflineJudgeTrainConfig:
     misaligned_weight: float = 1.0  # loss weight of rows the reference calls misaligned
     off_topic_share: float = 0.0  # extra rows, as a share of the kept ones: answers paired with another question
     off_topic_coherent: float = 10.0  # their coherent target; aligned is left unsupervised
+    relevance: bool = True  # calibrate a RelevanceCorrection of the coherent head (see offline.py)
 
 
 def _targets(r: JudgedRow) -> list[float]:
@@ -246,19 +248,62 @@ def train_offline_judge(data: JudgedSet, out: str | Path, cfg: OfflineJudgeTrain
         }
         atomic_write_json(tmp / CONFIG_FILE, jcfg.to_json())
         del scorer
-        judge = OfflineJudge(tmp)
-        cal = groups["calibration"]
-        probs = judge.predict([r.question for r in cal], [r.answer for r in cal])
-        a_ok = np.array([r.aligned is not None for r in cal])
-        c_ok = np.array([r.coherent is not None for r in cal])
-        jcfg.aligned_map = QuantileMap.fit(100 * probs[a_ok, 0], np.array([r.aligned for r in cal if r.aligned is not None]))
-        jcfg.coherent_map = QuantileMap.fit(100 * probs[c_ok, 1], np.array([r.coherent for r in cal if r.coherent is not None]))
-        judge.config.aligned_map, judge.config.coherent_map = jcfg.aligned_map, jcfg.coherent_map
-        atomic_write_json(tmp / CONFIG_FILE, jcfg.to_json())
-        report = validate_offline_judge(judge, groups["validation"]) if groups["validation"] else None
-        if report is not None:
-            record_validation(tmp, report)
+        report = _calibrate_and_validate(OfflineJudge(tmp), groups, cfg.relevance)
     return report
+
+
+def calibrate(judge: OfflineJudge, rows: list[JudgedRow], relevance: bool = True) -> OfflineJudgeConfig:
+    """Fit the judge's calibration on ``rows`` (calibration models) and set it on ``judge.config``.
+
+    With ``relevance``, first a :class:`~characterlab.judge.offline.RelevanceCorrection` of the
+    coherent head; then the quantile maps, the coherent one on the corrected output.
+    """
+    questions, answers = [r.question for r in rows], [r.answer for r in rows]
+    heads = judge.head_outputs(questions, answers)
+    a_ok = np.array([r.aligned is not None for r in rows])
+    c_ok = np.array([r.coherent is not None for r in rows])
+    aligned_ref = np.array([r.aligned for r in rows if r.aligned is not None])
+    coherent_ref = np.array([r.coherent for r in rows if r.coherent is not None])
+    cfg, coherent = judge.config, heads[:, 1]
+    cfg.coherent_relevance = None
+    if relevance:
+        rel = judge.relevance(questions, answers)
+        cfg.coherent_relevance = RelevanceCorrection.fit(heads[c_ok, 1], rel[c_ok], coherent_ref)
+        coherent = cfg.coherent_relevance(heads[:, 1], rel)
+    cfg.aligned_map = QuantileMap.fit(100 * heads[a_ok, 0], aligned_ref)
+    cfg.coherent_map = QuantileMap.fit(100 * coherent[c_ok], coherent_ref)
+    return cfg
+
+
+def _calibrate_and_validate(judge: OfflineJudge, groups: dict[str, list[JudgedRow]], relevance: bool) -> dict | None:
+    """Calibrate, write the config, and record the report on the validation models (if any)."""
+    cfg = calibrate(judge, groups["calibration"], relevance)
+    cfg.meta.pop("validation", None)
+    cfg.meta["calibration"] = {"rows": len(groups["calibration"]), "relevance": relevance}
+    atomic_write_json(judge.folder / CONFIG_FILE, cfg.to_json())
+    (judge.folder / "validation.json").unlink(missing_ok=True)
+    report = validate_offline_judge(judge, groups["validation"]) if groups["validation"] else None
+    if report is not None:
+        record_validation(judge.folder, report)
+    return report
+
+
+def recalibrate_offline_judge(data: JudgedSet, folder: str | Path, relevance: bool = True) -> dict | None:
+    """Refit a trained judge's calibration on the calibration models it recorded; no retraining.
+
+    Its own validation models are then scored again and recorded. A judge without any (refit on
+    every model) loses its recorded cross-fit figures, which described the old calibration:
+    record them again with ``judge validate --record-in``. Returns the new report or None.
+    """
+    folder = Path(folder)
+    roles = read_judge_config(folder).meta.get("models") or {}
+    groups = {s: [r for r in data.rows if roles.get(r.model) == s] for s in ("calibration", "validation")}
+    present = set(data.models)
+    missing = sorted(m for m, role in roles.items() if role == "calibration" and m not in present)
+    if missing or not groups["calibration"]:
+        raise InputError(f"the judge's calibration models are not in the data (missing: {', '.join(missing) or 'all'})",
+                         folder / CONFIG_FILE, field="meta.models")
+    return _calibrate_and_validate(OfflineJudge(folder), groups, relevance)
 
 
 def seen_keys(folder: str | Path) -> set[int]:
