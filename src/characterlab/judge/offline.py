@@ -116,8 +116,9 @@ class RelevanceCorrection:
 
         The L2 penalty only keeps the weights finite should the classes separate. Relevance spans
         about -0.1..0.9, so a step in coherence over 0.1 of relevance needs slopes of tens: a
-        penalty of 1e-3 already flattened the real fit (it halved the drop below 0.2 and left
-        0.3 points of per-model EM-rate error in the cross-fit).
+        penalty of 1e-3 already flattened the real fit (the logit fell by 0.5 from relevance 0.5
+        to 0, against 1.9 unpenalised) and cost 0.12 points of per-model EM-rate error in the
+        cross-fit (1.59 against 1.47).
         """
         from scipy.optimize import minimize
         from scipy.special import expit
