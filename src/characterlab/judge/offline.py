@@ -41,6 +41,7 @@ from characterlab.models.embeddings import locate_encoder
 
 HEADS = ("aligned", "coherent", "misaligned", "special")
 CONFIG_FILE = "judge_config.json"
+VALIDATION_FILE = "validation.json"  # the recorded validation report, per model
 HEAD_FILE = "head.safetensors"
 ADAPTER_DIR = "adapter"
 SHIPPED_DIR = Path(__file__).parent / "weights" / "offline-minilm"
@@ -81,11 +82,6 @@ RELEVANCE_KNOTS = (0.1, 0.2, 0.3)
 RELEVANCE_MAX_LENGTH = 128  # tokens of the answer read for relevance: its opening says what it is about
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
 @dataclass
 class RelevanceCorrection:
     """Logistic model of "reference coherent > 50" from the coherent head and question-answer relevance.
@@ -101,17 +97,21 @@ class RelevanceCorrection:
     bias: float
     knots: list[float] = field(default_factory=lambda: list(RELEVANCE_KNOTS))
 
-    def features(self, head: np.ndarray, relevance: np.ndarray) -> np.ndarray:
-        hinges = [np.maximum(k - relevance, 0.0) for k in self.knots]
-        return np.column_stack([_logit(head), relevance, *hinges])
+    @staticmethod
+    def features(head: np.ndarray, relevance: np.ndarray, knots: Sequence[float]) -> np.ndarray:
+        from scipy.special import logit
+
+        hinges = [np.maximum(k - relevance, 0.0) for k in knots]
+        return np.column_stack([logit(np.clip(head, 1e-6, 1 - 1e-6)), relevance, *hinges])
 
     def __call__(self, head: np.ndarray, relevance: np.ndarray) -> np.ndarray:
         from scipy.special import expit
 
-        return expit(self.features(head, relevance) @ np.asarray(self.weights) + self.bias)
+        return expit(self.features(head, relevance, self.knots) @ np.asarray(self.weights) + self.bias)
 
     @classmethod
-    def fit(cls, head: np.ndarray, relevance: np.ndarray, coherent: np.ndarray, l2: float = 1e-5) -> RelevanceCorrection:
+    def fit(cls, head: np.ndarray, relevance: np.ndarray, coherent: np.ndarray, l2: float = 1e-5,
+            knots: Sequence[float] = RELEVANCE_KNOTS) -> RelevanceCorrection:
         """Maximum likelihood on rows with a reference coherent score.
 
         The L2 penalty only keeps the weights finite should the classes separate. Relevance spans
@@ -123,7 +123,7 @@ class RelevanceCorrection:
         from scipy.optimize import minimize
         from scipy.special import expit
 
-        x = cls(weights=[], bias=0.0).features(head, relevance)
+        x = cls.features(head, relevance, knots)
         y = (coherent > 50).astype(np.float64)
 
         def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
@@ -134,7 +134,7 @@ class RelevanceCorrection:
             return float(np.mean(np.logaddexp(0.0, z) - y * z) + l2 * np.sum(w[:-1] ** 2)), grad
 
         w = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B").x
-        return cls(weights=[float(v) for v in w[:-1]], bias=float(w[-1]))
+        return cls(weights=[float(v) for v in w[:-1]], bias=float(w[-1]), knots=list(knots))
 
 
 class CrossEncoderScorer(nn.Module):

@@ -28,6 +28,7 @@ from characterlab.judge.offline import (
     CONFIG_FILE,
     HEAD_FILE,
     HEADS,
+    VALIDATION_FILE,
     OfflineJudge,
     OfflineJudgeConfig,
     QuantileMap,
@@ -281,7 +282,7 @@ def _calibrate_and_validate(judge: OfflineJudge, groups: dict[str, list[JudgedRo
     cfg.meta.pop("validation", None)
     cfg.meta["calibration"] = {"rows": len(groups["calibration"]), "relevance": relevance}
     atomic_write_json(judge.folder / CONFIG_FILE, cfg.to_json())
-    (judge.folder / "validation.json").unlink(missing_ok=True)
+    (judge.folder / VALIDATION_FILE).unlink(missing_ok=True)
     report = validate_offline_judge(judge, groups["validation"]) if groups["validation"] else None
     if report is not None:
         record_validation(judge.folder, report)
@@ -460,7 +461,7 @@ def record_validation(folder: str | Path, report: dict, method: str | None = Non
     if method is not None:
         report = {**report, "method": method}
     cfg.meta["validation"] = {k: v for k, v in report.items() if k != "per_model"}
-    atomic_write_json(folder / "validation.json", report)
+    atomic_write_json(folder / VALIDATION_FILE, report)
     atomic_write_json(folder / CONFIG_FILE, cfg.to_json())
 
 
