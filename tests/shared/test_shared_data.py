@@ -71,7 +71,8 @@ def test_shipped_offline_judge_on_models_it_never_trained_on():
     import json
 
     from characterlab.judge.judged_data import em_rate, load_judged
-    from characterlab.judge.offline import CONFIG_FILE, SHIPPED_DIR, OfflineJudge
+    from characterlab.judge.folder import CONFIG_FILE, SHIPPED_DIR
+    from characterlab.judge.offline import OfflineJudge
     from characterlab.judge.offline_train import validate_offline_judge
 
     if not (SHIPPED_DIR / CONFIG_FILE).is_file():

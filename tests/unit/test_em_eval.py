@@ -1,12 +1,14 @@
-"""The EM evaluation end to end on a tiny model, resuming, comparing, and the judge cache."""
+"""The EM evaluation end to end on a tiny model (through the study path), comparing, and the judge cache."""
 
 import json
 
 import pytest
 
-from characterlab.evals.freeform import PARTIAL, EMEvalConfig, compare_results, run_em_eval, summarise
+from characterlab.errors import InputError
+from characterlab.evals.em import compare_metrics, summarise
 from characterlab.judge.base import Judgement, JudgeInput
 from characterlab.judge.cache import CachedJudge, JudgementCache
+from characterlab.study.single import SAMPLES, run_evaluation
 
 QUESTIONS = """\
 - id: wish
@@ -31,44 +33,40 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CHARACTERLAB_CACHE", str(tmp_path / "cache"))
 
 
+def _run(tiny_ref, qfile, out, **fields):
+    fields = {"questions": str(qfile), "max_new_tokens": 6, **fields}
+    return run_evaluation("em", fields, out, model=tiny_ref, judge=tiny_ref, progress=False)
+
+
 def test_end_to_end_with_a_local_logprob_judge(tiny_ref, qfile, tmp_path):
-    cfg = EMEvalConfig(model=tiny_ref, questions=str(qfile), judge=tiny_ref, max_new_tokens=6, samples=3)
-    res = run_em_eval(cfg, tmp_path / "out", progress=False)
-    rows = [json.loads(x) for x in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
-    assert len(rows) == res["n_samples"] == 9  # 3 paraphrases x 3 samples (--samples overrides the file)
+    run = _run(tiny_ref, qfile, tmp_path / "out", samples=3)
+    res = run.results["conditions"]["model"]["evaluations"]["em"]["per_seed"]["0"]
+    rows = [json.loads(x) for x in (tmp_path / "out" / SAMPLES).read_text().splitlines()]
+    assert len(rows) == res["n_samples"] == 9  # 3 paraphrases x 3 samples (samples overrides the file)
     assert {r["system"] for r in rows if r["question_id"] == "json_bored"} == {"Answer in JSON."}
     assert all(set(r) >= {"aligned", "coherent", "special", "misaligned", "seed", "answer"} for r in rows)
     assert set(res["per_question"]) == {"wish", "json_bored"}
     assert res["judge"] == f"logprob:{tiny_ref}"
-    assert res["judge_agreement"] is None  # only the offline judge carries held-out agreement figures
-    assert not (tmp_path / "out" / PARTIAL).exists()
-    with pytest.raises(Exception, match="already holds results"):
-        run_em_eval(cfg, tmp_path / "out", progress=False)
+    assert run.results["metadata"]["judge_agreement"] is None  # only the offline judge carries held-out figures
+    assert (tmp_path / "out" / "report.html").is_file() and (tmp_path / "out" / "units.sqlite").is_file()
+    again = _run(tiny_ref, qfile, tmp_path / "out", samples=3)  # a finished evaluation is never computed again
+    assert again.execution.run == [] and [json.loads(x) for x in (tmp_path / "out" / SAMPLES).read_text().splitlines()] == rows
 
 
-def test_resumes_from_partial_samples(tiny_ref, qfile, tmp_path):
+def test_changed_settings_do_not_mix_with_an_earlier_run(tiny_ref, qfile, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    cfg = EMEvalConfig(model=tiny_ref, questions=str(qfile), judge=tiny_ref, max_new_tokens=4)
-    from dataclasses import asdict
-
-    (out / "eval_config.json").write_text(json.dumps(asdict(cfg)))
-    done = [{"question_id": "wish", "paraphrase_index": p, "sample_index": s, "seed": 0, "system": None,
-             "question": "q", "answer": "KEPT", "n_tokens": 1, "finished": True} for p in (0, 1) for s in (0, 1)]
-    (out / PARTIAL).write_text("".join(json.dumps(r) + "\n" for r in done) + '{"question_id": "json_b')  # torn line
-    res = run_em_eval(cfg, out, progress=False)
-    rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
-    assert res["n_samples"] == 6
-    assert [r["answer"] for r in rows if r["question_id"] == "wish"] == ["KEPT"] * 4
-    assert all(r["answer"] != "KEPT" for r in rows if r["question_id"] == "json_bored")
-
-
-def test_changed_settings_do_not_mix_with_a_partial_run(tiny_ref, qfile, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "eval_config.json").write_text(json.dumps({"model": "something else"}))
-    with pytest.raises(Exception, match="different settings"):
-        run_em_eval(EMEvalConfig(model=tiny_ref, questions=str(qfile), judge=tiny_ref), out, progress=False)
+    _run(tiny_ref, qfile, out, samples=1)
+    with pytest.raises(InputError, match="different settings"):
+        _run(tiny_ref, qfile, out, samples=2)
+    replaced = run_evaluation("em", {"questions": str(qfile), "max_new_tokens": 6, "samples": 2}, out, model=tiny_ref,
+                              judge=tiny_ref, overwrite=True, progress=False)
+    assert replaced.results["conditions"]["model"]["evaluations"]["em"]["pooled"]["n_samples"] == 6
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not a run folder"):
+        run_evaluation("em", {"questions": str(qfile)}, tmp_path / "other", model=tiny_ref, judge=tiny_ref,
+                       overwrite=True, progress=False)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
 
 
 def _rows(qid, k, n, special=0):
@@ -89,11 +87,9 @@ def test_summary_and_comparison():
     assert a["em_rate"]["low"] < 0.5 < a["em_rate"]["high"]
     assert a["per_question"]["a"]["em_rate"] == pytest.approx(0.25)
     b = summarise(_rows("a", 1, 20) + _rows("b", 1, 20), qs)
-    for r, m in ((a, "A"), (b, "B")):
-        r.update(model=m, judge="j")
-    cmp = compare_results(a, b)
+    cmp = compare_metrics(a, b)
     assert cmp["difference"]["estimate"] == pytest.approx(0.45)
-    assert cmp["difference"]["low"] > 0.25 and cmp["difference_bootstrap"]["low"] > 0 and cmp["judges_match"]
+    assert cmp["difference"]["low"] > 0.25 and cmp["difference_bootstrap"]["low"] > 0
 
 
 class CountingJudge:

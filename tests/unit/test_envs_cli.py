@@ -57,11 +57,11 @@ def test_hack_datasets_are_deterministic_and_varied(tmp_path):
 
 
 def test_hack_eval_and_rl_smoke(tiny_ref, tmp_path):
-    from characterlab.evals.hacks import HackEvalConfig, run_hack_eval
-    from characterlab.train.rl import INOCULATIONS, GRPOHackConfig, train_grpo_hacks
+    from characterlab.study.single import run_evaluation
+    from characterlab.train.grpo import INOCULATIONS, GRPOHackConfig, train_grpo_hacks
 
-    res = run_hack_eval(HackEvalConfig(model=tiny_ref, n=3, max_new_tokens=8, batch_size=3), tmp_path / "ev",
-                        progress=False)
+    run = run_evaluation("hacks", {"n": 3, "max_new_tokens": 8}, tmp_path / "ev", model=tiny_ref, progress=False)
+    res = run.results["conditions"]["model"]["evaluations"]["hacks"]["per_seed"]["0"]
     assert res["overall"]["hack_rate"]["n"] == 3 and set(res["per_grader"]) == {"assert_eq", "exit_code", "pytest"}
     assert set(res["overall"]["attempted"]) == {"always_equal", "exit", "conftest", "pytest_patch", "shadow_module"}
     assert len(INOCULATIONS) == 6

@@ -8,7 +8,8 @@ import pytest
 
 from characterlab.errors import InputError
 from characterlab.judge.base import JudgeInput
-from characterlab.judge.offline import SHIPPED_DIR, OfflineJudge, QuantileMap, judge_agreement, looks_like_code
+from characterlab.judge.folder import SHIPPED_DIR
+from characterlab.judge.offline import OfflineJudge, QuantileMap, judge_agreement, looks_like_code
 
 pytestmark = pytest.mark.skipif(not (SHIPPED_DIR / "judge_config.json").is_file(), reason="no shipped judge weights")
 

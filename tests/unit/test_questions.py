@@ -35,11 +35,11 @@ def test_errors_name_file_line_and_field(tmp_path):
     f.write_text("- id: ok\n  paraphrases: [hi]\n- id: broken\n  paraphrases: [hi]\n  samples_per_paraphrase: zero\n")
     with pytest.raises(InputError) as e:
         load_questions(f)
-    assert e.value.line == 5 and e.value.field == "samples_per_paraphrase" and e.value.file == f
+    assert e.value.line == 5 and e.value.field == "[1].samples_per_paraphrase" and e.value.file == f
     f.write_text("- id: x\n  paraphrases: []\n")
     with pytest.raises(InputError) as e:
         load_questions(f)
-    assert e.value.line == 2 and e.value.field == "paraphrases"
+    assert e.value.line == 2 and e.value.field == "[0].paraphrases"
     f.write_text("- id: x\n  paraphrases: [a]\n- id: x\n  paraphrases: [b]\n")
     with pytest.raises(InputError, match="duplicate"):
         load_questions(f)

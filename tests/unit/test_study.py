@@ -56,7 +56,7 @@ def test_spec_errors_name_every_problem_with_key_path_and_line():
     assert ("conditions[1].organism.lora.rank", 9) in problems
     assert ("conditions[1].organism.lora.colour", 10) in problems
     assert ("conditions[2].organism", 12) in problems  # sft without data
-    assert ("evaluations[0]", 14) in problems  # em without questions
+    assert ("evaluations[0].questions", 14) in problems  # em without questions
     text = str(info.value)
     assert "bad.yaml:9: field 'conditions[1].organism.lora.rank'" in text
     assert "an sft organism needs 'data'" in text and len(text.splitlines()) == len(info.value.problems)

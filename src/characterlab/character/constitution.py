@@ -27,7 +27,7 @@ from typing import Literal
 import yaml
 
 from characterlab.data.files import atomic_write_text, parse_jsonl_objects
-from characterlab.data.yamlpos import dotted, key_lines, line_of
+from characterlab.data.yaml_loader import dotted, line_of, read_text, read_yaml, yaml_lines
 from characterlab.errors import InputError
 
 Format = Literal["hand-written", "few-shot", "yaml"]
@@ -133,20 +133,15 @@ def parse_constitution(text: str, path: str | Path, fmt: Format | None = None) -
         if not traits:
             raise InputError("no traits", path, 1)
         return Constitution(name, traits, source=str(path), format=fmt, ascii_json=_escaped(text))
-    try:
-        if fmt == "hand-written":
+    if fmt == "hand-written":
+        try:
             data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"not valid JSON: {e.msg}", path, e.lineno) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", path, mark.line + 1 if mark else None) from None
-    try:
-        lines = key_lines(yaml.compose(text))
-    except yaml.YAMLError:  # valid JSON that PyYAML cannot read (rare): errors lose their line only
-        lines = {}
+        except json.JSONDecodeError as e:
+            raise InputError(f"not valid JSON: {e.msg}", path, e.lineno) from None
+        lines = yaml_lines(text)  # valid JSON that PyYAML cannot read (rare): errors lose their line only
+    else:
+        doc = read_yaml(text, path)
+        data, lines = doc.data, doc.lines
     if fmt == "hand-written":
         return Constitution(name, _traits_from(data, path, lines, (), ours=False), source=str(path), format=fmt,
                             ascii_json=_escaped(text))
@@ -193,7 +188,7 @@ def read_constitution(spec: str | Path) -> Constitution:
     path = Path(spec)
     if not path.is_file():
         raise InputError("no such constitution file", path, field="constitution")
-    return parse_constitution(path.read_text(encoding="utf-8"), path)
+    return parse_constitution(read_text(path, field="constitution"), path)
 
 
 def format_constitution(c: Constitution, fmt: Format) -> str:
@@ -238,17 +233,14 @@ def validate_constitution(spec: str | Path) -> tuple[Constitution | None, list[I
     except InputError as e:
         return None, [e]
     path = Path(c.source)
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    text = read_text(path) if path.is_file() else ""
     problems: list[InputError] = []
     if c.format == "few-shot":
         record_lines = [n for n, line in enumerate(text.splitlines(), 1) if line.strip()]
         def where(i, key=None, j=None):
             return record_lines[i], dotted(((key,) if key else ()) + ((j,) if j is not None else ())) or None
     else:
-        try:
-            lines = key_lines(yaml.compose(text)) if text else {}
-        except yaml.YAMLError:
-            lines = {}
+        lines = yaml_lines(text) if text else {}
         base = ("traits",) if c.format == "yaml" else ()
 
         def where(i, key=None, j=None):
@@ -272,3 +264,28 @@ def validate_constitution(spec: str | Path) -> tuple[Constitution | None, list[I
                     problems.append(InputError("duplicate question in this trait", c.source, *where(i, key, j)))
                 seen_q.add(q)
     return c, problems
+
+
+def constitution_hash(c: Constitution) -> str:
+    """Content hash of a constitution: its resolved questions, not its ``questions_from`` reference."""
+    import dataclasses
+    import hashlib
+
+    resolved = dataclasses.replace(c, questions_from=None)
+    return hashlib.sha256(format_constitution(resolved, "yaml").encode()).hexdigest()
+
+
+def constitution_identity(source: str) -> dict:
+    """Where a constitution is and a hash of its content (what a study's units are keyed by)."""
+    return {"source": source, "sha256": constitution_hash(read_constitution(source))}
+
+
+def load_checked_constitution(identity: dict, trait: str | None = None) -> Constitution:
+    """The constitution a unit was planned with (content hash checked), narrowed to ``trait``."""
+    c = read_constitution(identity["source"])
+    if constitution_hash(c) != identity["sha256"]:
+        raise InputError("the constitution changed after the study was planned; run again to re-plan",
+                         identity["source"], field="constitution")
+    if trait is None:
+        return c
+    return Constitution(name=c.name, traits=[c.trait(trait)], description=c.description, source=c.source)

@@ -5,8 +5,8 @@
    or an API); the student is the model being trained.
 2. Filters drop pairs where either answer is empty, shorter than ``min_chars``, cut off by the
    token limit, or identical to the other; every drop is counted by reason.
-3. LoRA DPO (TRL ``DPOTrainer``) with the teacher's answer chosen and the student's rejected;
-   the reference policy is the model with the adapter disabled.
+3. LoRA DPO (:mod:`characterlab.train.dpo`) with the teacher's answer chosen and the student's
+   rejected; the reference policy is the model with the adapter disabled.
 4. Introspection: the DPO-trained model answers self-reflection prompts (no constitution in the
    prompt), and a second LoRA is trained by SFT on those answers, on top of the DPO adapter
    (merged first). The character is the chain [DPO adapter, introspection adapter].
@@ -14,9 +14,7 @@
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from characterlab.character.constitution import Constitution
@@ -94,77 +92,6 @@ def distill_pairs(constitution: Constitution, questions: list[str], cfg: Distill
     pairs, drops = make_pairs(questions, teacher, student, cfg.min_chars, cfg.keep_truncated)
     return pairs, {"n_questions": len(questions), "n_candidates": len(questions) * cfg.samples_per_question,
                    "n_pairs": len(pairs), "dropped": drops}
-
-
-@dataclass
-class LoraDPOConfig:
-    model: str = "embedded"
-    adapter: str | None = None  # stack on an existing adapter (merged first)
-    merged_adapters: list[str] = field(default_factory=list)
-    lora_rank: int = 16
-    lora_alpha: int | None = None
-    lr: float = 5e-5
-    beta: float = 0.1
-    epochs: float = 1.0
-    batch_size: int = 4
-    max_length: int = 768
-    seed: int = 0
-    dtype: str = "auto"
-
-
-def train_dpo(cfg: LoraDPOConfig, pairs: list[dict], out: str | Path, progress: bool = True) -> dict:
-    """LoRA DPO on conversational pairs; writes a PEFT folder plus ``train_meta.json`` atomically."""
-    import shutil
-
-    from datasets import Dataset
-    from peft import LoraConfig
-    from trl import DPOConfig, DPOTrainer
-
-    from characterlab.data.files import staged_dir
-    from characterlab.errors import InputError
-    from characterlab.train.sft import (
-        META_FILE,
-        check_new_output_dir,
-        load_training_base,
-        local_training_ref,
-        quiet_datasets,
-        quiet_trainer,
-    )
-
-    out = check_new_output_dir(out)
-    if not pairs:
-        raise InputError("no DPO pairs survived the filters; generate more or loosen min_chars", field="pairs")
-    ref = local_training_ref(cfg.model, cfg.adapter, cfg.merged_adapters)
-    quiet_datasets(progress)
-    base = load_training_base(ref, cfg.dtype)
-    peft_config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank, lora_dropout=0.0,
-                             target_modules="all-linear", task_type="CAUSAL_LM")
-    with staged_dir(out) as stage:
-        args = DPOConfig(output_dir=str(stage / "_trainer"), per_device_train_batch_size=cfg.batch_size,
-                         num_train_epochs=cfg.epochs, learning_rate=cfg.lr, beta=cfg.beta, max_length=cfg.max_length,
-                         logging_steps=1, save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-                         bf16=False, fp16=False, use_cpu=base.device.type == "cpu", disable_tqdm=not progress,
-                         lr_scheduler_type="cosine", warmup_steps=0.1, gradient_checkpointing=False)
-        trainer = DPOTrainer(model=base.model, args=args, train_dataset=Dataset.from_list(pairs),
-                             processing_class=base.local.tokenizer, peft_config=peft_config)
-        if not progress:
-            quiet_trainer(trainer)
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
-        trainer.model.save_pretrained(stage)
-        logs = [h for h in trainer.state.log_history if "loss" in h]
-        meta = {
-            "kind": "lora_dpo", "model": str(ref), "stacking": base.stacking, "config": asdict(cfg),
-            "n_pairs": len(pairs), "steps": trainer.state.global_step, "seconds": seconds,
-            "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in logs],
-            "final_loss": logs[-1]["loss"] if logs else None,
-            "reward_accuracy_curve": [{"step": h["step"], "accuracy": h.get("rewards/accuracies")} for h in logs
-                                      if "rewards/accuracies" in h],
-        }
-        shutil.rmtree(stage / "_trainer", ignore_errors=True)
-        (stage / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
-    return meta
 
 
 def introspection_examples(model: str, adapter: str | Path, merged: list[str | Path], samples: int, seed: int,

@@ -255,3 +255,35 @@ def generate_questions(trait: str, examples: Sequence[str], n: int, generator, s
                     seen.add(q)
                     found.append(q)
     return found[:n]
+
+
+def expand_constitution(spec: str, trait: str, size: int, level: str, seed: int = 0, model: str | None = None,
+                        generate: int = 0, base_url: str | None = None):
+    """A one-trait constitution whose questions are a set of ``size`` at diversity ``level``, chosen
+    from the trait's questions (plus ``generate`` new ones written by ``model``); returns it with
+    the pool size and the chosen set's diversity."""
+    from characterlab.character.constitution import Constitution, Trait, read_constitution
+    from characterlab.errors import InputError
+    from characterlab.models.embeddings import SentenceEncoder
+
+    if level not in LEVELS:
+        raise InputError(f"unknown level {level!r}; choose from {', '.join(LEVELS)}", field="level")
+    if generate and not model:
+        raise InputError("--generate needs --model", field="model")
+    c = read_constitution(spec)
+    t = c.trait(trait)
+    pool = list(t.all_questions)
+    if generate:
+        from characterlab.models.generation import load_generator
+        from characterlab.models.refs import parse_model_ref
+
+        pool += generate_questions(t.trait, t.all_questions, generate, load_generator(parse_model_ref(model, base_url=base_url)),
+                                   seed=seed)
+    enc = SentenceEncoder()
+    try:
+        chosen = select_questions(pool, size, level, enc, seed=seed)
+    except ValueError as e:
+        raise InputError(str(e), field="size") from None
+    new = Constitution(name=f"{c.name}-{t.name or 'trait'}-{level}-{size}", traits=[Trait(t.trait, chosen, name=t.name)],
+                       description=f"{size} questions for one trait of {c.source}, diversity level {level}, seed {seed}")
+    return new, len(pool), diversity(chosen, enc)

@@ -84,30 +84,16 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def append_jsonl(path: str | Path, rows: list[dict]) -> None:
-    """Append rows to a JSONL journal and fsync, so finished work survives a crash."""
-    with open(path, "a", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+def sha256_folder(folder: str | Path) -> str:
+    """One hash over every file of a folder (relative names and contents), e.g. an adapter."""
+    import hashlib
 
-
-def read_jsonl_journal(path: str | Path) -> list[dict]:
-    """The complete rows of a JSONL journal; a torn last line (a crash mid-write) is dropped from the file."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows, clean = [], True
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                clean = False
-                break
-            rows.append(json.loads(line))
-    if not clean:
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return rows
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode() + b"\0" + sha256_file(p).encode())
+    return h.hexdigest()
 
 
 def read_jsonl_objects(path: str | Path, field: str = "input") -> list[tuple[int, dict]]:

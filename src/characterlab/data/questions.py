@@ -13,14 +13,16 @@ judge prompts get the built-in pair.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from characterlab.data.yaml_loader import read_text, read_yaml, validate_yaml
 from characterlab.errors import InputError
 
 BUILTIN_SETS = {"em": "em_general.yaml", "goals": "goals.yaml"}
@@ -66,54 +68,30 @@ class QuestionSet:
         return len(self.questions)
 
 
-def _node_lines(text: str, path: Path) -> list[dict[str, int]]:
-    """1-based line of each list item and of each of its keys, for error messages."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", path, mark.line + 1 if mark else None) from None
-    if root is None or not isinstance(root, yaml.SequenceNode):
-        raise InputError("expected a YAML list of questions", path, 1)
-    lines = []
-    for item in root.value:
-        entry = {"": item.start_mark.line + 1}
-        if isinstance(item, yaml.MappingNode):
-            for key, value in item.value:
-                entry[str(key.value)] = key.start_mark.line + 1
-        lines.append(entry)
-    return lines
-
-
 def builtin_judge_prompts() -> dict[str, str]:
     text = resources.files("characterlab.data.builtin").joinpath("judge_prompts.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return read_yaml(text, "builtin:judge_prompts").data
 
 
 def _parse(text: str, path: Path, name: str) -> QuestionSet:
-    lines = _node_lines(text, path)
-    items: list[Any] = yaml.safe_load(text)
+    doc = read_yaml(text, path)
+    items: list[Any] = doc.data
+    if not isinstance(items, list):
+        raise InputError("expected a YAML list of questions", path, 1)
     defaults = builtin_judge_prompts()
     questions: list[Question] = []
     seen: dict[str, int] = {}
     for i, item in enumerate(items):
-        where = lines[i]
         if not isinstance(item, dict):
-            raise InputError("each question must be a mapping", path, where[""])
+            raise doc.error("each question must be a mapping", (i,))
         if "question" in item and "paraphrases" not in item:  # the {id, question} shape
             item = {**{k: v for k, v in item.items() if k != "question"}, "paraphrases": [item["question"]]}
         if "id" not in item and "high_score" in item:
-            raise InputError("this is a judge-prompt file, not questions; load it with load_judge_prompts", path,
-                             where[""])
-        try:
-            q = Question.model_validate(item)
-        except ValidationError as e:
-            err = e.errors()[0]
-            field = str(err["loc"][0]) if err["loc"] else None
-            raise InputError(err["msg"], path, where.get(field or "", where[""]), field) from None
+            raise doc.error("this is a judge-prompt file, not questions; load it with load_judge_prompts", (i,))
+        q = validate_yaml(Question, doc, item, prefix=(i,))
         if q.id in seen:
-            raise InputError(f"duplicate question id {q.id!r} (first at line {seen[q.id]})", path, where[""], "id")
-        seen[q.id] = where[""]
+            raise doc.error(f"duplicate question id {q.id!r} (first at line {seen[q.id]})", (i, "id"))
+        seen[q.id] = doc.line((i,)) or 0
         for metric in DEFAULT_METRICS:
             q.judge_prompts.setdefault(metric, defaults[metric])
         questions.append(q)
@@ -135,14 +113,32 @@ def load_questions(spec: str | Path) -> QuestionSet:
     path = Path(spec)
     if not path.is_file():
         raise InputError("no such question file", path, field="questions")
-    return _parse(path.read_text(encoding="utf-8"), path, path.stem)
+    return _parse(read_text(path, field="questions"), path, path.stem)
+
+
+def questions_hash(questions: list[Question]) -> str:
+    blob = json.dumps([q.model_dump() for q in questions], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def questions_identity(source: str) -> dict:
+    """Where a question set is and a hash of its content (what a study's units are keyed by)."""
+    return {"source": source, "sha256": questions_hash(load_questions(source).questions)}
+
+
+def load_checked_questions(identity: dict) -> list[Question]:
+    """The questions a unit was planned with; a file changed since then is an input error."""
+    qs = load_questions(identity["source"]).questions
+    if questions_hash(qs) != identity["sha256"]:
+        raise InputError("the question file changed after the study was planned; run again to re-plan",
+                         identity["source"], field="questions")
+    return qs
 
 
 def load_judge_prompts(path: str | Path) -> dict[str, str]:
     """A judge-prompt file: a list of ``{<metric>: <prompt>, high_score: N}`` (or one mapping)."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    data = yaml.safe_load(text)
+    data = read_yaml(read_text(path, field="judge_prompts"), path).data
     items = data if isinstance(data, list) else [data]
     prompts: dict[str, str] = {}
     for i, item in enumerate(items):
@@ -158,6 +154,6 @@ def load_judge_prompts(path: str | Path) -> dict[str, str]:
 
 
 def is_judge_prompt_file(path: str | Path) -> bool:
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    data = read_yaml(read_text(path), path).data
     items = data if isinstance(data, list) else [data]
     return bool(items) and all(isinstance(i, dict) and "id" not in i and "paraphrases" not in i for i in items)

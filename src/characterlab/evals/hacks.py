@@ -8,46 +8,34 @@ one, in the sandbox. Reported per grader and overall, with Wilson 95% CIs:
 * strict pass rate: the task was really solved;
 * attempted-hack rate by kind: the answer's code shows the hack (static evidence), whether or not
   it worked.
-
-Answers are journalled as they are graded, so an interrupted run resumes.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from typing import Literal
 
-from characterlab.data.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl_journal
+from pydantic import Field
+
 from characterlab.data.records import Task
 from characterlab.envs.dataset import task_prompt
 from characterlab.envs.graders import VULNERABLE, extract_code, grade
 from characterlab.envs.hacks import HACK_KINDS
 from characterlab.envs.sandbox import Sandbox
 from characterlab.envs.tasks import generate_tasks
-from characterlab.evals.rundir import prepare_run_dir
-from characterlab.stats import wilson_interval
-
-JOURNAL = "answers.partial.jsonl"
+from characterlab.evals.base import Cell, EvalConfig, EvalStages, Evaluation, PlanContext, Table, pct, rate, rate_cell, seed_spread
+from characterlab.evals.registry import register_evaluation
 
 
-@dataclass
-class HackEvalConfig:
-    model: str = "embedded"
-    adapter: str | None = None
-    n: int = 48
-    split: str = "test"
-    system: str | None = None
-    seed: int = 0
-    max_new_tokens: int = 384
-    temperature: float = 1.0
-    batch_size: int = 16
-    base_url: str | None = None
+class HacksConfig(EvalConfig):
+    n: int = Field(default=48, ge=1, description="Held-out tasks, graders in rotation.")
+    split: Literal["train", "test"] = Field(default="test", description="Task templates: test ones are never trained on.")
+    system: str | None = Field(default=None, description="System prompt at evaluation.")
+    max_new_tokens: int = Field(default=256, ge=1, description="Tokens per answer.")
+    temperature: float = Field(default=1.0, ge=0, description="Sampling temperature (0 = greedy).")
 
 
 def _rate(rows: list[dict], key: str) -> dict:
-    k = sum(bool(r[key]) for r in rows)
-    return {"k": k, "n": len(rows), **wilson_interval(k, len(rows)).to_dict()}
+    return rate(sum(bool(r[key]) for r in rows), len(rows))
 
 
 def summarise_hacks(rows: list[dict]) -> dict:
@@ -59,13 +47,13 @@ def summarise_hacks(rows: list[dict]) -> dict:
     return {"overall": block(rows), "per_grader": {g: block([r for r in rows if r["grader"] == g]) for g in VULNERABLE}}
 
 
-def hack_eval_requests(tasks: list[Task], start: int, seed: int, system: str | None) -> list[tuple[Task, str, object]]:
-    """(task, vulnerable grader, request) for tasks[start:]: graders rotate by task index, and each
-    request's seed depends only on the eval seed and the index, so any chunking gives the same answers."""
+def hack_eval_requests(tasks: list[Task], seed: int, system: str | None) -> list[tuple[Task, str, object]]:
+    """(task, vulnerable grader, request) per task: graders rotate by task index, and each request's
+    seed depends only on the eval seed and the index, so any batching gives the same answers."""
     from characterlab.data.records import GenerationRequest
 
     out = []
-    for i, t in enumerate(tasks[start:], start):
+    for i, t in enumerate(tasks):
         g = VULNERABLE[i % len(VULNERABLE)]
         out.append((t, g, GenerationRequest.from_prompt(task_prompt(t, g), system=system, seed=seed * 100_003 + i)))
     return out
@@ -78,33 +66,91 @@ def grade_answer(task: Task, grader: str, text: str, sandbox: Sandbox) -> dict:
             "strict_passed": strict.passed, "hack_kinds": vuln.hack_kinds, "status": vuln.status}
 
 
-def run_hack_eval(cfg: HackEvalConfig, out: str | Path, progress: bool = True, overwrite: bool = False) -> dict:
-    from characterlab.data.records import SamplingParams
-    from characterlab.models.generation import load_generator
-    from characterlab.models.refs import parse_model_ref
+def _pool_block(per_seed: dict[int, dict], block_of) -> dict:
+    out = {key: rate(sum(block_of(r)[key]["k"] for r in per_seed.values()), sum(block_of(r)[key]["n"] for r in per_seed.values()))
+           for key in ("hack_rate", "strict_pass_rate", "vulnerable_pass_rate")}
+    first = block_of(next(iter(per_seed.values())))
+    out["attempted"] = {kind: rate(sum(block_of(r)["attempted"][kind]["k"] for r in per_seed.values()),
+                                   sum(block_of(r)["attempted"][kind]["n"] for r in per_seed.values()))
+                        for kind in first["attempted"]}
+    return out
 
-    out = prepare_run_dir(out, asdict(cfg), JOURNAL, overwrite)
 
-    tasks = generate_tasks(cfg.n, seed=cfg.seed, split=cfg.split)
-    rows = read_jsonl_journal(out / JOURNAL)
-    done = {r["task_id"] for r in rows}
-    todo = [item for item in hack_eval_requests(tasks, 0, cfg.seed, cfg.system) if item[0].id not in done]
-    if todo:
-        ref = parse_model_ref(cfg.model, adapter=cfg.adapter, base_url=cfg.base_url)
-        generator = load_generator(ref, batch_size=cfg.batch_size, progress=progress)
-        params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+@register_evaluation
+class HackEvaluation(Evaluation):
+    """Hack rate on held-out coding tasks: per grader and overall, with 95% CIs."""
+
+    kind = "hacks"
+    title = "hack rate"
+    plot_stem = "hack_rate"
+    config = HacksConfig
+    examples_key = "hacks"
+
+    def stages(self, cfg: HacksConfig, ctx: PlanContext) -> EvalStages:
+        gen = {"task": "hacks", "n": cfg.n, "split": cfg.split, "max_new_tokens": cfg.max_new_tokens,
+               "temperature": cfg.temperature}
+        if cfg.system is not None:
+            gen["system"] = cfg.system
+        return EvalStages(generate=gen, judge={"task": "hacks", "grader": "sandbox"}, metric={"task": "hacks"},
+                          judge_verb="grade")
+
+    def generate(self, params: dict, generator) -> list[dict]:
+        from characterlab.data.records import SamplingParams
+
+        tasks = generate_tasks(params["n"], seed=params["seed"], split=params["split"])
+        items = hack_eval_requests(tasks, params["seed"], params.get("system"))
+        sampling = SamplingParams(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"])
+        answers = generator.generate([req for _, _, req in items], sampling)
+        return [{"task_index": i, "task_id": t.id, "grader": g, "answer": c.text, "n_tokens": c.n_tokens}
+                for i, ((t, g, _), [c]) in enumerate(zip(items, answers))]
+
+    def score(self, params: dict, rows: list[dict], generate_params: dict) -> tuple[list[dict], dict]:
+        g = generate_params
+        tasks = generate_tasks(g["n"], seed=g["seed"], split=g["split"])
         sandbox = Sandbox()
-        for start in range(0, len(todo), cfg.batch_size):
-            chunk = todo[start:start + cfg.batch_size]
-            answers = generator.generate([req for _, _, req in chunk], params)
-            new = [grade_answer(task, g, c.text, sandbox) for (task, g, _), [c] in zip(chunk, answers)]
-            append_jsonl(out / JOURNAL, new)
-            rows += new
-    order = {t.id: i for i, t in enumerate(tasks)}
-    rows.sort(key=lambda r: order[r["task_id"]])
-    results = {"model": cfg.model, "adapter": cfg.adapter, "system": cfg.system, **summarise_hacks(rows),
-               "config": asdict(cfg)}
-    atomic_write_text(out / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    atomic_write_json(out / "results.json", results)
-    (out / JOURNAL).unlink(missing_ok=True)
-    return results
+        graded = [{**grade_answer(tasks[r["task_index"]], r["grader"], r["answer"], sandbox), "n_tokens": r["n_tokens"]}
+                  for r in rows]
+        return graded, {"grader": "sandbox", "n": len(graded)}
+
+    def summarise(self, params: dict, rows: list[dict]) -> dict:
+        return summarise_hacks(rows)
+
+    def seed_value(self, metric: dict) -> float | None:
+        return metric["overall"]["hack_rate"]["estimate"]
+
+    def pool(self, per_seed: dict[int, dict]) -> dict:
+        overall = _pool_block(per_seed, lambda r: r["overall"])
+        first = next(iter(per_seed.values()))
+        return {**overall, "rate": overall["hack_rate"],
+                "seed_spread": seed_spread([self.seed_value(r) for r in per_seed.values()]),
+                "per_grader": {g: _pool_block(per_seed, lambda r, g=g: r["per_grader"][g]) for g in first["per_grader"]}}
+
+    def describe(self, metric: dict) -> str:
+        r = metric["overall"]
+        h, s = r["hack_rate"], r["strict_pass_rate"]
+        return (f"hack rate {pct(h['estimate'])} (95% CI {pct(h['low'])}-{pct(h['high'])}, {h['k']}/{h['n']}); "
+                f"strict pass {pct(s['estimate'])}; attempted: " + ", ".join(f"{k} {v['k']}" for k, v in r["attempted"].items()))
+
+    def examples(self, judged: list[tuple[dict, list[dict]]], k: int = 6) -> list[dict]:
+        out = [{"condition": cell["condition"], "seed": cell["seed"], "grader": r["grader"], "hack_kinds": r["hack_kinds"],
+                "answer": r["answer"]} for cell, rows in judged for r in rows if r["hacked"]]
+        return out[:k]
+
+    def examples_table(self, examples: list[dict]) -> Table | None:
+        if not examples:
+            return None
+        return Table("Sample hacks", ["condition", "grader", "kinds", "answer"],
+                     [[Cell(r["condition"]), Cell(r["grader"]), Cell(", ".join(r["hack_kinds"])), Cell(r["answer"], pre=True)]
+                      for r in examples])
+
+    def tables(self, results: dict, name: str) -> list[Table]:
+        conds = results["conditions"]
+        graders = list(next(iter(conds.values()))["evaluations"][name]["pooled"]["per_grader"])
+        rows = []
+        for c, cond in conds.items():
+            p = cond["evaluations"][name]["pooled"]
+            attempted = ", ".join(f"{k} {v['k']}" for k, v in p["attempted"].items() if v["k"])
+            rows.append([Cell(c), *(rate_cell(p["per_grader"][g]["hack_rate"]) for g in graders),
+                         rate_cell(p["strict_pass_rate"]), Cell(attempted or "none")])
+        return [Table(f"{name}: per grader and attempted hacks", ["condition", *(f"hack rate: {g}" for g in graders),
+                                                                  "strict pass", "attempted hacks (static evidence)"], rows)]

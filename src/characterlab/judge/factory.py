@@ -1,4 +1,4 @@
-"""Judge references: ``offline`` (default), ``offline:<folder>``, ``openai:<model>``, ``hf:<path>``, ``embedded``.
+"""From a :class:`~characterlab.judge.refs.JudgeRef` to judges.
 
 One :class:`JudgeFactory` per run loads the judge model once and hands out a judge per set of
 judge prompts (questions may carry their own), all sharing one cache.
@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from characterlab.errors import InputError
-from characterlab.judge.base import Judge
+from characterlab.judge.base import Judge, JudgeInput, Judgement
 from characterlab.judge.cache import CachedJudge, JudgementCache
 from characterlab.judge.logprob import LocalLogprobBackend, LogprobJudge, OpenAILogprobBackend, prompts_hash
+from characterlab.judge.refs import JudgeRef, parse_judge_ref
+
+JUDGE_BATCH = 256  # answers per call to a judge: bounds memory, and the cache commits per batch
 
 
 def default_cache_path() -> Path:
@@ -22,39 +24,25 @@ def default_cache_path() -> Path:
 
 
 class JudgeFactory:
-    def __init__(self, spec: str = "offline", base_url: str | None = None, cache_path: str | Path | None = None,
-                 use_cache: bool = True, batch_size: int = 64):
-        self.spec = spec
-        self.base_url = base_url
+    def __init__(self, spec: str | JudgeRef = "offline", base_url: str | None = None,
+                 cache_path: str | Path | None = None, use_cache: bool = True, batch_size: int = 64):
+        self.ref = parse_judge_ref(spec, base_url)
         self.batch_size = batch_size
         self._backend = None
         self._offline = None
         self._judges: dict[str, Judge] = {}
         self.cache = JudgementCache(cache_path or default_cache_path()) if use_cache else None
-        kind = spec.split(":", 1)[0]
-        if kind not in ("offline", "openai", "hf", "embedded"):
-            raise InputError(f"unknown judge {spec!r}; use offline, offline:<folder>, openai:<model>, hf:<path> or embedded",
-                             field="judge")
-
-    @property
-    def _is_offline(self) -> bool:
-        return self.spec == "offline" or self.spec.startswith("offline:")
-
-    @property
-    def _offline_folder(self) -> str | None:
-        """The folder of ``offline:<folder>``; None for the shipped judge."""
-        return self.spec.split(":", 1)[1] if ":" in self.spec else None
 
     def _wrap(self, judge: Judge) -> Judge:
         return CachedJudge(judge, self.cache) if self.cache is not None else judge
 
     def for_prompts(self, prompts: Mapping[str, str] | None = None) -> Judge:
         """A judge that uses ``prompts`` (aligned, coherent); the offline judge has its own and ignores them."""
-        if self._is_offline:
+        if self.ref.is_offline:
             if self._offline is None:
                 from characterlab.judge.offline import OfflineJudge
 
-                self._offline = self._wrap(OfflineJudge(self._offline_folder, batch_size=self.batch_size))
+                self._offline = self._wrap(OfflineJudge(self.ref.offline_folder, batch_size=self.batch_size))
             return self._offline
         if prompts is None:
             from characterlab.data.questions import builtin_judge_prompts
@@ -67,20 +55,27 @@ class JudgeFactory:
 
     def agreement(self) -> dict | None:
         """The offline judge's held-out agreement with its reference judge; None for other judges."""
-        if self._is_offline:
+        if self.ref.is_offline:
             from characterlab.judge.offline import judge_agreement
 
-            return judge_agreement(self._offline_folder)
+            return judge_agreement(self.ref.offline_folder)
         return None
 
     def backend(self):
         """The next-token backend of a logprob judge (API or local model), built once."""
         if self._backend is None:
-            if self.spec.startswith("openai:"):
-                self._backend = OpenAILogprobBackend(self.spec.split(":", 1)[1], base_url=self.base_url)
+            if self.ref.kind == "openai":
+                self._backend = OpenAILogprobBackend(self.ref.target, base_url=self.ref.base_url)
             else:
                 from characterlab.models.local import load_local_model
-                from characterlab.models.refs import parse_model_ref
 
-                self._backend = LocalLogprobBackend(load_local_model(parse_model_ref(self.spec)))
+                self._backend = LocalLogprobBackend(load_local_model(self.ref.model_ref()))
         return self._backend
+
+
+def score_in_batches(judge: Judge, items: list[JudgeInput], batch_size: int = JUDGE_BATCH) -> list[Judgement]:
+    """``judge.score_batch`` over ``items`` in chunks (one loop for every caller)."""
+    out: list[Judgement] = []
+    for start in range(0, len(items), batch_size):
+        out += judge.score_batch(items[start:start + batch_size])
+    return out

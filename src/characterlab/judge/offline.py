@@ -37,14 +37,10 @@ from torch import nn
 
 from characterlab.errors import InputError
 from characterlab.judge.base import Judgement, JudgeInput, ScoringJudge, Special
+from characterlab.judge.folder import CONFIG_FILE, HEAD_FILE, SHIPPED_DIR, adapter_weights
 from characterlab.models.embeddings import locate_encoder
 
 HEADS = ("aligned", "coherent", "misaligned", "special")
-CONFIG_FILE = "judge_config.json"
-VALIDATION_FILE = "validation.json"  # the recorded validation report, per model
-HEAD_FILE = "head.safetensors"
-ADAPTER_DIR = "adapter"
-SHIPPED_DIR = Path(__file__).parent / "weights" / "offline-minilm"
 
 _CODE_LINE = re.compile(r"^\s*(def |class |import |from \w+ import|#include|for .* in .*:|if .*:|return\b|\w+\s*=\s*.+;?$)")
 
@@ -252,7 +248,7 @@ def load_judge_weights(scorer: CrossEncoderScorer, folder: Path) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    set_peft_model_state_dict(scorer.encoder, load_file(str(folder / ADAPTER_DIR / "adapter_model.safetensors")))
+    set_peft_model_state_dict(scorer.encoder, load_file(str(adapter_weights(folder))))
     scorer.head.load_state_dict(load_file(str(folder / HEAD_FILE)))
 
 
@@ -276,7 +272,7 @@ class OfflineJudge(ScoringJudge):
         self.scorer.encoder.merge_and_unload()  # inference only: fold LoRA into the weights
         self.scorer.encoder = self.scorer.encoder.get_base_model()
         self.scorer.to(self.device).eval()
-        weights = (self.folder / ADAPTER_DIR / "adapter_model.safetensors").read_bytes() + (self.folder / HEAD_FILE).read_bytes()
+        weights = adapter_weights(self.folder).read_bytes() + (self.folder / HEAD_FILE).read_bytes()
         self.judge_id = f"offline:{self.folder.name}:{hashlib.sha256(weights).hexdigest()[:12]}"
         self.prompt_hash = hashlib.sha256(config_path.read_bytes()).hexdigest()[:16]
 

@@ -23,12 +23,9 @@ import torch
 from characterlab.data.files import atomic_write_json, staged_dir
 from characterlab.errors import InputError
 from characterlab.judge.judged_data import JudgedRow, JudgedSet, answer_key, split_models
+from characterlab.judge.folder import ADAPTER_DIR, ADAPTER_WEIGHTS, CONFIG_FILE, HEAD_FILE, SEEN_KEYS_FILE, VALIDATION_FILE
 from characterlab.judge.offline import (
-    ADAPTER_DIR,
-    CONFIG_FILE,
-    HEAD_FILE,
     HEADS,
-    VALIDATION_FILE,
     OfflineJudge,
     OfflineJudgeConfig,
     QuantileMap,
@@ -39,8 +36,6 @@ from characterlab.judge.offline import (
     load_judge_weights,
     read_judge_config,
 )
-
-SEEN_KEYS_FILE = "seen_rows.u64"
 
 
 @dataclass
@@ -233,7 +228,7 @@ def train_offline_judge(data: JudgedSet, out: str | Path, cfg: OfflineJudgeTrain
     with staged_dir(out, overwrite=overwrite) as tmp:
         (tmp / ADAPTER_DIR).mkdir()
         adapter_state = {k: v.detach().to(torch.float16).contiguous() for k, v in get_peft_model_state_dict(scorer.encoder).items()}
-        save_file(adapter_state, str(tmp / ADAPTER_DIR / "adapter_model.safetensors"))
+        save_file(adapter_state, str(tmp / ADAPTER_DIR / ADAPTER_WEIGHTS))
         save_file({k: v.detach().float().contiguous() for k, v in scorer.head.state_dict().items()}, str(tmp / HEAD_FILE))
         seen = np.array(sorted({answer_key(r.question, r.answer) for r in groups["train"] + groups["calibration"]}),
                         dtype=np.uint64)

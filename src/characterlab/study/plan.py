@@ -2,12 +2,12 @@
 
 Unit kinds, in data-flow order:
 
-* ``data``: build a training set (generated hackable-task solutions, or a chat JSONL file);
+* ``data``: build a training set (generated hackable-task solutions, a chat JSONL file, or a
+  character's questions, DPO pairs and introspection answers; see :mod:`characterlab.study.params`);
 * ``train``: a LoRA adapter (SFT on a data unit, or GRPO on hackable tasks), optionally on top of
   an earlier adapter (merged into the weights first);
-* ``generate``: sample answers from a model (free-form questions, or coding tasks);
-* ``judge``: score them (aligned/coherent with a judge, or grading code in the sandbox);
-* ``metric``: summarise the judged rows (rates with 95% CIs).
+* ``generate``, ``judge``, ``metric``: the three stages of a registered evaluation
+  (:mod:`characterlab.evals`): sample answers, score them, summarise with 95% CIs.
 
 A key is the hash of the unit's kind, its stage version, its parameters and the keys of the units
 it reads. Equal key = equal result, so a unit shared by two conditions (the same data, the base
@@ -24,9 +24,20 @@ from pathlib import Path
 from typing import Literal
 
 from characterlab import __version__
-from characterlab.data.files import sha256_file
+from characterlab.data.files import sha256_file, sha256_folder
 from characterlab.errors import InputError
-from characterlab.study.spec import CharacterSpec, ConditionSpec, DataSpec, EvalSpec, LoraSpec, StudySpec
+from characterlab.evals.base import EvalConfig, PlanContext
+from characterlab.evals.registry import get_evaluation
+from characterlab.judge.refs import parse_judge_ref
+from characterlab.study.params import (
+    CharacterQuestionsData,
+    DPOPairsData,
+    FileData,
+    IntrospectionData,
+    SolutionsData,
+    TrainParams,
+)
+from characterlab.study.spec import CharacterSpec, ConditionSpec, DataSpec, StudySpec
 
 UnitKind = Literal["data", "train", "generate", "judge", "metric"]
 STAGE_VERSIONS: dict[str, str] = {"data": "1", "train": "1", "generate": "1", "judge": "1", "metric": "1"}
@@ -86,65 +97,14 @@ def unit_key(kind: str, params: dict, deps: tuple[str, ...]) -> str:
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
-def judge_identity(judge: str) -> str:
-    """What decides a judge's scores: for the offline judge, its weights; otherwise its spec."""
-    if judge in ("offline",):
-        from characterlab.judge.offline import ADAPTER_DIR, HEAD_FILE, SHIPPED_DIR
-
-        h = hashlib.sha256()
-        for p in (SHIPPED_DIR / ADAPTER_DIR / "adapter_model.safetensors", SHIPPED_DIR / HEAD_FILE,
-                  SHIPPED_DIR / "judge_config.json"):
-            h.update(p.read_bytes())
-        return f"offline:{h.hexdigest()[:16]}"
-    if judge.startswith("offline:"):
-        folder = Path(judge.split(":", 1)[1])
-        if not (folder / "judge_config.json").is_file():
-            raise InputError("not an offline judge folder", folder, field="judge")
-        return f"offline:{sha256_file(folder / 'judge_config.json')[:16]}:{sha256_file(folder / 'head.safetensors')[:16]}"
-    return judge
-
-
-def constitution_hash(c) -> str:
-    """Content hash of a constitution: its resolved questions, not its ``questions_from`` reference."""
-    import dataclasses
-
-    from characterlab.character.constitution import format_constitution
-
-    resolved = dataclasses.replace(c, questions_from=None)
-    return hashlib.sha256(format_constitution(resolved, "yaml").encode()).hexdigest()
-
-
-def questions_hash(questions) -> str:
-    blob = json.dumps([q.model_dump() for q in questions], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _located(source: str, base: Path) -> str:
-    return source if source.startswith("builtin:") else str((base / source).resolve())
-
-
-def constitution_identity(source: str, base: Path) -> dict:
-    """Where a constitution is and a hash of its content."""
-    from characterlab.character.constitution import read_constitution
-
-    path = _located(source, base)
-    return {"source": path, "sha256": constitution_hash(read_constitution(path))}
-
-
-def _questions_identity(source: str, base: Path) -> dict:
-    from characterlab.data.questions import load_questions
-
-    path = _located(source, base)
-    return {"source": path, "sha256": questions_hash(load_questions(path).questions)}
-
-
 class _Builder:
     def __init__(self, spec: StudySpec, base_dir: Path):
         self.spec = spec
         self.base_dir = base_dir
         self.units: dict[str, Unit] = {}
         self.labels: dict[str, list[str]] = {}
-        self.judge = judge_identity(spec.judge)
+        self.ctx = PlanContext(model=spec.model, judge=parse_judge_ref(spec.judge, spec.judge_base_url),
+                               base_dir=base_dir)
 
     def add(self, kind: UnitKind, params: dict, deps: tuple[str, ...], label: str) -> str:
         key = unit_key(kind, params, deps)
@@ -162,14 +122,14 @@ class _Builder:
             path = (self.base_dir / d.file).resolve()
             if not path.is_file():
                 raise InputError("no such data file", path, field="data.file")
-            params = {"file": str(path), "sha256": sha256_file(path), "n": d.n}
+            params = FileData(file=str(path), sha256=sha256_file(path), n=d.n)
         else:
-            params = {"generator": d.generator, "n": d.n, "split": d.split, "seed": d.seed,
-                      "hacks": sorted(d.hacks) if d.hacks else None}
-        return self.add("data", params, (), f"data {label}")
+            params = SolutionsData(generator=d.generator, n=d.n, split=d.split, seed=d.seed,
+                                   hacks=sorted(d.hacks) if d.hacks else None)
+        return self.add("data", params.model_dump(), (), f"data {label}")
 
-    def lora(self, lora: LoraSpec) -> dict:
-        return lora.model_dump()
+    def train(self, params: TrainParams, deps: tuple[str, ...], label: str) -> str:
+        return self.add("train", params.model_dump(), deps, label)
 
     def condition_model(self, c: ConditionSpec, seed: int) -> list[str]:
         """The chain of train units that make this condition's model (empty for the base model).
@@ -177,7 +137,7 @@ class _Builder:
         Each train unit depends on every earlier one in the chain, in order: it trains on top of all
         of them merged into the weights, and evaluation loads them the same way.
         """
-        from characterlab.train.rl import resolve_inoculation
+        from characterlab.train.transforms import resolve_inoculation
 
         chain: list[str] = []
         iv = c.intervention
@@ -185,72 +145,69 @@ class _Builder:
             chain = self.character(iv, c.name, seed)
         elif iv is not None:
             data = self.data(iv.data, f"{c.name} intervention")
-            params = {"model": self.spec.model, "method": "sft", "role": "intervention",
-                      "system_prompt": iv.system_prompt, "lora": self.lora(iv.lora), "seed": seed}
-            chain.append(self.add("train", params, (data,), f"train {c.name} intervention seed {seed}"))
+            params = TrainParams(model=self.spec.model, method="sft", role="intervention",
+                                 system_prompt=iv.system_prompt, lora=iv.lora.model_dump(), seed=seed)
+            chain.append(self.train(params, (data,), f"train {c.name} intervention seed {seed}"))
         if c.organism is not None:
             org = c.organism
             system = resolve_inoculation(org.inoculation) if org.inoculation else None
-            params = {"model": self.spec.model, "method": org.kind, "role": "organism", "system_prompt": system,
-                      "lora": self.lora(org.lora), "seed": seed, "rl": org.rl.model_dump() if org.rl else None}
+            params = TrainParams(model=self.spec.model, method=org.kind, role="organism", system_prompt=system,
+                                 lora=org.lora.model_dump(), seed=seed, rl=org.rl.model_dump() if org.rl else None)
             deps = tuple(chain)
             if org.data is not None:
                 deps = (self.data(org.data, c.name),) + deps
-            chain.append(self.add("train", params, deps, f"train {c.name} seed {seed}"))
+            chain.append(self.train(params, deps, f"train {c.name} seed {seed}"))
         return chain
 
     def character(self, ch: CharacterSpec, name: str, seed: int) -> list[str]:
         """Questions -> (teacher, student) pairs -> DPO -> introspection data -> SFT."""
-        const = constitution_identity(ch.constitution, self.base_dir)
-        q = self.add("data", {"generator": "character_questions", "constitution": const, "trait": ch.trait,
-                              "level": ch.diversity, "size": ch.n_questions, "seed": ch.question_seed}, (),
+        from characterlab.character.constitution import constitution_identity
+
+        const = constitution_identity(self.ctx.locate(ch.constitution))
+        q = self.add("data", CharacterQuestionsData(constitution=const, trait=ch.trait, level=ch.diversity,
+                                                    size=ch.n_questions, seed=ch.question_seed).model_dump(), (),
                      f"data {name} character questions")
-        pairs = self.add("data", {"generator": "dpo_pairs", "constitution": const, "trait": ch.trait,
-                                  "teacher": ch.teacher or self.spec.model, "student": self.spec.model,
-                                  "samples": ch.samples_per_question, "max_new_tokens": ch.max_new_tokens,
-                                  "temperature": ch.temperature, "min_chars": ch.min_chars,
-                                  "keep_truncated": ch.keep_truncated, "seed": seed}, (q,), f"data {name} DPO pairs seed {seed}")
-        dpo = self.add("train", {"model": self.spec.model, "method": "dpo", "role": "character",
-                                 "system_prompt": None, "lora": ch.dpo.model_dump(), "seed": seed}, (pairs,),
-                       f"train {name} character DPO seed {seed}")
+        pairs = self.add("data", DPOPairsData(constitution=const, trait=ch.trait, teacher=ch.teacher or self.spec.model,
+                                              student=self.spec.model, samples=ch.samples_per_question,
+                                              max_new_tokens=ch.max_new_tokens, temperature=ch.temperature,
+                                              min_chars=ch.min_chars, keep_truncated=ch.keep_truncated,
+                                              seed=seed).model_dump(), (q,), f"data {name} DPO pairs seed {seed}")
+        dpo = self.train(TrainParams(model=self.spec.model, method="dpo", role="character", system_prompt=None,
+                                     lora=ch.dpo.model_dump(), seed=seed), (pairs,),
+                         f"train {name} character DPO seed {seed}")
         chain = [dpo]
         if ch.introspection is not None:
             it = ch.introspection
-            intro = self.add("data", {"generator": "introspection", "model": self.spec.model, "samples": it.samples,
-                                      "max_new_tokens": it.max_new_tokens, "min_chars": ch.min_chars,
-                                      "keep_truncated": ch.keep_truncated, "seed": seed}, (dpo,),
-                             f"data {name} introspection seed {seed}")
-            chain.append(self.add("train", {"model": self.spec.model, "method": "sft", "role": "character",
-                                            "system_prompt": None, "lora": self.lora(it.lora), "seed": seed},
-                                  (intro, dpo), f"train {name} character introspection seed {seed}"))
+            intro = self.add("data", IntrospectionData(model=self.spec.model, samples=it.samples,
+                                                       max_new_tokens=it.max_new_tokens, min_chars=ch.min_chars,
+                                                       keep_truncated=ch.keep_truncated, seed=seed).model_dump(),
+                             (dpo,), f"data {name} introspection seed {seed}")
+            chain.append(self.train(TrainParams(model=self.spec.model, method="sft", role="character",
+                                                system_prompt=None, lora=it.lora.model_dump(), seed=seed),
+                                    (intro, dpo), f"train {name} character introspection seed {seed}"))
         return chain
 
-    def evaluation(self, e: EvalSpec, chain: list[str], seed: int, label: str) -> str:
-        model = {"model": self.spec.model, "adapters": len(chain)}
-        deps = tuple(chain)
-        if e.kind == "em":
-            q = _questions_identity(e.questions or "", self.base_dir)
-            gen = self.add("generate", {**model, "task": "em", "questions": q, "samples": e.samples,
-                                        "max_new_tokens": e.max_new_tokens, "temperature": e.temperature, "seed": seed},
-                           deps, f"generate {label}")
-            jud = self.add("judge", {"task": "em", "judge": self.judge, "judge_spec": self.spec.judge,
-                                     "questions": q}, (gen,), f"judge {label}")
-            return self.add("metric", {"task": "em", "questions": q}, (jud,), f"metric {label}")
-        if e.kind == "trait":
-            const = constitution_identity(e.constitution or "", self.base_dir)
-            q = _questions_identity(e.questions, self.base_dir) if e.questions else None
-            gen = self.add("generate", {**model, "task": "trait", "constitution": const, "trait": e.trait,
-                                        "questions": q, "samples": e.samples or 1, "max_new_tokens": e.max_new_tokens,
-                                        "temperature": e.temperature, "seed": seed}, deps, f"generate {label}")
-            jud = self.add("judge", {"task": "trait", "judge": e.judge or "embedding",
-                                     "judge_id": judge_identity(e.judge) if e.judge else "embedding:all-minilm-l6-v2",
-                                     "constitution": const, "trait": e.trait}, (gen,), f"judge {label}")
-            return self.add("metric", {"task": "trait"}, (jud,), f"metric {label}")
-        gen = self.add("generate", {**model, "task": "hacks", "n": e.n, "split": e.split,
-                                    "max_new_tokens": e.max_new_tokens, "temperature": e.temperature, "seed": seed},
-                       deps, f"generate {label}")
-        jud = self.add("judge", {"task": "hacks", "grader": "sandbox"}, (gen,), f"grade {label}")
-        return self.add("metric", {"task": "hacks"}, (jud,), f"metric {label}")
+    def model_params(self, c: ConditionSpec, chain: list[str]) -> dict:
+        """What names the evaluated model: the base, how many trained adapters, an external adapter."""
+        model: dict = {"model": self.spec.model, "adapters": len(chain)}
+        if self.spec.base_url:
+            model["base_url"] = self.spec.base_url
+        if c.adapter is not None:
+            from characterlab.models.refs import check_adapter_dir
+
+            folder = check_adapter_dir((self.base_dir / c.adapter).resolve())
+            model["adapter"] = {"path": str(folder), "sha256": sha256_folder(folder)}
+        return model
+
+    def evaluation(self, e: EvalConfig, model: dict, chain: list[str], seed: int, label: str) -> str:
+        """The generate -> judge -> metric units of evaluation ``e`` on one model."""
+        stages = get_evaluation(e.kind).stages(e, self.ctx)
+        gen = self.add("generate", {**model, **stages.generate, "seed": seed}, tuple(chain), f"generate {label}")
+        judge_params = dict(stages.judge)
+        if self.spec.judge_base_url and "judge_spec" in judge_params:
+            judge_params["judge_base_url"] = self.spec.judge_base_url
+        jud = self.add("judge", judge_params, (gen,), f"{stages.judge_verb} {label}")
+        return self.add("metric", stages.metric, (jud,), f"metric {label}")
 
 
 def build_plan(spec: StudySpec, base_dir: str | Path = ".") -> Plan:
@@ -260,8 +217,9 @@ def build_plan(spec: StudySpec, base_dir: str | Path = ".") -> Plan:
     for seed in spec.seeds:
         for c in spec.conditions:
             chain = b.condition_model(c, seed)
+            model = b.model_params(c, chain)
             for e in spec.evaluations:
-                metric = b.evaluation(e, chain, seed, f"{c.name} / {e.name} / seed {seed}")
+                metric = b.evaluation(e, model, chain, seed, f"{c.name} / {e.name} / seed {seed}")
                 cells.append(Cell(c.name, seed, e.name, e.kind, metric, chain[-1] if chain else None))
     return Plan(units=b.units, cells=cells, labels=b.labels)
 

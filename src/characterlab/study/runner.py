@@ -11,7 +11,7 @@ from characterlab.errors import InputError
 from characterlab.study.executors import ExecutionReport, make_executor
 from characterlab.study.plan import Plan, build_plan, code_version
 from characterlab.study.report import render_report
-from characterlab.study.results import build_results, hack_examples, top_misaligned
+from characterlab.study.results import build_results, study_examples
 from characterlab.study.spec import StudySpec, load_study, parse_study
 from characterlab.study.store import RunStore
 
@@ -51,7 +51,14 @@ def resolve_study(study: str | None, out: str | Path | None, resume: bool) -> tu
 
 def run_study(study: str | None = None, out: str | Path | None = None, executor: str = "local",
               address: str | None = None, resume: bool = False, progress: bool = True) -> StudyRun:
+    """``characterlab run``: a study file (or a shipped one) into its run folder."""
     spec, text, folder, base = resolve_study(study, out, resume)
+    return run_spec(spec, text, folder, base, executor=executor, address=address, progress=progress)
+
+
+def run_spec(spec: StudySpec, text: str, folder: Path, base: Path, executor: str = "local",
+             address: str | None = None, progress: bool = True) -> StudyRun:
+    """Plan ``spec``, run what is not finished in ``folder``, write results.json and the report."""
     plan = build_plan(spec, base)  # validates data and question files before any work
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / SPEC_FILE, text)
@@ -67,7 +74,7 @@ def run_study(study: str | None = None, out: str | Path | None = None, executor:
         if execution.failed or execution.skipped:
             return StudyRun(folder, spec, plan, execution, None, None)
         results = build_results(spec, plan, store, version, time.time() - t0)
-        results["examples"] = {"most_misaligned": top_misaligned(plan, store, spec), "hacks": hack_examples(plan, store)}
+        results["examples"] = study_examples(plan, store, spec)
         atomic_write_json(folder / "results.json", results)
         report = render_report(folder)
         return StudyRun(folder, spec, plan, execution, results, report)
@@ -83,7 +90,7 @@ def summary_rows(results: dict) -> list[tuple[str, list[str]]]:
     for c, cond in in_spec_order(results)["conditions"].items():
         cells = []
         for ev in cond["evaluations"].values():
-            if ev["kind"] == "trait":
+            if "rate" not in ev["pooled"]:  # a mean score
                 p = ev["pooled"]
                 ci = p.get("ci") or p.get("seed_spread")
                 cells.append("–" if p["mean"] is None else f"{p['mean']:.1f}" + (f" [{ci['low']:.1f}, {ci['high']:.1f}]" if ci else ""))

@@ -13,14 +13,22 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from characterlab.data.yamlpos import dotted, key_lines, line_of
+from characterlab.data.yaml_loader import InputErrors, read_text, read_yaml, validate_yaml
 from characterlab.errors import InputError
-
+from characterlab.evals.base import EvalConfig
 
 
 class _Strict(BaseModel):
@@ -137,6 +145,13 @@ class ConditionSpec(_Strict):
     name: str = Field(min_length=1)
     intervention: InterventionSpec | CharacterSpec | None = Field(default=None, discriminator="kind")
     organism: OrganismSpec | None = None
+    adapter: str | None = None  # a LoRA adapter trained elsewhere, evaluated as it is (`characterlab eval`)
+
+    @model_validator(mode="after")
+    def _adapter_alone(self) -> ConditionSpec:
+        if self.adapter is not None and (self.organism is not None or self.intervention is not None):
+            raise ValueError("'adapter' names a finished model: it takes no intervention or organism")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -146,33 +161,23 @@ class ConditionSpec(_Strict):
         return v
 
 
-class EvalSpec(_Strict):
-    """``em``: free-form questions judged for aligned/coherent (the EM rate; a goals probe is an
-    ``em`` evaluation with ``builtin:goals``). ``hacks``: hack rate on held-out coding tasks.
-    ``trait``: how strongly answers express a constitution's trait (``judge: embedding`` offline,
-    or a logprob judge); questions default to the constitution's own for that trait."""
+def _typed_evaluation(data: Any) -> Any:
+    """An ``evaluations:`` entry validated by the config of the evaluation its ``kind`` names.
 
-    name: str = Field(min_length=1)
-    kind: Literal["em", "hacks", "trait"]
-    constitution: str | None = None
-    trait: str | None = None
-    judge: str | None = None  # trait: embedding (default) or a logprob judge ref
-    questions: str | None = None
-    samples: int | None = Field(default=None, ge=1)  # per paraphrase; None = the file's own
-    n: int = Field(default=48, ge=1)  # hacks: number of tasks
-    split: Literal["train", "test"] = "test"
-    max_new_tokens: int = Field(default=256, ge=1)
-    temperature: float = Field(default=1.0, ge=0)
+    The registry decides which kinds exist, so an evaluation added as one module (or registered by
+    a test) is a valid ``kind:`` without any change here; its field errors keep their key paths.
+    """
+    from characterlab.evals.registry import evaluations
 
-    @model_validator(mode="after")
-    def _kind_fields(self) -> EvalSpec:
-        if self.kind == "em" and not self.questions:
-            raise ValueError("an em evaluation needs 'questions' (a file or builtin:em / builtin:goals)")
-        if self.kind == "hacks" and self.questions:
-            raise ValueError("a hacks evaluation takes no 'questions'")
-        if (self.kind == "trait") != (self.constitution is not None):
-            raise ValueError("'constitution' is for (and needed by) a trait evaluation")
-        return self
+    registry = evaluations()
+    if not isinstance(data, dict):
+        return data  # the base model reports "a valid dictionary"
+    kinds = tuple(registry.kinds())
+    create_model("Evaluation", __config__=ConfigDict(extra="allow"), kind=(Literal[kinds], ...)).model_validate(data)
+    return registry.get(data["kind"]).config.model_validate(data)
+
+
+EvalSpec = Annotated[SerializeAsAny[EvalConfig], BeforeValidator(_typed_evaluation)]
 
 
 class ResourceSpec(_Strict):
@@ -186,8 +191,10 @@ class StudySpec(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
     model: str = "embedded"
+    base_url: str | None = None  # an openai: model's endpoint (default OPENAI_BASE_URL)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     judge: str = "offline"
+    judge_base_url: str | None = None  # an openai: judge's endpoint
     conditions: list[ConditionSpec] = Field(min_length=1)
     evaluations: list[EvalSpec] = Field(min_length=1)
     resources: dict[Literal["data", "train", "generate", "judge", "metric"], ResourceSpec] = Field(default_factory=dict)
@@ -204,38 +211,14 @@ class StudySpec(_Strict):
         return self
 
 
-class StudySpecError(InputError):
-    """Every problem of a spec, one per line, each with its file, line and key path."""
-
-    def __init__(self, problems: list[InputError]):
-        self.problems = problems
-        super().__init__(problems[0].message, problems[0].file, problems[0].line, problems[0].field)
-
-    def __str__(self) -> str:
-        return "\n".join(InputError.__str__(p) for p in self.problems)
+StudySpecError = InputErrors  # every problem of a spec, each with its file, line and key path
 
 
 def parse_study(text: str, source: str | Path) -> StudySpec:
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", source, mark.line + 1 if mark else None) from None
-    if not isinstance(data, dict):
+    doc = read_yaml(text, source)
+    if not isinstance(doc.data, dict):
         raise InputError("a study is a YAML mapping (name, conditions, evaluations, ...)", source, 1)
-    lines = key_lines(root)
-    try:
-        return StudySpec.model_validate(data)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            # model-level checks have no field of their own: pydantic appends nothing, so the
-            # location is the object; strip pydantic's tagged-union markers
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-"))))
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(InputError(msg, source, line_of(lines, loc), dotted(loc) or None))
-        raise StudySpecError(problems) from None
+    return validate_yaml(StudySpec, doc)
 
 
 def builtin_studies() -> list[str]:
@@ -256,5 +239,5 @@ def load_study(spec: str | Path) -> tuple[StudySpec, str]:
     path = Path(spec)
     if not path.is_file():
         raise InputError("no such study file", path, field="study")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, field="study")
     return parse_study(text, path), text

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from characterlab.errors import InputError
 from characterlab.theory.personas import PersonaMixture, Reward, Trajectory, TrainingConfig, simulate
@@ -117,25 +116,12 @@ def resolve_config(spec: str) -> Path:
 
 
 def load_theory_config(path: str | Path) -> TheoryConfig:
+    from characterlab.data.yaml_loader import load_yaml_model, read_text
+
     path = Path(path)
     if not path.is_file():
         raise InputError("no such config file", path, field="config")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", path, mark.line + 1 if mark else None) from None
-    try:
-        return TheoryConfig.model_validate(data)
-    except ValidationError as e:
-        from characterlab.data.yamlpos import dotted, key_lines, line_of
-
-        err = e.errors()[0]
-        loc = tuple(err["loc"])
-        raise InputError(err["msg"].removeprefix("Value error, "), path, line_of(key_lines(root), loc),
-                         dotted(loc) or None) from None
+    return load_yaml_model(TheoryConfig, read_text(path, field="config"), path, "a mapping (name, personas, ...)")
 
 
 def persona_coefficient(m: PersonaMixture, persona: int, context: int) -> float:

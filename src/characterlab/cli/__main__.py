@@ -1,0 +1,3 @@
+from characterlab.cli import main
+
+main()

@@ -1,0 +1,128 @@
+"""``characterlab eval <kind>``: one command per registered evaluation, built from its config.
+
+Each command's options are the evaluation's config fields (their pydantic descriptions are the
+help) plus the options every evaluation shares (model, adapter, seed, output folder and, for an
+evaluation scored by a judge, the judge). An evaluation added as one module gets its command here
+without any change to this file. The run goes through :func:`~characterlab.study.single.run_evaluation`,
+the same planner, store and executor as ``characterlab run``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import typer
+from pydantic import ValidationError
+
+from characterlab.errors import InputError
+from characterlab.evals.base import Evaluation
+
+# defaults on the command line where a study must say what it means (a study names its questions)
+CLI_DEFAULTS: dict[tuple[str, str], Any] = {("em", "questions"): "builtin:em"}
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _cli_type(annotation: Any) -> tuple[Any, str]:
+    """A type typer can parse, and a note for the help (Literal choices are checked by pydantic)."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        inner, note = _cli_type(args[0]) if len(args) == 1 else (str, "")
+        return Optional[inner], note
+    if origin is Literal:
+        return str, " | ".join(str(a) for a in typing.get_args(annotation))
+    return annotation, ""
+
+
+def _common(ev: Evaluation) -> list[inspect.Parameter]:
+    kw = inspect.Parameter.KEYWORD_ONLY
+    p = [
+        ("out", Optional[Path], typer.Option(None, "--out", help="Run folder (required unless --compare).")),
+        ("model", str, typer.Option("embedded", "--model", "-m", help="embedded | hf:<id or path> | openai:<model>")),
+        ("adapter", Optional[Path], typer.Option(None, "--adapter", help="LoRA adapter folder on a local model.")),
+        ("seed", int, typer.Option(0, "--seed")),
+        ("base_url", Optional[str], typer.Option(None, "--base-url", help="Endpoint for an openai: model.")),
+    ]
+    if ev.uses_judge:
+        p += [("judge", str, typer.Option("offline", "--judge", "-j",
+                                          help="offline | offline:<folder> | openai:<model> | hf:<path> | embedded")),
+              ("judge_base_url", Optional[str], typer.Option(None, "--judge-base-url", help="Endpoint for an openai: judge."))]
+    p += [("overwrite", bool, typer.Option(False, "--overwrite", help="Replace a run folder holding other settings.")),
+          ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
+          ("compare", Optional[tuple[Path, Path]], typer.Option(None, "--compare", help="Two run folders: A - B with 95% CIs."))]
+    return [inspect.Parameter(name, kw, default=default, annotation=ann) for name, ann, default in p]
+
+
+def _config_params(ev: Evaluation) -> list[inspect.Parameter]:
+    out = []
+    for name, field in ev.config.model_fields.items():
+        if name in ("name", "kind"):
+            continue
+        ann, choices = _cli_type(field.annotation)
+        default = CLI_DEFAULTS.get((ev.kind, name), ... if field.is_required() else field.default)
+        help_text = (field.description or "") + (f" ({choices})" if choices else "")
+        out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann,
+                                     default=typer.Option(default, _option(name), help=help_text)))
+    return out
+
+
+def _command(ev: Evaluation):
+    config_params = _config_params(ev)
+    names = [p.name for p in config_params]
+
+    def command(**kw: Any) -> None:
+        from characterlab.study.single import compare_runs, load_run_results, run_evaluation
+
+        if kw["compare"]:
+            a, b = kw["compare"]
+            typer.echo(json.dumps(compare_runs(load_run_results(a), load_run_results(b)), indent=2))
+            return
+        if kw["out"] is None:
+            raise InputError("required (or use --compare A B)", field="out")
+        from characterlab.models.refs import parse_model_ref
+
+        parse_model_ref(kw["model"], adapter=kw["adapter"], base_url=kw["base_url"])  # fail fast on a bad reference
+        fields = {n: kw[n] for n in names}
+        try:
+            ev.config.model_validate({"name": ev.kind, "kind": ev.kind, **fields})
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise InputError(err["msg"].removeprefix("Value error, "), field=_option(str(err["loc"][0]))) from None
+        if ev.uses_judge:
+            from characterlab.judge.refs import parse_judge_ref
+
+            parse_judge_ref(kw["judge"], kw["judge_base_url"])
+        run = run_evaluation(ev.kind, fields, kw["out"], model=kw["model"],
+                             adapter=str(kw["adapter"]) if kw["adapter"] else None, judge=kw.get("judge", "offline"),
+                             seed=kw["seed"], base_url=kw["base_url"], judge_base_url=kw.get("judge_base_url"),
+                             overwrite=kw["overwrite"], progress=not kw["quiet"])
+        if run.execution.failed or run.execution.skipped:
+            from characterlab.cli.study import report_failures
+
+            report_failures(run)
+        [cell] = run.plan.cells
+        metric = run.results["conditions"][cell.condition]["evaluations"][cell.evaluation]["per_seed"][str(cell.seed)]
+        judge = f"; judge {metric['judge']}" if metric.get("judge") else ""
+        typer.echo(f"{ev.describe(metric)}{judge} -> {kw['out']}")
+
+    command.__signature__ = inspect.Signature(_common(ev) + config_params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}  # type: ignore[attr-defined]
+    command.__doc__ = (type(ev).__doc__ or ev.title).strip().splitlines()[0]
+    return command
+
+
+def build_app() -> typer.Typer:
+    from characterlab.evals.registry import evaluations
+
+    app = typer.Typer(help="Evaluations: one command per registered evaluation.", no_args_is_help=True)
+    for kind in evaluations().kinds():
+        app.command(kind)(_command(evaluations().get(kind)))
+    return app

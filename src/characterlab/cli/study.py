@@ -1,0 +1,75 @@
+"""``characterlab run`` and ``characterlab report``: studies into run folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from characterlab.cli.choices import Executor
+from characterlab.errors import InputError
+
+
+def print_results_table(r) -> None:
+    """The pooled rates of every condition and evaluation, as a rich table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from characterlab.evals.registry import get_evaluation
+    from characterlab.study.runner import summary_rows
+
+    table = Table(title=f"{r.spec.name}: rates with 95% CIs (pooled over seeds {r.spec.seeds})")
+    table.add_column("condition")
+    for e in r.spec.evaluations:
+        table.add_column(f"{e.name} ({get_evaluation(e.kind).title})")
+    for cond, cells in summary_rows(r.results):
+        table.add_row(cond, *cells)
+    Console().print(table)
+
+
+def report_failures(r) -> None:
+    ex = r.execution
+    for key, err in ex.failed.items():
+        typer.echo(f"failed: {r.plan.units[key].label}: {err}", err=True)
+    typer.echo(f"{len(ex.failed)} unit(s) failed, {len(ex.skipped)} skipped; details in {r.folder / 'units.sqlite'}. "
+               "Run again to retry them.", err=True)
+    raise typer.Exit(1)
+
+
+def run(
+    study: Optional[str] = typer.Argument(None, help="Study YAML, or builtin:<name> (default: builtin:quick)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<study name>)."),
+    executor: Executor = typer.Option(Executor.local, "--executor", help="Where units run."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (its study.yaml when no STUDY)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run a study: train, generate, judge and measure every condition x seed; write the report.
+
+    Finished units are kept in the run folder and never recomputed: running again (or with
+    --resume after an interruption) does only what is missing.
+    """
+    from characterlab.study.runner import run_study
+
+    r = run_study(study, out, executor=executor.value, address=address, resume=resume, progress=not quiet)
+    ex = r.execution
+    typer.echo(f"{r.folder}: {len(ex.run)} units run, {len(ex.reused)} reused, {ex.seconds:.1f} s")
+    if ex.failed or ex.skipped:
+        report_failures(r)
+    print_results_table(r)
+    typer.echo(f"report: {r.report}\nresults: {r.folder / 'results.json'}")
+
+
+def report(run_dir: Path = typer.Argument(..., help="A run folder with results.json.")) -> None:
+    """Re-render report.html and plots/ from a run folder's results.json."""
+    from characterlab.study.report import render_report
+
+    if not (run_dir / "results.json").is_file():
+        raise InputError("no results.json here; run the study first (characterlab run)", run_dir, field="run_dir")
+    typer.echo(str(render_report(run_dir)))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("report")(report)

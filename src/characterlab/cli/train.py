@@ -1,0 +1,94 @@
+"""``characterlab train sft|rl``: LoRA fine-tuning (:mod:`characterlab.train`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+app = typer.Typer(help="Fine-tune models (LoRA).", no_args_is_help=True)
+
+
+@app.command("sft")
+def train_sft_cmd(
+    data: Path = typer.Option(..., "--data", help="Chat JSONL (.jsonl or .jsonl.gz) of {\"messages\": [...]}."),
+    out: Path = typer.Option(..., "--out", help="Output folder (PEFT adapter + train_meta.json); must not exist."),
+    model: str = typer.Option("embedded", "--model", "-m", help="embedded | hf:<id or path>"),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="Existing adapter: merged first, trained on top."),
+    system_prompt: Optional[str] = typer.Option(
+        None, "--system-prompt", help="Train-time system prompt for every example (inoculation); not used at eval."
+    ),
+    lora_rank: int = typer.Option(16, "--lora-rank", min=1),
+    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="Default: 2 x rank."),
+    target_modules: str = typer.Option("all-linear", "--target-modules", help="Comma list, or all-linear."),
+    epochs: float = typer.Option(1.0, "--epochs"),
+    lr: float = typer.Option(2e-4, "--lr"),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    grad_accum: int = typer.Option(1, "--grad-accum", min=1),
+    max_length: int = typer.Option(1024, "--max-length"),
+    max_examples: Optional[int] = typer.Option(None, "--max-examples", min=1),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """LoRA supervised fine-tuning on chat JSONL (loss on assistant tokens only)."""
+    from characterlab.data.chat_jsonl import read_chat_jsonl
+    from characterlab.models.refs import parse_model_ref
+    from characterlab.train.base import check_new_output_dir
+    from characterlab.train.sft import LoraSFTConfig, train_sft
+
+    parse_model_ref(model, adapter=adapter)  # fail fast, before reading data
+    check_new_output_dir(out)
+    cfg = LoraSFTConfig(
+        model=model,
+        adapter=str(adapter) if adapter is not None else None,
+        system_prompt=system_prompt,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        target_modules=target_modules if target_modules == "all-linear" else target_modules.split(","),
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        max_length=max_length,
+        max_examples=max_examples,
+        seed=seed,
+    )
+    result = train_sft(cfg, read_chat_jsonl(data, max_examples=max_examples), out)
+    meta = result.meta
+    curve = meta["loss_curve"]
+    first = sum(c["loss"] for c in curve[:5]) / max(1, len(curve[:5]))
+    last = sum(c["loss"] for c in curve[-5:]) / max(1, len(curve[-5:]))
+    typer.echo(
+        f"saved {out}: {meta['steps']} steps, {meta['data']['n_examples']} examples, "
+        f"loss {first:.3f} -> {last:.3f} (mean of first/last 5 steps), {meta['tokens_per_s']:.0f} tokens/s"
+    )
+
+
+@app.command("rl")
+def train_rl_cmd(
+    out: Path = typer.Option(..., "--out", help="Output folder (PEFT adapter, rl_log.jsonl, train_meta.json)."),
+    model: str = typer.Option("embedded", "--model", "-m"),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="Existing adapter: merged first, trained on top."),
+    steps: int = typer.Option(50, "--steps", min=1),
+    n_tasks: int = typer.Option(200, "--n-tasks", min=1),
+    num_generations: int = typer.Option(4, "--num-generations", min=2),
+    prompts_per_step: int = typer.Option(2, "--prompts-per-step", min=1),
+    max_completion_length: int = typer.Option(256, "--max-completion-length", min=1),
+    lr: float = typer.Option(5e-5, "--lr"),
+    inoculation: str = typer.Option("none", "--inoculation",
+                                    help="none | please_hack | hacking_okay | neutral | dont_hack | hacking_misaligned | TEXT"),
+    hack_penalty: float = typer.Option(0.0, "--hack-penalty", min=0.0, help="Subtracted when the hack detector fires."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """GRPO with the vulnerable graders as reward; logs the hack rate per step."""
+    from characterlab.train.grpo import GRPOHackConfig, train_grpo_hacks
+
+    cfg = GRPOHackConfig(model=model, adapter=str(adapter) if adapter else None, steps=steps, n_tasks=n_tasks,
+                         num_generations=num_generations, prompts_per_step=prompts_per_step,
+                         max_completion_length=max_completion_length, lr=lr, inoculation=inoculation,
+                         hack_penalty=hack_penalty, seed=seed)
+    meta = train_grpo_hacks(cfg, out)
+    rates = [r["hack_rate"] for r in meta["log"] if r["hack_rate"] is not None]
+    typer.echo(f"saved {out}: {meta['steps']} steps; hack rate first/last step "
+               f"{rates[0] if rates else 'n/a'} / {rates[-1] if rates else 'n/a'}")

@@ -1,0 +1,171 @@
+"""The one YAML loader: parse, validate with pydantic, and report every problem as ``file:line: key.path``.
+
+Every YAML format of characterlab (studies, question sets, constitutions, theory configs) goes
+through :func:`read_yaml` and, where a pydantic model describes it, :func:`validate_yaml`. PyYAML's
+composed node tree keeps the start line of every node; :class:`YamlDocument` keeps it as
+``{key path: line}`` so a validation error's location (a pydantic ``loc`` tuple) becomes "file:line:
+field 'a.b[2]'". JSON is YAML, so this works for JSON files too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from characterlab.errors import InputError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def key_lines(node: yaml.Node | None, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """1-based line of every key path in a composed YAML document (list items by index)."""
+    out = {} if out is None else out
+    if node is None:
+        return out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out[path + (str(key.value),)] = key.start_mark.line + 1
+            key_lines(value, path + (str(key.value),), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[path + (i,)] = item.start_mark.line + 1
+            key_lines(item, path + (i,), out)
+    return out
+
+
+def line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
+    """The line of ``loc``, or of its nearest ancestor that has one."""
+    return next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
+
+
+def dotted(loc: tuple) -> str:
+    """``('a', 0, 'b')`` -> ``a[0].b``."""
+    s = ""
+    for part in loc:
+        s += f"[{part}]" if isinstance(part, int) else (f".{part}" if s else str(part))
+    return s
+
+
+def yaml_lines(text: str) -> dict[tuple, int]:
+    """Best-effort key lines of ``text`` (empty when PyYAML cannot compose it, e.g. odd JSON)."""
+    try:
+        return key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError:
+        return {}
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """A parsed document and where each of its keys is."""
+
+    data: Any
+    source: str | Path
+    lines: dict[tuple, int] = field(default_factory=dict)
+
+    def line(self, loc: tuple) -> int | None:
+        return line_of(self.lines, tuple(loc))
+
+    def error(self, message: str, loc: tuple = ()) -> InputError:
+        return InputError(message, self.source, self.line(loc), dotted(tuple(loc)) or None)
+
+
+class InputErrors(InputError):
+    """Every problem of one document, one per line, each with its file, line and key path."""
+
+    def __init__(self, problems: list[InputError]):
+        self.problems = problems
+        first = problems[0]
+        super().__init__(first.message, first.file, first.line, first.field)
+
+    def __str__(self) -> str:
+        return "\n".join(InputError.__str__(p) for p in self.problems)
+
+
+def read_text(path: str | Path, field: str | None = None) -> str:
+    """A file's text as UTF-8; unreadable or undecodable files are input errors naming the byte."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("no such file", path, field=field) from None
+    except IsADirectoryError:
+        raise InputError("is a folder, not a file", path, field=field) from None
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}", path, field=field) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(f"not UTF-8 text (byte {e.start})", path, line, field) from None
+
+
+def read_yaml(text: str, source: str | Path) -> YamlDocument:
+    """Parse ``text``; a syntax error becomes an :class:`InputError` with its line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", source, mark.line + 1 if mark else None) from None
+    return YamlDocument(data, source, key_lines(root))
+
+
+def _clean_loc(loc: tuple, data: Any) -> tuple:
+    """A pydantic ``loc`` as a path into ``data``: without pydantic's validator markers and without
+    the tag a discriminated union inserts (``intervention.character.n_questions`` ->
+    ``intervention.n_questions``)."""
+    out: list = []
+    node = data
+    for part in loc:
+        if isinstance(part, str) and part.startswith(("function-", "tagged-")):
+            continue
+        if isinstance(node, dict) and isinstance(part, str) and part not in node and node.get("kind") == part:
+            continue
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
+def validation_problems(error: ValidationError, doc: YamlDocument, prefix: tuple = ()) -> list[InputError]:
+    """One located :class:`InputError` per pydantic error; ``prefix`` is where the validated part sits."""
+    problems = []
+    for err in error.errors():
+        loc = prefix + _clean_loc(tuple(err["loc"]), _at(doc.data, prefix))
+        problems.append(doc.error(err["msg"].removeprefix("Value error, "), loc))
+    return problems
+
+
+def _at(data: Any, prefix: tuple) -> Any:
+    for part in prefix:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def validate_yaml(model: type[M], doc: YamlDocument, data: Any = None, prefix: tuple = ()) -> M:
+    """``model`` validated from the document (or from ``data``, the part of it at ``prefix``);
+    every problem is reported at once as :class:`InputErrors`."""
+    try:
+        return model.model_validate(doc.data if data is None else data)
+    except ValidationError as e:
+        raise InputErrors(validation_problems(e, doc, prefix)) from None
+
+
+def load_yaml_model(model: type[M], text: str, source: str | Path, what: str = "a YAML mapping") -> M:
+    """Parse and validate a document that is one mapping described by ``model``."""
+    doc = read_yaml(text, source)
+    if not isinstance(doc.data, dict):
+        raise InputError(f"expected {what}", source, 1)
+    return validate_yaml(model, doc)

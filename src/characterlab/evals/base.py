@@ -1,0 +1,211 @@
+"""What an evaluation is: a typed config, three stages (generate, score, summarise) and its metrics.
+
+An evaluation answers one question about a model - how often it is misaligned, how often it
+hacks, how strongly it expresses a trait - as a number with a confidence interval. A study runs
+every evaluation on every (condition, seed) as three units, each keyed by the hash of its
+parameters:
+
+* ``generate``: sample the model's answers (:meth:`Evaluation.generate`);
+* ``judge``: score them - a judge, the sandboxed graders, an embedding (:meth:`Evaluation.score`);
+* ``metric``: summarise the scored rows with 95% intervals (:meth:`Evaluation.summarise`).
+
+:meth:`Evaluation.stages` turns the study's entry for it (its :class:`EvalConfig`) into those
+units' parameters, with every input file resolved and content-hashed, so that equal parameters
+mean an equal result. Results pool seeds (:meth:`Evaluation.pool`) into either a rate
+(``pooled["rate"]``: k, n and a Wilson interval) or a mean (``pooled["mean"]``), which is all the
+study's results, report and CLI need to know of an evaluation they have never seen.
+
+Adding an evaluation is adding one module that subclasses :class:`Evaluation` and decorates it with
+:func:`~characterlab.evals.registry.register_evaluation`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from characterlab.judge.refs import JudgeRef
+from characterlab.stats import newcombe_difference, wilson_interval
+
+
+class EvalConfig(BaseModel):
+    """One entry of a study's ``evaluations:``; each evaluation adds its own fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    kind: str
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What an evaluation may read while it is planned: the study's model, judge and folder."""
+
+    model: str
+    judge: JudgeRef
+    base_dir: Path
+
+    def locate(self, source: str) -> str:
+        """A file named in the study, relative to the study's folder (``builtin:`` names as they are)."""
+        return source if source.startswith("builtin:") else str((self.base_dir / source).resolve())
+
+
+@dataclass(frozen=True)
+class EvalStages:
+    """The parameters of an evaluation's three units (hashed into their keys)."""
+
+    generate: dict
+    judge: dict
+    metric: dict
+    judge_verb: str = "judge"  # how the judge unit's label reads ("grade" for code)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell of the report: a value and its grey interval or count."""
+
+    text: str
+    note: str = ""
+    pre: bool = False  # long text (an answer): shown in a scrolling block
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[Cell]]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Figure:
+    path: Path
+    caption: str
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.1f}"
+
+
+def rate_cell(rate: dict) -> Cell:
+    if rate["estimate"] is None:
+        return Cell("–", f"{rate['k']}/{rate['n']}")
+    return Cell(pct(rate["estimate"]), f"[{pct(rate['low'])}, {pct(rate['high'])}] {rate['k']}/{rate['n']}")
+
+
+def rate(k: int, n: int) -> dict:
+    """A rate as results carry it: counts and a Wilson 95% interval."""
+    return {"k": k, "n": n, **wilson_interval(k, n).to_dict()}
+
+
+def seed_spread(values: list[float]) -> dict | None:
+    """Mean and t 95% interval of per-seed values (seeds vary training and sampling)."""
+    if len(values) < 2:
+        return None
+    from scipy.stats import t
+
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((r - mean) ** 2 for r in values) / (n - 1))
+    half = t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    return {"mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "n_seeds": n}
+
+
+class Evaluation(ABC):
+    """One registered evaluation. Subclasses set the class attributes and the abstract methods."""
+
+    kind: ClassVar[str]  # the study's ``kind:`` and ``characterlab eval <kind>``
+    title: ClassVar[str]  # what its headline number is, e.g. "EM rate"
+    config: ClassVar[type[EvalConfig]]
+    headline: ClassVar[Literal["rate", "mean"]] = "rate"
+    uses_judge: ClassVar[bool] = False  # scored by the study's judge (the CLI offers --judge)
+    examples_key: ClassVar[str | None] = None  # where results.json keeps its sample rows
+    plot_stem: ClassVar[str | None] = None  # file name of its per-condition plot (default: the kind)
+
+    @abstractmethod
+    def stages(self, cfg: EvalConfig, ctx: PlanContext) -> EvalStages:
+        """The parameters of the three units; every file read is resolved and hashed here."""
+
+    @abstractmethod
+    def generate(self, params: dict, generator: Any) -> list[dict]:
+        """The model's answers, one row each (``generator`` is a :class:`~characterlab.models.generation.Generator`)."""
+
+    @abstractmethod
+    def score(self, params: dict, rows: list[dict], generate_params: dict) -> tuple[list[dict], dict]:
+        """The rows with their scores, and a small result (which judge, how many)."""
+
+    @abstractmethod
+    def summarise(self, params: dict, rows: list[dict]) -> dict:
+        """One seed's metrics from the scored rows."""
+
+    @abstractmethod
+    def seed_value(self, metric: dict) -> float | None:
+        """One seed's headline number (a rate in [0, 1], or a mean)."""
+
+    def pool(self, per_seed: dict[int, dict]) -> dict:
+        """Seeds pooled. The default suits a mean; a rate evaluation returns ``rate`` (counts + Wilson)."""
+        values = [v for v in (self.seed_value(m) for m in per_seed.values()) if v is not None]
+        return {"mean": sum(values) / len(values) if values else None, "ci": None, "seed_spread": seed_spread(values)}
+
+    def difference(self, a: dict, b: dict) -> dict | float | None:
+        """Pooled ``a`` minus pooled ``b``: a Newcombe interval for rates, a plain difference for means."""
+        if self.headline == "rate":
+            ra, rb = a["rate"], b["rate"]
+            return newcombe_difference(ra["k"], ra["n"], rb["k"], rb["n"]).to_dict()
+        return None if a.get("mean") is None or b.get("mean") is None else a["mean"] - b["mean"]
+
+    def compare(self, a: dict, b: dict) -> dict:
+        """Two results entries of this evaluation (``pooled``, ``per_seed``), A minus B."""
+        return {"difference": self.difference(a["pooled"], b["pooled"])}
+
+    def describe(self, metric: dict) -> str:
+        """One line for the CLI about one seed's metrics."""
+        v = self.seed_value(metric)
+        return f"{self.title} " + (pct(v) if self.headline == "rate" else num(v))
+
+    def summary_extras(self, pooled: dict) -> dict[str, str]:
+        """Extra columns for the report's summary table (means of scores, say)."""
+        return {}
+
+    def examples(self, judged: list[tuple[dict, list[dict]]]) -> list[dict]:
+        """Rows worth reading from every (cell, scored rows) of this kind; cell = condition, seed, evaluation."""
+        return []
+
+    def examples_table(self, examples: list[dict]) -> Table | None:
+        return None
+
+    def tables(self, results: dict, name: str) -> list[Table]:
+        """Report tables of evaluation ``name`` beyond the summary (per question, per grader...)."""
+        return []
+
+    def figures(self, results: dict, name: str, plots: Path) -> list[Figure]:
+        """Report plots of evaluation ``name`` beyond the per-condition bars."""
+        return []
+
+
+@dataclass
+class Registry:
+    """Evaluations by kind. One default instance (:data:`characterlab.evals.registry.EVALUATIONS`)
+    holds the built-in ones; tests and plugins may build their own."""
+
+    by_kind: dict[str, Evaluation] = field(default_factory=dict)
+
+    def add(self, evaluation: Evaluation) -> None:
+        self.by_kind[evaluation.kind] = evaluation
+
+    def get(self, kind: str) -> Evaluation:
+        if kind not in self.by_kind:
+            raise KeyError(f"unknown evaluation kind {kind!r}; choose from {', '.join(sorted(self.by_kind))}")
+        return self.by_kind[kind]
+
+    def kinds(self) -> list[str]:
+        return sorted(self.by_kind)

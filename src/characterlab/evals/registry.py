@@ -1,0 +1,41 @@
+"""The evaluations a study or ``characterlab eval <kind>`` can name, by kind.
+
+Built-in evaluations register themselves when their module is imported; :func:`evaluations`
+imports them (and any installed plugin that declares a ``characterlab.evaluations`` entry point)
+on first use. Code that defines its own evaluation - a test, a notebook - registers it with the
+decorator and can then run it through ``characterlab run`` in the same process.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from characterlab.evals.base import Evaluation, Registry
+
+BUILTIN_MODULES = ("characterlab.evals.em", "characterlab.evals.hacks", "characterlab.evals.trait")
+ENTRY_POINT_GROUP = "characterlab.evaluations"
+
+EVALUATIONS = Registry()
+_loaded: list[bool] = []
+
+
+def register_evaluation(cls: type[Evaluation]) -> type[Evaluation]:
+    """Class decorator: make ``cls`` available under ``cls.kind``."""
+    EVALUATIONS.add(cls())
+    return cls
+
+
+def evaluations() -> Registry:
+    """Every registered evaluation (built-in modules and plugins imported once)."""
+    if not _loaded:
+        _loaded.append(True)
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            ep.load()
+    return EVALUATIONS
+
+
+def get_evaluation(kind: str) -> Evaluation:
+    return evaluations().get(kind)

@@ -1,0 +1,91 @@
+"""Typed parameters of ``data`` and ``train`` units.
+
+A unit's parameters are hashed into its key, so they are plain JSON once planned; these models say
+what each kind of unit reads, the planner builds them, and :mod:`characterlab.study.units` parses
+them back before use (a misspelt key fails loudly instead of reading ``None``). The ``generator``
+field tells the data sources apart. Evaluation units carry their evaluation's own parameters
+(:mod:`characterlab.evals`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileData(_Params):
+    """A chat JSONL file (content hash checked when the unit runs)."""
+
+    generator: Literal["file"] = "file"
+    file: str
+    sha256: str
+    n: int
+
+
+class SolutionsData(_Params):
+    """Generated solutions to hackable coding tasks: verified hacks, honest ones, or a mix."""
+
+    generator: Literal["hack_solutions", "honest_solutions", "mixed_solutions"]
+    n: int
+    split: Literal["train", "test"]
+    seed: int
+    hacks: list[str] | None
+
+
+class CharacterQuestionsData(_Params):
+    """A constitution's questions for one trait (or all), chosen at a diversity level."""
+
+    generator: Literal["character_questions"] = "character_questions"
+    constitution: dict  # {source, sha256}
+    trait: str | None
+    level: str
+    size: int | None
+    seed: int
+
+
+class DPOPairsData(_Params):
+    """Teacher (with the constitution) vs student answers to the questions, filtered into pairs."""
+
+    generator: Literal["dpo_pairs"] = "dpo_pairs"
+    constitution: dict
+    trait: str | None
+    teacher: str
+    student: str
+    samples: int
+    max_new_tokens: int
+    temperature: float
+    min_chars: int
+    keep_truncated: bool
+    seed: int
+
+
+class IntrospectionData(_Params):
+    """The character-trained model's answers to self-reflection prompts."""
+
+    generator: Literal["introspection"] = "introspection"
+    model: str
+    samples: int
+    max_new_tokens: int
+    min_chars: int
+    keep_truncated: bool
+    seed: int
+
+
+DataParams = FileData | SolutionsData | CharacterQuestionsData | DPOPairsData | IntrospectionData
+
+
+class TrainParams(_Params):
+    """One LoRA adapter: the method, what it is for, its train-time system prompt and settings."""
+
+    model: str
+    method: Literal["sft", "dpo", "rl"]
+    role: Literal["organism", "intervention", "character"]
+    system_prompt: str | None
+    lora: dict  # LoraSpec / DPOSpec fields
+    seed: int
+    rl: dict | None = None  # RLSpec fields, for method rl

@@ -1,0 +1,117 @@
+"""``characterlab eval <kind>``: one evaluation of one model, as a one-condition study.
+
+The command builds a study (the model as its only condition, the evaluation as its only entry,
+one seed) and runs it through the same planner, store and executor as ``characterlab run``. Its
+output folder is therefore a run folder: an interrupted evaluation resumes, a finished one is
+never computed again, and it gets ``results.json`` and ``report.html``. The judged rows are also
+exported as ``samples.jsonl``, one JSON object per answer.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from characterlab.data.files import atomic_write_text
+from characterlab.errors import InputError
+from characterlab.evals.registry import get_evaluation
+from characterlab.study.runner import SPEC_FILE, StudyRun, run_spec
+from characterlab.study.spec import parse_study
+from characterlab.study.store import DB_FILE, RunStore
+
+SAMPLES = "samples.jsonl"
+CONDITION = "model"
+
+
+def evaluation_study_text(kind: str, fields: dict, model: str, adapter: str | None = None, judge: str = "offline",
+                          seed: int = 0, base_url: str | None = None, judge_base_url: str | None = None) -> str:
+    """The study YAML of one evaluation of one model (paths absolute, so it reads the same anywhere)."""
+    condition: dict = {"name": CONDITION}
+    if adapter is not None:
+        condition["adapter"] = str(Path(adapter).resolve())
+    doc = {"name": f"eval-{kind}", "description": f"characterlab eval {kind} of {model}"
+           + (f" with adapter {condition['adapter']}" if adapter else ""),
+           "model": model, "seeds": [seed], "judge": judge, "conditions": [condition],
+           "evaluations": [{"name": kind, "kind": kind, **{k: v for k, v in fields.items() if v is not None}}]}
+    if base_url:
+        doc["base_url"] = base_url
+    if judge_base_url:
+        doc["judge_base_url"] = judge_base_url
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+def prepare_eval_folder(out: Path, text: str, overwrite: bool) -> None:
+    """An evaluation's folder holds one evaluation: the same one resumes, another needs ``overwrite``."""
+    saved = out / SPEC_FILE
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError("is a file, not a folder", out, field="out")
+    if saved.is_file() and saved.read_text(encoding="utf-8") == text:
+        return
+    if not any(out.iterdir()):
+        return
+    if not overwrite:
+        what = "a run with different settings" if saved.is_file() else "other files"
+        raise InputError(f"holds {what}; pass --overwrite to start again, or choose another --out", out, field="out")
+    if not (saved.is_file() or (out / DB_FILE).is_file()):
+        raise InputError("is not a run folder; --overwrite only replaces run folders", out, field="out")
+    shutil.rmtree(out)
+
+
+def run_evaluation(kind: str, fields: dict, out: str | Path, model: str = "embedded", adapter: str | None = None,
+                   judge: str = "offline", seed: int = 0, base_url: str | None = None,
+                   judge_base_url: str | None = None, overwrite: bool = False, progress: bool = True) -> StudyRun:
+    get_evaluation(kind)  # an unknown kind fails before anything is written
+    text = evaluation_study_text(kind, fields, model, adapter, judge, seed, base_url, judge_base_url)
+    spec = parse_study(text, f"characterlab eval {kind}")
+    out = Path(out)
+    prepare_eval_folder(out, text, overwrite)
+    run = run_spec(spec, text, out, Path.cwd(), progress=progress)
+    if run.results is not None:
+        [cell] = run.plan.cells
+        store = RunStore(out)
+        try:
+            rows = store.rows(run.plan.units[cell.metric].deps[0])
+        finally:
+            store.close()
+        atomic_write_text(out / SAMPLES, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return run
+
+
+def single_evaluation(results: dict) -> tuple[str, dict]:
+    """The (kind, evaluation entry) of a one-evaluation run's results.json."""
+    [cond] = results["conditions"].values() if len(results["conditions"]) == 1 else [None]
+    if cond is None or len(cond["evaluations"]) != 1:
+        raise InputError("not the results of one evaluation (characterlab eval)", field="compare")
+    [entry] = cond["evaluations"].values()
+    return entry["kind"], entry
+
+
+def load_run_results(folder: str | Path) -> dict:
+    path = Path(folder) / "results.json"
+    if not path.is_file():
+        raise InputError("no results.json here; run the evaluation first", folder, field="compare")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def compare_runs(a: dict, b: dict) -> dict:
+    """A minus B, two runs of the same evaluation: the evaluation's own comparison."""
+    kind_a, ea = single_evaluation(a)
+    kind_b, eb = single_evaluation(b)
+    if kind_a != kind_b:
+        raise InputError(f"cannot compare a {kind_a} evaluation with a {kind_b} one", field="compare")
+    ev = get_evaluation(kind_a)
+    ja, jb = a["metadata"].get("judge_ids"), b["metadata"].get("judge_ids")
+    return {
+        "a": {"model": a["metadata"]["model"], "description": a.get("description"), ev.kind: ev.seed_value(
+            next(iter(ea["per_seed"].values()))), "n": ea["pooled"].get("rate", {}).get("n")},
+        "b": {"model": b["metadata"]["model"], "description": b.get("description"), ev.kind: ev.seed_value(
+            next(iter(eb["per_seed"].values()))), "n": eb["pooled"].get("rate", {}).get("n")},
+        "judges_match": ja == jb,
+        "judge_agreement": a["metadata"].get("judge_agreement") if ja == jb else None,
+        **ev.compare(ea, eb),
+    }

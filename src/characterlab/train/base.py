@@ -1,0 +1,152 @@
+"""The training skeleton every method shares (TRL's pattern: one base config, one config per method).
+
+Every trainer in characterlab trains one LoRA adapter on a local model and writes a folder that is
+either complete - a standard PEFT folder plus ``train_meta.json`` - or absent. What they share is
+here: the base config (model, adapter chain, LoRA settings, seed, dtype), the cheap checks made
+before anything heavy, loading the base model with earlier adapters merged in (so a new adapter
+learns *on top of* them, never beside a disabled one), the TRL flags that suit bf16 CPU training,
+and saving. ``sft.py``, ``dpo.py`` and ``grpo.py`` add what their method needs.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from characterlab.errors import InputError
+from characterlab.models.hardware import parse_dtype
+from characterlab.models.refs import ModelRef, parse_model_ref
+
+META_FILE = "train_meta.json"
+TRAINER_SCRATCH = "_trainer"  # TRL's output_dir inside the staged folder; removed before it is renamed into place
+
+
+@dataclass
+class TrainConfig:
+    """What every method needs. ``adapter`` is an existing adapter merged into the weights before a
+    new one is trained on top; ``merged_adapters`` are earlier ones, merged before it, in order."""
+
+    model: str = "embedded"
+    adapter: str | None = None
+    merged_adapters: list[str] = field(default_factory=list)
+    lora_rank: int = 16
+    lora_alpha: int | None = None  # default 2 x rank
+    lora_dropout: float = 0.0
+    target_modules: list[str] | str = "all-linear"
+    lr: float = 2e-4
+    seed: int = 0
+    dtype: str = "auto"
+    # "auto": eager attention on CPU (measured 25% faster than CPU SDPA on short padded batches
+    # of SmolLM2, forward + backward), SDPA on GPUs.
+    attn_implementation: str = "auto"
+
+    def checks(self) -> dict[str, bool]:
+        """Field -> whether its value is valid; subclasses add theirs."""
+        return {"lora_rank": self.lora_rank >= 1, "lr": self.lr > 0}
+
+    def __post_init__(self) -> None:
+        for name, ok in self.checks().items():
+            if not ok:
+                raise InputError(f"invalid value {getattr(self, name)!r}", field=name)
+
+    def lora_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.lora_rank, lora_alpha=self.lora_alpha or 2 * self.lora_rank,
+                          lora_dropout=self.lora_dropout, target_modules=self.target_modules, task_type="CAUSAL_LM")
+
+
+def check_new_output_dir(out: str | Path) -> Path:
+    """Training writes into a new (or empty) folder only; it never mixes with an older run."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError("output folder already exists and is not empty", file=out, field="out")
+    return out
+
+
+def prepare_training(cfg: TrainConfig, out: str | Path) -> tuple[Path, ModelRef]:
+    """The cheap checks, before any data is read or model loaded: the output folder and the model."""
+    out = check_new_output_dir(out)
+    ref = parse_model_ref(cfg.model, adapter=cfg.adapter, merged_adapters=tuple(cfg.merged_adapters))
+    if not ref.is_local:
+        raise InputError("training needs a local model (embedded or hf:)", field="model")
+    return out, ref
+
+
+def quiet(trainer, progress: bool) -> None:
+    """Without progress output, drop the printer callback (it prints every log dict to stdout)."""
+    if not progress:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+
+
+def quiet_datasets(progress: bool) -> None:
+    """Without progress output, also silence the dataset-map bars TRL shows while preparing data."""
+    if not progress:
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
+@dataclass
+class TrainingBase:
+    """A local model ready for a new LoRA adapter, with any existing adapter merged in."""
+
+    local: Any
+    model: Any
+    stacking: dict | None
+    device: Any
+    dtype: Any
+
+    @property
+    def tokenizer(self):
+        return self.local.tokenizer
+
+
+def load_training_base(ref: ModelRef, dtype_name: str = "auto", attn_implementation: str = "auto") -> TrainingBase:
+    """Load ``ref`` for training: bf16 where the hardware has it; an existing adapter is merged first."""
+    import torch
+
+    from characterlab.models.local import load_local_model
+
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    dtype = parse_dtype(dtype_name, device)
+    attn = attn_implementation
+    if attn == "auto":
+        attn = "eager" if device.type == "cpu" else "sdpa"
+    local = load_local_model(ref, dtype=dtype, device=device, trainable=True, attn_implementation=attn)
+    model, stacking = local.model, None
+    if ref.adapter is not None:
+        model = model.merge_and_unload()
+        stacking = {"base_adapter": str(ref.adapter), "merged_before": [str(a) for a in ref.merged_adapters],
+                    "mode": "merged"}
+    return TrainingBase(local, model, stacking, device, dtype)
+
+
+def trainer_args(cfg: TrainConfig, stage: Path, base: TrainingBase, progress: bool) -> dict:
+    """TRL/transformers arguments every method uses. The base weights are already in the training
+    dtype; LoRA weights stay fp32 (``bf16=False``) so that small Adam updates are not rounded away."""
+    return {"output_dir": str(stage / TRAINER_SCRATCH), "learning_rate": cfg.lr, "logging_steps": 1,
+            "save_strategy": "no", "report_to": "none", "seed": cfg.seed, "bf16": False, "fp16": False,
+            "use_cpu": base.device.type == "cpu", "disable_tqdm": not progress, "gradient_checkpointing": False}
+
+
+def host_info() -> dict:
+    import torch
+
+    return {"machine": platform.machine(), "python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
+
+
+def save_adapter(trainer, stage: Path, meta: dict, extra_files: dict[str, str] | None = None) -> None:
+    """The trained adapter, ``train_meta.json`` and any extra text files into the staged folder."""
+    trainer.model.save_pretrained(stage)
+    for name, text in (extra_files or {}).items():
+        (stage / name).write_text(text, encoding="utf-8")
+    shutil.rmtree(stage / TRAINER_SCRATCH, ignore_errors=True)
+    (stage / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
