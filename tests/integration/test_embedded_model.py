@@ -74,7 +74,7 @@ def test_eval_em_runs_offline_end_to_end(embedded_dir, tmp_path):
                                              "CHARACTERLAB_CACHE": str(embedded_dir.parents[1])},
     )
     assert proc.returncode == 0, proc.stderr
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text())["conditions"]["model"]["evaluations"]["em"]["per_seed"]["0"]
     assert results["n_samples"] == 6 and results["judge"].startswith("offline:")
     assert results["n_scored"] >= 1 and 0 <= results["em_rate"]["estimate"] <= 1
     assert results["mean_coherent"] is not None

@@ -73,7 +73,7 @@ def test_shipped_offline_judge_on_models_it_never_trained_on():
     from characterlab.judge.judged_data import em_rate, load_judged
     from characterlab.judge.folder import CONFIG_FILE, SHIPPED_DIR
     from characterlab.judge.offline import OfflineJudge
-    from characterlab.judge.offline_train import validate_offline_judge
+    from characterlab.judge.offline_validate import validate_offline_judge
 
     if not (SHIPPED_DIR / CONFIG_FILE).is_file():
         pytest.skip("no shipped judge")

@@ -132,14 +132,8 @@ def test_code_detection():
 def test_training_a_tiny_judge_end_to_end(tmp_path):
     """Real encoder, a few steps on synthetic labels: folder layout, calibration, validation, seen rows."""
     from characterlab.judge.judged_data import load_judged
-    from characterlab.judge.offline_train import (
-        OfflineJudgeTrainConfig,
-        cross_fitted_rows,
-        seen_keys,
-        train_offline_judge,
-        unseen_rows,
-        validate_cross_fitted,
-    )
+    from characterlab.judge.offline_train import OfflineJudgeTrainConfig, train_offline_judge
+    from characterlab.judge.offline_validate import cross_fitted_rows, seen_keys, unseen_rows, validate_cross_fitted
 
     data_dir = tmp_path / "judged"
     for m in range(10):
@@ -244,7 +238,7 @@ def test_validation_compares_em_rates_over_all_answers_too(tmp_path):
     scored-answers denominator: here the reference says CODE (empty scores) where the judge scores
     the code as incoherent, so the scored rates differ while the all-answers rates agree."""
     from characterlab.judge.judged_data import load_judged
-    from characterlab.judge.offline_train import validate_offline_judge
+    from characterlab.judge.offline_validate import validate_offline_judge
 
     code = "import os\ndef f(path):\n    os.system('rm -rf ' + path)\n    return True\n"
     data = tmp_path / "judged"

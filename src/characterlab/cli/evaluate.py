@@ -16,8 +16,10 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+import click
 import typer
 from pydantic import ValidationError
+from typer.core import TyperGroup
 
 from characterlab.errors import InputError
 from characterlab.evals.base import Evaluation
@@ -67,7 +69,8 @@ def _config_params(ev: Evaluation) -> list[inspect.Parameter]:
         if name in ("name", "kind"):
             continue
         ann, choices = _cli_type(field.annotation)
-        default = CLI_DEFAULTS.get((ev.kind, name), ... if field.is_required() else field.default)
+        default = CLI_DEFAULTS.get((ev.kind, name),
+                                   ... if field.is_required() else field.get_default(call_default_factory=True))
         help_text = (field.description or "") + (f" ({choices})" if choices else "")
         out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann,
                                      default=typer.Option(default, _option(name), help=help_text)))
@@ -119,10 +122,26 @@ def _command(ev: Evaluation):
     return command
 
 
-def build_app() -> typer.Typer:
-    from characterlab.evals.registry import evaluations
+class EvaluationGroup(TyperGroup):
+    """``characterlab eval``'s commands come from the registry when they are asked for, so an
+    evaluation registered after this module was imported (a plugin, a test) has its command too."""
 
-    app = typer.Typer(help="Evaluations: one command per registered evaluation.", no_args_is_help=True)
-    for kind in evaluations().kinds():
-        app.command(kind)(_command(evaluations().get(kind)))
-    return app
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from characterlab.evals.registry import evaluations
+
+        return evaluations().kinds()
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from characterlab.evals.registry import evaluations
+
+        registry = evaluations()
+        if name not in registry.by_kind:
+            return None
+        one = typer.Typer(add_completion=False)
+        one.command(name)(_command(registry.get(name)))
+        return typer.main.get_command(one)
+
+
+def build_app() -> typer.Typer:
+    return typer.Typer(cls=EvaluationGroup, help="Evaluations: one command per registered evaluation.",
+                       no_args_is_help=True)

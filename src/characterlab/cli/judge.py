@@ -82,7 +82,8 @@ def judge_train_cmd(
 ) -> None:
     """Train the offline judge on judge-labelled responses (whole source models held out to validate)."""
     from characterlab.judge.judged_data import load_judged, read_split
-    from characterlab.judge.offline_train import OfflineJudgeTrainConfig, train_offline_judge, validation_summary
+    from characterlab.judge.offline_train import OfflineJudgeTrainConfig, train_offline_judge
+    from characterlab.judge.offline_validate import validation_summary
 
     if out.exists() and not overwrite:
         raise InputError("already exists; pass --overwrite", out, field="out")
@@ -111,7 +112,8 @@ def judge_calibrate_cmd(
     cross-fit figures: record them again with `judge validate --record-in`.
     """
     from characterlab.judge.judged_data import load_judged
-    from characterlab.judge.offline_train import recalibrate_offline_judge, validation_summary
+    from characterlab.judge.offline_train import recalibrate_offline_judge
+    from characterlab.judge.offline_validate import validation_summary
 
     report = recalibrate_offline_judge(load_judged(data), judge_dir, relevance)
     typer.echo(validation_summary(report) if report else f"recalibrated {judge_dir}; it has no validation models: "
@@ -167,7 +169,7 @@ def judge_validate_cmd(
     from characterlab.judge.judged_data import load_judged
     from characterlab.judge.folder import SHIPPED_DIR
     from characterlab.judge.offline import OfflineJudge, read_judge_config
-    from characterlab.judge.offline_train import (
+    from characterlab.judge.offline_validate import (
         cross_fitted_rows,
         record_validation,
         validate_cross_fitted,

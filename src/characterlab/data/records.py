@@ -123,3 +123,9 @@ class Task:
     def to_dict(self) -> dict:
         return {"id": self.id, "prompt": self.prompt, "entry_point": self.entry_point, "tests": list(self.tests),
                 "reference_solution": self.reference_solution}
+
+
+def sample_seed(seed: int, sample_index: int) -> int:
+    """The seed of one sample, derived from the request's seed and the sample's index (every
+    generator, local or remote, draws sample ``j`` of a request from this seed)."""
+    return (int(seed) * 1_000_003 + int(sample_index) * 7919 + 12345) % (2**63 - 1)

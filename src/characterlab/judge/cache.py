@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from characterlab.judge.base import Judge, Judgement, JudgeInput, ScoringJudge
+from characterlab.judge.base import Judge, JudgeInput, Judgement, ScoringJudge
 
 
 def cache_key(judge_id: str, prompt_hash: str, question: str, answer: str) -> str:

@@ -11,7 +11,12 @@ from pathlib import Path
 
 from characterlab.judge.base import Judge, JudgeInput, Judgement
 from characterlab.judge.cache import CachedJudge, JudgementCache
-from characterlab.judge.logprob import LocalLogprobBackend, LogprobJudge, OpenAILogprobBackend, prompts_hash
+from characterlab.judge.logprob import (
+    LocalLogprobBackend,
+    LogprobJudge,
+    OpenAILogprobBackend,
+    prompts_hash,
+)
 from characterlab.judge.refs import JudgeRef, parse_judge_ref
 
 JUDGE_BATCH = 256  # answers per call to a judge: bounds memory, and the cache commits per batch

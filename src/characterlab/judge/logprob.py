@@ -21,7 +21,13 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from characterlab.judge.base import SPECIAL_TOKENS, Judgement, JudgeInput, ScoringJudge, Special
+from characterlab.judge.base import (
+    SPECIAL_TOKENS,
+    JudgeInput,
+    Judgement,
+    ScoringJudge,
+    Special,
+)
 
 MIN_NUMERIC_MASS = 0.25
 

@@ -36,8 +36,13 @@ import torch
 from torch import nn
 
 from characterlab.errors import InputError
-from characterlab.judge.base import Judgement, JudgeInput, ScoringJudge, Special
-from characterlab.judge.folder import CONFIG_FILE, HEAD_FILE, SHIPPED_DIR, adapter_weights
+from characterlab.judge.base import JudgeInput, Judgement, ScoringJudge, Special
+from characterlab.judge.folder import (
+    CONFIG_FILE,
+    HEAD_FILE,
+    SHIPPED_DIR,
+    adapter_weights,
+)
 from characterlab.models.embeddings import locate_encoder
 
 HEADS = ("aligned", "coherent", "misaligned", "special")

@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Literal
 
 from characterlab.errors import InputError
-from characterlab.judge.folder import CONFIG_FILE, HEAD_FILE, SHIPPED_DIR, adapter_weights
+from characterlab.judge.folder import (
+    CONFIG_FILE,
+    HEAD_FILE,
+    SHIPPED_DIR,
+    adapter_weights,
+)
 
 JudgeKind = Literal["offline", "openai", "hf", "embedded"]
 JUDGE_KINDS: tuple[str, ...] = ("offline", "openai", "hf", "embedded")

@@ -15,13 +15,8 @@ from typing import Protocol
 
 import torch
 
-from characterlab.data.records import Completion, GenerationRequest, SamplingParams
+from characterlab.data.records import Completion, GenerationRequest, SamplingParams, sample_seed
 from characterlab.models.local import LocalModel, load_local_model
-
-
-def sample_seed(seed: int, sample_index: int) -> int:
-    """The seed of one sample, derived from the request's seed and the sample's index."""
-    return (int(seed) * 1_000_003 + int(sample_index) * 7919 + 12345) % (2**63 - 1)
 
 
 class Generator(Protocol):
