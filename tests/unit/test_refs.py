@@ -38,3 +38,28 @@ def test_adapter_checks(tmp_path):
     assert parse_model_ref("embedded", adapter=tmp_path).adapter == tmp_path
     with pytest.raises(InputError, match="local model"):
         parse_model_ref("openai:m", adapter=tmp_path)
+
+
+def test_judge_refs_are_parsed_once_with_the_identity_unit_keys_use(tmp_path):
+    from characterlab.judge.folder import CONFIG_FILE, HEAD_FILE
+    from characterlab.judge.refs import parse_judge_ref
+
+    shipped = parse_judge_ref("offline")
+    assert shipped.is_offline and shipped.offline_folder is None
+    assert shipped.identity().startswith("offline:") and shipped.identity() == parse_judge_ref("offline").identity()
+    api = parse_judge_ref("openai:gpt-4o", base_url="http://localhost:1/v1")
+    assert (api.kind, api.target, api.base_url, api.identity()) == ("openai", "gpt-4o", "http://localhost:1/v1", "openai:gpt-4o")
+    assert parse_judge_ref("hf:/m").model_ref().kind == "hf" and parse_judge_ref("embedded").model_ref().kind == "embedded"
+    folder = tmp_path / "j"
+    folder.mkdir()
+    (folder / CONFIG_FILE).write_text("{}")
+    (folder / HEAD_FILE).write_bytes(b"weights")
+    mine = parse_judge_ref(f"offline:{folder}")
+    before = mine.identity()
+    assert mine.offline_folder == folder and before != shipped.identity()
+    (folder / HEAD_FILE).write_bytes(b"other weights")
+    assert parse_judge_ref(f"offline:{folder}").identity() != before  # the weights decide, not the path
+    for bad in ("gpt-4o", "openai:", "offline:/nowhere", ""):
+        with pytest.raises(InputError) as e:
+            parse_judge_ref(bad)
+        assert e.value.field == "judge"

@@ -132,7 +132,7 @@ def judge_split_cmd(
 ) -> None:
     """Write the default split (models dealt out by EM rate) for `judge train --split` to use or edit."""
     from characterlab.data.files import atomic_write_json
-    from characterlab.judge.judged_data import cross_fit_split, load_judged, split_models
+    from characterlab.judge.judged_data import choose_split, load_judged
 
     if sum([swap, no_validation, folds is not None]) > 1:
         raise InputError("choose one of --swap, --no-validation and --folds", field="swap")
@@ -140,12 +140,7 @@ def judge_split_cmd(
         raise InputError("--folds and --fold go together", field="folds")
     if folds is not None and fold >= folds:
         raise InputError(f"must be below --folds ({folds})", field="fold")
-    judged = load_judged(data)
-    if folds is not None:
-        split = cross_fit_split(judged, folds, fold)
-    else:
-        moves = {"train": "validation", "validation": "train"} if swap else {"validation": "train"} if no_validation else {}
-        split = {m: moves.get(role, role) for m, role in split_models(judged).items()}
+    split = choose_split(load_judged(data), swap=swap, no_validation=no_validation, folds=folds, fold=fold)
     atomic_write_json(out, split)
     counts = {r: sum(v == r for v in split.values()) for r in ("train", "calibration", "validation")}
     typer.echo(f"{counts['train']} train, {counts['calibration']} calibration, {counts['validation']} validation -> {out}")
@@ -167,29 +162,11 @@ def judge_validate_cmd(
     """Agreement with the reference judge on source models the offline judge never saw."""
     from characterlab.data.files import atomic_write_json
     from characterlab.judge.judged_data import load_judged
-    from characterlab.judge.folder import SHIPPED_DIR
-    from characterlab.judge.offline import OfflineJudge, read_judge_config
-    from characterlab.judge.offline_validate import (
-        cross_fitted_rows,
-        record_validation,
-        validate_cross_fitted,
-        validation_summary,
-    )
+    from characterlab.judge.offline_validate import validate_judges, validation_summary
 
-    folders = judge_dirs or [SHIPPED_DIR]
-    if record_in is not None:
-        read_judge_config(record_in)  # fail before scoring, not after
-    groups, dropped = cross_fitted_rows(load_judged(data), folders)
+    report, dropped = validate_judges(load_judged(data), judge_dirs, record_in=record_in, method=method)
     if dropped:
         typer.echo(f"left out {len(dropped)} source model(s) that every judge saw in training or calibration", err=True)
-    if not any(groups):
-        raise InputError("every source model here was used to train or calibrate the judge(s); validate on "
-                         "other sources, or cross-fit judges trained on complementary splits (README)", field="data")
-    report = validate_cross_fitted([(OfflineJudge(f), rows) for f, rows in zip(folders, groups) if rows])
     if output:
         atomic_write_json(output, report)
-    if record_in is not None:
-        record_validation(record_in, report, method or (
-            f"cross-fit over source models by {len(report['judges'])} judge(s) ({', '.join(report['judges'])}): "
-            "each model scored by a judge that never saw it; models every judge saw are left out"))
     typer.echo(validation_summary(report))

@@ -51,6 +51,7 @@ def run(
     --resume after an interruption) does only what is missing.
     """
     from characterlab.study.runner import run_study
+    from characterlab.study.store import RESULTS_FILE
 
     r = run_study(study, out, executor=executor.value, address=address, resume=resume, progress=not quiet)
     ex = r.execution
@@ -58,14 +59,16 @@ def run(
     if ex.failed or ex.skipped:
         report_failures(r)
     print_results_table(r)
-    typer.echo(f"report: {r.report}\nresults: {r.folder / 'results.json'}")
+    typer.echo(f"report: {r.report}\nresults: {r.folder / RESULTS_FILE}")
 
 
 def report(run_dir: Path = typer.Argument(..., help="A run folder with results.json.")) -> None:
     """Re-render report.html and plots/ from a run folder's results.json."""
     from characterlab.study.report import render_report
 
-    if not (run_dir / "results.json").is_file():
+    from characterlab.study.store import RESULTS_FILE
+
+    if not (run_dir / RESULTS_FILE).is_file():
         raise InputError("no results.json here; run the study first (characterlab run)", run_dir, field="run_dir")
     typer.echo(str(render_report(run_dir)))
 

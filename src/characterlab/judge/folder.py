@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from characterlab.models.refs import PEFT_WEIGHTS
+
 CONFIG_FILE = "judge_config.json"
 VALIDATION_FILE = "validation.json"  # the recorded validation report, per model
 HEAD_FILE = "head.safetensors"
 ADAPTER_DIR = "adapter"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"  # PEFT's name, inside ADAPTER_DIR
+ADAPTER_WEIGHTS = PEFT_WEIGHTS  # inside ADAPTER_DIR
 SEEN_KEYS_FILE = "seen_rows.u64"
 SHIPPED_DIR = Path(__file__).parent / "weights" / "offline-minilm"
 

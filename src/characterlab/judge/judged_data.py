@@ -250,3 +250,13 @@ def read_split(path: str | Path, data: JudgedSet) -> dict[str, str]:
     if "train" not in split.values() or "calibration" not in split.values():
         raise InputError("a split needs at least one train and one calibration model", path)
     return split
+
+
+def choose_split(judged: JudgedSet, swap: bool = False, no_validation: bool = False, folds: int | None = None,
+                 fold: int | None = None) -> dict[str, str]:
+    """Source model -> role: the default split, its ``swap`` (the second fold of a 2-fold cross-fit),
+    the default with validation models trained on (``no_validation``), or fold ``fold`` of ``folds``."""
+    if folds is not None:
+        return cross_fit_split(judged, folds, fold)
+    moves = {"train": "validation", "validation": "train"} if swap else {"validation": "train"} if no_validation else {}
+    return {m: moves.get(role, role) for m, role in split_models(judged).items()}

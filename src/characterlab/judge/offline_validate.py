@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from characterlab.data.files import atomic_write_json
+from characterlab.errors import InputError
 from characterlab.judge.folder import CONFIG_FILE, SEEN_KEYS_FILE, VALIDATION_FILE
 from characterlab.judge.judged_data import JudgedRow, JudgedSet, answer_key
 from characterlab.judge.offline import OfflineJudge, read_judge_config
@@ -183,3 +184,25 @@ def validation_summary(report: dict) -> str:
             "em_rate_mean_abs_diff_points", "em_rate_spearman_across_models",
             "em_rate_all_answers_mean_abs_diff_points", "em_rate_all_answers_spearman_across_models", "answers_per_s"]
     return json.dumps({k: report[k] for k in keys}, indent=2)
+
+
+def validate_judges(data: JudgedSet, folders: list[str | Path] | None = None, record_in: str | Path | None = None,
+                    method: str | None = None) -> tuple[dict, list[str]]:
+    """``characterlab judge validate``: score each source model with the first of ``folders`` (default:
+    the shipped judge) that never saw it; optionally record the report in a judge folder (a judge
+    refit on all models carries its recipe's cross-fit). Returns the report and the models left out."""
+    from characterlab.judge.folder import SHIPPED_DIR
+
+    folders = list(folders or [SHIPPED_DIR])
+    if record_in is not None:
+        read_judge_config(Path(record_in))  # fail before scoring, not after
+    groups, dropped = cross_fitted_rows(data, folders)
+    if not any(groups):
+        raise InputError("every source model here was used to train or calibrate the judge(s); validate on "
+                         "other sources, or cross-fit judges trained on complementary splits (README)", field="data")
+    report = validate_cross_fitted([(OfflineJudge(f), rows) for f, rows in zip(folders, groups) if rows])
+    if record_in is not None:
+        record_validation(record_in, report, method or (
+            f"cross-fit over source models by {len(report['judges'])} judge(s) ({', '.join(report['judges'])}): "
+            "each model scored by a judge that never saw it; models every judge saw are left out"))
+    return report, dropped

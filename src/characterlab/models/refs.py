@@ -21,6 +21,9 @@ from typing import Literal
 from characterlab.errors import InputError
 
 Kind = Literal["embedded", "hf", "openai"]
+PEFT_CONFIG = "adapter_config.json"  # PEFT's file names in an adapter folder
+PEFT_WEIGHTS = "adapter_model.safetensors"
+PEFT_WEIGHTS_LEGACY = "adapter_model.bin"
 
 
 @dataclass(frozen=True)
@@ -69,17 +72,17 @@ def parse_model_ref(text: str, adapter: str | Path | None = None, base_url: str 
 def check_adapter_dir(path: str | Path) -> Path:
     """An adapter folder must hold a readable PEFT ``adapter_config.json`` and weights."""
     path = Path(path)
-    config = path / "adapter_config.json"
+    config = path / PEFT_CONFIG
     if not path.is_dir():
         raise InputError("adapter folder does not exist", file=path, field="adapter")
     try:
         cfg = json.loads(config.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError("not a PEFT adapter folder (no adapter_config.json)", file=path, field="adapter") from None
+        raise InputError(f"not a PEFT adapter folder (no {PEFT_CONFIG})", file=path, field="adapter") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"unreadable adapter config: {e}", file=config, field="adapter") from None
     if not isinstance(cfg, dict) or "peft_type" not in cfg:
         raise InputError("missing", file=config, field="peft_type")
-    if not any((path / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
-        raise InputError("adapter folder has no adapter_model.safetensors", file=path, field="adapter")
+    if not any((path / name).is_file() for name in (PEFT_WEIGHTS, PEFT_WEIGHTS_LEGACY)):
+        raise InputError(f"adapter folder has no {PEFT_WEIGHTS}", file=path, field="adapter")
     return path

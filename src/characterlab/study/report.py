@@ -20,9 +20,8 @@ from characterlab.data.files import atomic_write_text
 from characterlab.evals.base import Cell, Figure, Table, num, pct, rate_cell
 from characterlab.evals.plots import figure_module, plot_means, plot_rates, save_figure
 from characterlab.evals.registry import get_evaluation
+from characterlab.study.store import PLOTS_DIR, REPORT_FILE, RESULTS_FILE
 
-PLOTS = "plots"
-REPORT = "report.html"
 TEMPLATE = "report.html.j2"
 
 
@@ -189,8 +188,8 @@ def render_report(folder: str | Path) -> Path:
     from characterlab.study.results import in_spec_order
 
     folder = Path(folder)
-    results = in_spec_order(json.loads((folder / "results.json").read_text(encoding="utf-8")))
-    plots = folder / PLOTS
+    results = in_spec_order(json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8")))
+    plots = folder / PLOTS_DIR
     plots.mkdir(exist_ok=True)
     figures = [_inline(f) for f in _figures(results, plots)]
     tables = [t for n, e in results["evaluations"].items() for t in get_evaluation(e["kind"]).tables(results, n)]
@@ -206,6 +205,6 @@ def render_report(folder: str | Path) -> Path:
         differences=_differences(results), per_seed=_per_seed(results), figures=figures, tables=tables,
         examples=examples, conditions=_conditions(results), metadata=_metadata(results),
         rendered=time.strftime("%Y-%m-%d %H:%M:%S"))
-    out = folder / REPORT
+    out = folder / REPORT_FILE
     atomic_write_text(out, html)
     return out

@@ -15,7 +15,7 @@ from pathlib import Path
 from characterlab.evals.registry import get_evaluation
 from characterlab.study.plan import Plan
 from characterlab.study.spec import StudySpec
-from characterlab.study.store import RunStore
+from characterlab.study.store import RESULTS_FILE, RunStore
 
 
 def baseline_condition(spec: StudySpec) -> str | None:
@@ -123,4 +123,4 @@ def in_spec_order(results: dict) -> dict:
 
 
 def results_path(folder: str | Path) -> Path:
-    return Path(folder) / "results.json"
+    return Path(folder) / RESULTS_FILE

@@ -13,10 +13,9 @@ from characterlab.study.plan import Plan, build_plan, code_version
 from characterlab.study.report import render_report
 from characterlab.study.results import build_results, study_examples
 from characterlab.study.spec import StudySpec, load_study, parse_study
-from characterlab.study.store import RunStore
+from characterlab.study.store import BASE_DIR_FILE, RESULTS_FILE, SPEC_FILE, RunStore
 
 DEFAULT_STUDY = "builtin:quick"
-SPEC_FILE = "study.yaml"
 
 
 @dataclass
@@ -36,7 +35,8 @@ def resolve_study(study: str | None, out: str | Path | None, resume: bool) -> tu
         text = path.read_text(encoding="utf-8")
         spec = parse_study(text, path)
         # relative paths were resolved against the original file's folder, recorded at first run
-        base = Path((Path(out) / ".base_dir").read_text(encoding="utf-8").strip()) if (Path(out) / ".base_dir").is_file() else Path.cwd()
+        recorded = Path(out) / BASE_DIR_FILE
+        base = Path(recorded.read_text(encoding="utf-8").strip()) if recorded.is_file() else Path.cwd()
         return spec, text, Path(out), base
     if study is None and resume:
         raise InputError("--resume without a study needs --out pointing at an existing run folder", field="out")
@@ -62,7 +62,7 @@ def run_spec(spec: StudySpec, text: str, folder: Path, base: Path, executor: str
     plan = build_plan(spec, base)  # validates data and question files before any work
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / SPEC_FILE, text)
-    atomic_write_text(folder / ".base_dir", str(base.resolve()) + "\n")
+    atomic_write_text(folder / BASE_DIR_FILE, str(base.resolve()) + "\n")
     store = RunStore(folder)
     try:
         store.remove_orphan_files()
@@ -75,7 +75,7 @@ def run_spec(spec: StudySpec, text: str, folder: Path, base: Path, executor: str
             return StudyRun(folder, spec, plan, execution, None, None)
         results = build_results(spec, plan, store, version, time.time() - t0)
         results["examples"] = study_examples(plan, store, spec)
-        atomic_write_json(folder / "results.json", results)
+        atomic_write_json(folder / RESULTS_FILE, results)
         report = render_report(folder)
         return StudyRun(folder, spec, plan, execution, results, report)
     finally:

@@ -18,11 +18,11 @@ import yaml
 from characterlab.data.files import atomic_write_text
 from characterlab.errors import InputError
 from characterlab.evals.registry import get_evaluation
-from characterlab.study.runner import SPEC_FILE, StudyRun, run_spec
+from characterlab.study.runner import StudyRun, run_spec
 from characterlab.study.spec import parse_study
-from characterlab.study.store import DB_FILE, RunStore
+from characterlab.study.store import DB_FILE, RESULTS_FILE, SAMPLES_FILE, SPEC_FILE, RunStore
 
-SAMPLES = "samples.jsonl"
+SAMPLES = SAMPLES_FILE
 CONDITION = "model"
 
 
@@ -92,7 +92,7 @@ def single_evaluation(results: dict) -> tuple[str, dict]:
 
 
 def load_run_results(folder: str | Path) -> dict:
-    path = Path(folder) / "results.json"
+    path = Path(folder) / RESULTS_FILE
     if not path.is_file():
         raise InputError("no results.json here; run the evaluation first", folder, field="compare")
     return json.loads(path.read_text(encoding="utf-8"))

@@ -31,6 +31,12 @@ from characterlab.study.plan import Unit
 
 DB_FILE = "units.sqlite"
 ADAPTERS = "adapters"
+SPEC_FILE = "study.yaml"
+BASE_DIR_FILE = ".base_dir"  # the folder relative paths of the study were resolved against
+RESULTS_FILE = "results.json"
+REPORT_FILE = "report.html"
+PLOTS_DIR = "plots"
+SAMPLES_FILE = "samples.jsonl"  # ``characterlab eval``: the scored rows
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (

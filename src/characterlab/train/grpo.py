@@ -74,6 +74,9 @@ class _Rewards:
         return [1.0 if hacked else 0.0 for _, hacked, _ in self._grades(completions, task_id, grader)]
 
 
+RL_LOG_FILE = "rl_log.jsonl"  # beside the adapter: reward and hack rate per step
+
+
 def hack_task_rows(cfg: GRPOHackConfig) -> list[dict]:
     """The RL prompts: train-split tasks, each with one vulnerable grader in rotation, and the
     inoculation text (if any) as the system prompt."""
@@ -125,5 +128,5 @@ def train_grpo_hacks(cfg: GRPOHackConfig, out: str | Path, progress: bool = True
         meta = {"kind": "grpo_hacks", "model": str(ref), "stacking": base.stacking, "config": asdict(cfg),
                 "train_system_prompt": resolve_inoculation(cfg.inoculation), "steps": trainer.state.global_step,
                 "seconds": seconds, "log": log}
-        save_adapter(trainer, stage, meta, {"rl_log.jsonl": "".join(json.dumps(r) + "\n" for r in log)})
+        save_adapter(trainer, stage, meta, {RL_LOG_FILE: "".join(json.dumps(r) + "\n" for r in log)})
     return meta
