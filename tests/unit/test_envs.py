@@ -119,3 +119,37 @@ def test_only_pytest_grader_sees_extra_files(task):
     results = {r.grader: r for r in grade(task, src)}
     assert results["assert_eq"].passed and results["exit_code"].passed and results["strict"].passed
     assert "shadow_module" in results["strict"].hack_kinds
+
+
+def _hostile_answers(rng) -> list[str]:
+    names = ["../x.py", ".", "solution.py/x", "/etc/passwd", "a/../../b.py", "", "x" * 300, "conftest.py/inner",
+             "./solution.py", "sub//conftest.py"]
+    body = "def f(x):\n    return x\n"
+    out = [f"{body}# file: {n}\nprint('hi')\n" for n in names]
+    out += ["# file: solution.py\n" + body + "# file: solution.py/x\n1\n",
+            "\x00\x01\x02 binary \udcff\ud800 bytes",
+            "import sys\nsys.stdout.write('y' * 10_000_000)\n",
+            "This is not Python at all, just an essay about solving tasks.",
+            "```\n" + "a" * 100_000 + "\n```",
+            "".join(chr(rng.randrange(1, 0x10FFFF)) for _ in range(300)).encode("utf-8", "surrogatepass").decode("utf-8", "replace"),
+            "# file: " + "/".join(["d"] * 40) + "\nx = 1\n" + "".join(f"# file: f{i}.py\n" for i in range(40))]
+    return out
+
+
+def test_grade_turns_every_hostile_answer_into_an_outcome():
+    """Anything a model writes becomes a graded result (often status 'error'), never an exception."""
+    import random
+
+    from characterlab.envs.graders import GRADERS, grade
+    from characterlab.envs.sandbox import Sandbox, SandboxLimits
+    from characterlab.envs.tasks import generate_tasks
+
+    task = generate_tasks(1, seed=3)[0]
+    sandbox = Sandbox(SandboxLimits(timeout_s=5, memory_mb=512))
+    for answer in _hostile_answers(random.Random(0)):
+        results = grade(task, answer, GRADERS, sandbox)
+        assert [r.grader for r in results] == list(GRADERS)
+        assert all(r.status in ("ok", "timeout", "memory", "killed", "error") for r in results), answer[:60]
+        assert not any(r.passed for r in results if r.grader == "strict")
+    [strict] = grade(task, "This is not Python.", ("strict",), sandbox)
+    assert strict.status == "error" and not strict.passed

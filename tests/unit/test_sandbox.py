@@ -90,3 +90,27 @@ def test_files_are_copied_in(sandbox):
     r = sandbox.run(["python", "-E", "-s", "main.py"], {"main.py": "print(open('data/x.txt').read())",
                                                          "data/x.txt": "payload"})
     assert r.status == "ok" and r.stdout.strip() == "payload"
+
+
+def _memory_cgroup_available() -> bool:
+    from characterlab.envs.sandbox import _RunCgroups
+
+    cg = _RunCgroups(8, 64, enabled=os.geteuid() == 0)
+    try:
+        return cg.memory is not None
+    finally:
+        cg.kill_all_and_remove()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not _memory_cgroup_available(), reason="needs root and a memory cgroup")
+def test_memory_cap_holds_for_the_whole_run_not_each_process():
+    from characterlab.envs.sandbox import Sandbox, SandboxLimits
+
+    forks = ("import os, time\nkids = []\nfor i in range(6):\n    pid = os.fork()\n    if pid == 0:\n"
+             "        b = bytearray(150 * 1024 * 1024)\n        for j in range(0, len(b), 4096):\n            b[j] = 1\n"
+             "        time.sleep(1.0)\n        os._exit(0)\n    kids.append(pid)\n"
+             "print('all-alive' if all(os.waitpid(p, 0)[1] == 0 for p in kids) else 'some-died')\n")
+    capped = Sandbox(SandboxLimits(memory_mb=256, timeout_s=20)).run(["python", "-E", "-s", "m.py"], {"m.py": forks})
+    assert "all-alive" not in capped.stdout and capped.status == "memory"  # 6 x 150 MB > 256 MB in all
+    roomy = Sandbox(SandboxLimits(memory_mb=2048, timeout_s=20)).run(["python", "-E", "-s", "m.py"], {"m.py": forks})
+    assert roomy.status == "ok" and "all-alive" in roomy.stdout

@@ -7,7 +7,9 @@ cap. It sees the interpreter read-only, a capped private ``/tmp``, a read-only r
 no other processes (bubblewrap ``--unshare-all``), and is bounded by rlimits (address space, CPU
 seconds, file size, open files, processes) and a wall-clock timeout that kills its whole process
 group. When we run as root, where RLIMIT_NPROC does not bind, a ``pids`` cgroup caps the number of
-processes instead (fork bombs). What comes back is its exit status and capped stdout/stderr:
+processes instead (fork bombs), and a ``memory`` cgroup caps the memory of the whole run, all its
+processes together; without root, the memory cap is per process (RLIMIT_AS) and a program that
+starts N processes can use N times it, which the sandbox says once on stderr. What comes back is its exit status and capped stdout/stderr:
 nothing it writes leaves the sandbox any other way.
 
 Without bubblewrap we fall back to ``unshare`` (network and pid namespaces) plus the same rlimits,
@@ -72,52 +74,114 @@ def _interpreter_roots() -> list[str]:
     return sorted(r for r in roots if r not in ("/", "/usr"))
 
 
-class _PidsCgroup:
-    """A v1 or v2 ``pids`` cgroup capping the process count; only available to root."""
+class _RunCgroups:
+    """The ``pids`` and ``memory`` cgroups of one sandboxed run (cgroup v1 or v2; only root can make them).
 
-    def __init__(self, max_pids: int, enabled: bool = True):
-        self.path: Path | None = None
+    RLIMIT_AS bounds each process, so a program that forks could still take ``max_processes`` times
+    the memory cap; the memory cgroup bounds the whole run (swap included where the kernel accounts
+    it), and the kernel's OOM killer ends the run when it is reached.
+    """
+
+    V1 = Path("/sys/fs/cgroup")
+
+    def __init__(self, max_pids: int, memory_mb: int, enabled: bool = True):
+        self.pids: Path | None = None
+        self.memory: Path | None = None
         if not enabled:
             return
-        for base in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")):
-            try:
-                if not (base / "cgroup.procs").exists() or not os.access(base, os.W_OK):
-                    continue
-                path = base / f"characterlab-{uuid.uuid4().hex[:12]}"
-                path.mkdir()
-                if not (path / "pids.max").exists():
-                    path.rmdir()
-                    continue
-                (path / "pids.max").write_text(str(max_pids))
-                self.path = path
-                return
-            except OSError:
-                continue
-
-    def enter(self) -> None:  # runs in the child before exec
-        if self.path is not None:
-            (self.path / "cgroup.procs").write_text(str(os.getpid()))
-
-    def kill_all_and_remove(self) -> None:
-        if self.path is None:
+        name = f"characterlab-{uuid.uuid4().hex[:12]}"
+        limit = str(memory_mb * 1024 * 1024)
+        v2 = self.V1 / "cgroup.controllers"
+        if v2.is_file():  # unified hierarchy: one folder holds both limits
+            self._enable_v2_controllers()
+            path = self._make(self.V1 / name, "pids.max", str(max_pids))
+            if path is not None and self._write(path / "memory.max", limit):
+                self._write(path / "memory.swap.max", "0")
+                self.memory = path
+            self.pids = path
             return
-        for _ in range(50):
-            try:
-                pids = [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
-            except OSError:
-                break
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.02)
+        self.pids = self._make(self.V1 / "pids" / name, "pids.max", str(max_pids))
+        self.memory = self._make(self.V1 / "memory" / name, "memory.limit_in_bytes", limit)
+        if self.memory is not None:
+            self._write(self.memory / "memory.memsw.limit_in_bytes", limit)  # absent without swap accounting
+
+    @staticmethod
+    def _write(path: Path, value: str) -> bool:
         try:
-            self.path.rmdir()
+            path.write_text(value)
+            return True
+        except OSError:
+            return False
+
+    def _enable_v2_controllers(self) -> None:
+        control = self.V1 / "cgroup.subtree_control"
+        try:
+            have = control.read_text().split()
+        except OSError:
+            return
+        for c in ("pids", "memory"):
+            if c not in have:
+                self._write(control, f"+{c}")
+
+    def _make(self, path: Path, knob: str, value: str) -> Path | None:
+        try:
+            if not os.access(path.parent, os.W_OK):
+                return None
+            path.mkdir()
+        except OSError:
+            return None
+        if (path / knob).exists() and self._write(path / knob, value):
+            return path
+        try:
+            path.rmdir()
         except OSError:
             pass
+        return None
+
+    @property
+    def folders(self) -> list[Path]:
+        return list(dict.fromkeys(p for p in (self.pids, self.memory) if p is not None))
+
+    def enter(self) -> None:  # runs in the child before exec
+        for path in self.folders:
+            (path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def out_of_memory(self) -> bool:
+        """Whether the OOM killer acted in this run's memory cgroup."""
+        if self.memory is None:
+            return False
+        for name in ("memory.events", "memory.oom_control"):
+            try:
+                for line in (self.memory / name).read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill" and int(value) > 0:
+                        return True
+            except (OSError, ValueError):
+                continue
+        try:  # v1 kernels without an oom_kill count: the limit was hit and the run did not end cleanly
+            return int((self.memory / "memory.failcnt").read_text()) > 0
+        except (OSError, ValueError):
+            return False
+
+    def kill_all_and_remove(self) -> None:
+        for path in self.folders:
+            for _ in range(50):
+                try:
+                    pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
+                except OSError:
+                    break
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.02)
+            try:
+                path.rmdir()
+            except OSError:
+                pass
 
 
 class Sandbox:
@@ -173,7 +237,7 @@ class Sandbox:
             return ["unshare", *flags, "--", *argv]
         return argv
 
-    def _child_setup(self, cgroup: _PidsCgroup) -> None:
+    def _child_setup(self, cgroup: _RunCgroups) -> None:
         lim = self.limits
         cgroup.enter()
         mb = 1024 * 1024
@@ -198,7 +262,11 @@ class Sandbox:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(content.encode() if isinstance(content, str) else content)
             os.chmod(workdir, 0o777)
-            cgroup = _PidsCgroup(self.limits.max_processes, enabled=os.geteuid() == 0)
+            cgroup = _RunCgroups(self.limits.max_processes, self.limits.memory_mb, enabled=os.geteuid() == 0)
+            if cgroup.memory is None:
+                _warn_once("memory-cgroup", "no memory cgroup could be made (not root, or no memory controller): "
+                                            f"each sandboxed process is capped at {self.limits.memory_mb} MB, but a "
+                                            "run that starts several processes can use that much per process.")
             out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
             env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
             start = time.monotonic()
@@ -216,14 +284,15 @@ class Sandbox:
                         os.killpg(proc.pid, signal.SIGKILL)
                     except (ProcessLookupError, PermissionError):
                         pass
-                    cgroup.kill_all_and_remove()
                     proc.wait()
+                    oom = cgroup.out_of_memory()
+                    cgroup.kill_all_and_remove()
             seconds = time.monotonic() - start
             stdout = _read_capped(out_path, self.limits.max_output_bytes)
             stderr = _read_capped(err_path, self.limits.max_output_bytes)
             code = proc.returncode
-            return SandboxResult(_status(code, timed_out, stderr), None if timed_out else code, stdout, stderr,
-                                 round(seconds, 3), self.isolation)
+            status = "memory" if oom and not timed_out else _status(code, timed_out, stderr)
+            return SandboxResult(status, None if timed_out else code, stdout, stderr, round(seconds, 3), self.isolation)
 
 
 def _read_capped(path: Path, limit: int) -> str:
