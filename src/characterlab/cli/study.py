@@ -43,6 +43,8 @@ def run(
     executor: Executor = typer.Option(Executor.local, "--executor", help="Where units run."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (its study.yaml when no STUDY)."),
+    update: bool = typer.Option(False, "--update", help="Run a changed study in an existing run folder, reusing "
+                                "the finished units it shares."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run a study: train, generate, judge and measure every condition x seed; write the report.
@@ -53,7 +55,8 @@ def run(
     from characterlab.study.runner import run_study
     from characterlab.study.store import RESULTS_FILE
 
-    r = run_study(study, out, executor=executor.value, address=address, resume=resume, progress=not quiet)
+    r = run_study(study, out, executor=executor.value, address=address, resume=resume, progress=not quiet,
+                  update=update)
     ex = r.execution
     typer.echo(f"{r.folder}: {len(ex.run)} units run, {len(ex.reused)} reused, {ex.seconds:.1f} s")
     if ex.failed or ex.skipped:

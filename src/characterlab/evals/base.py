@@ -27,10 +27,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from characterlab.judge.refs import JudgeRef
 from characterlab.stats import newcombe_difference, wilson_interval
+
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # names of studies, conditions and evaluations: folder- and file-safe
+NAME_HELP = "use letters, digits, '-', '_' or '.' only, starting with a letter or digit"
+
+
+def check_name(v: str) -> str:
+    import re
+
+    if not re.match(NAME_PATTERN, v) or ".." in v:
+        raise ValueError(NAME_HELP)
+    return v
 
 
 class EvalConfig(BaseModel):
@@ -40,6 +52,11 @@ class EvalConfig(BaseModel):
 
     name: str = Field(min_length=1)
     kind: str
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return check_name(v)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Literal
 
 from characterlab import __version__
 from characterlab.data.files import sha256_file, sha256_folder
+from characterlab.data.yaml_loader import InputErrors
 from characterlab.errors import InputError
 from characterlab.evals.base import EvalConfig, PlanContext
 from characterlab.evals.registry import get_evaluation
@@ -162,7 +163,10 @@ class _Builder:
     def character(self, ch: CharacterSpec, name: str, seed: int) -> list[str]:
         """Questions -> (teacher, student) pairs -> DPO -> introspection data -> SFT."""
         from characterlab.character.constitution import constitution_identity
+        from characterlab.models.refs import parse_model_ref
 
+        if ch.teacher:
+            parse_model_ref(ch.teacher)
         const = constitution_identity(self.ctx.locate(ch.constitution))
         q = self.add("data", CharacterQuestionsData(constitution=const, trait=ch.trait, level=ch.diversity,
                                                     size=ch.n_questions, seed=ch.question_seed).model_dump(), (),
@@ -210,17 +214,58 @@ class _Builder:
         return self.add("metric", stages.metric, (jud,), f"metric {label}")
 
 
+def _problem(spec: StudySpec, loc: tuple, e: InputError) -> InputError:
+    """An error met while planning, placed at the study's line; the file it names (if another) kept."""
+    where = f"{e.file}: " if e.file is not None and str(e.file) != spec._source else ""
+    detail = f"{e.field}: " if e.field and (not loc or e.field != loc[-1]) else ""
+    return spec.locate(loc, f"{where}{detail}{e.message}")
+
+
+def check_references(spec: StudySpec) -> list[InputError]:
+    """The study's model and judge references, parsed before anything else."""
+    from characterlab.models.refs import parse_model_ref
+
+    problems = []
+    for loc, check in ((("model",), lambda: parse_model_ref(spec.model, base_url=spec.base_url)),
+                       (("judge",), lambda: parse_judge_ref(spec.judge, spec.judge_base_url))):
+        try:
+            check()
+        except InputError as e:
+            problems.append(_problem(spec, loc, e))
+    return problems
+
+
 def build_plan(spec: StudySpec, base_dir: str | Path = ".") -> Plan:
-    """Expand conditions x seeds x evaluations into units; shared units appear once."""
-    b = _Builder(spec, Path(base_dir))
+    """Expand conditions x seeds x evaluations into units; shared units appear once.
+
+    Every reference and file the study names is checked here, before any work: all problems are
+    reported at once, each at its line of the study file."""
+    problems = check_references(spec)
+    b = _Builder(spec.model_copy(update={"judge": "offline"}) if problems else spec, Path(base_dir))
     cells: list[Cell] = []
+    bad_evals = set()
+    for i, e in enumerate(spec.evaluations):  # each evaluation's files, once, whatever the conditions
+        try:
+            get_evaluation(e.kind).stages(e, b.ctx)
+        except InputError as err:
+            problems.append(_problem(spec, ("evaluations", i), err))
+            bad_evals.add(i)
     for seed in spec.seeds:
-        for c in spec.conditions:
-            chain = b.condition_model(c, seed)
-            model = b.model_params(c, chain)
-            for e in spec.evaluations:
+        for j, c in enumerate(spec.conditions):
+            try:
+                chain = b.condition_model(c, seed)
+                model = b.model_params(c, chain)
+            except InputError as e:
+                problems.append(_problem(spec, ("conditions", j), e))
+                continue
+            for i, e in enumerate(spec.evaluations):
+                if i in bad_evals:
+                    continue
                 metric = b.evaluation(e, model, chain, seed, f"{c.name} / {e.name} / seed {seed}")
                 cells.append(Cell(c.name, seed, e.name, e.kind, metric, chain[-1] if chain else None))
+    if problems:
+        unique = list({str(p): p for p in problems}.values())  # each seed meets the same problem
+        raise InputErrors(unique)
     return Plan(units=b.units, cells=cells, labels=b.labels)
 
 

@@ -13,7 +13,7 @@ from characterlab.study.plan import Plan, build_plan, code_version
 from characterlab.study.report import render_report
 from characterlab.study.results import build_results, study_examples
 from characterlab.study.spec import StudySpec, load_study, parse_study
-from characterlab.study.store import BASE_DIR_FILE, RESULTS_FILE, SPEC_FILE, RunStore
+from characterlab.study.store import BASE_DIR_FILE, RESULTS_FILE, SPEC_FILE, RunLock, RunStore
 
 DEFAULT_STUDY = "builtin:quick"
 
@@ -50,17 +50,35 @@ def resolve_study(study: str | None, out: str | Path | None, resume: bool) -> tu
 
 
 def run_study(study: str | None = None, out: str | Path | None = None, executor: str = "local",
-              address: str | None = None, resume: bool = False, progress: bool = True) -> StudyRun:
+              address: str | None = None, resume: bool = False, progress: bool = True,
+              update: bool = False) -> StudyRun:
     """``characterlab run``: a study file (or a shipped one) into its run folder."""
     spec, text, folder, base = resolve_study(study, out, resume)
-    return run_spec(spec, text, folder, base, executor=executor, address=address, progress=progress)
+    return run_spec(spec, text, folder, base, executor=executor, address=address, progress=progress, update=update)
+
+
+def check_run_folder(folder: Path, text: str, update: bool) -> None:
+    """A run folder holds one study: the same one continues; a changed one needs ``update``."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError("is a file, not a folder", folder, field="out")
+    saved = folder / SPEC_FILE
+    if saved.is_file() and not update and saved.read_text(encoding="utf-8") != text:
+        raise InputError("holds a run of a different study; pass --update to run the changed study here (finished "
+                         "units it shares are reused), or choose another --out", folder, field="out")
 
 
 def run_spec(spec: StudySpec, text: str, folder: Path, base: Path, executor: str = "local",
-             address: str | None = None, progress: bool = True) -> StudyRun:
+             address: str | None = None, progress: bool = True, update: bool = False) -> StudyRun:
     """Plan ``spec``, run what is not finished in ``folder``, write results.json and the report."""
-    plan = build_plan(spec, base)  # validates data and question files before any work
+    plan = build_plan(spec, base)  # every reference and file checked before any work
+    check_run_folder(folder, text, update)
     folder.mkdir(parents=True, exist_ok=True)
+    with RunLock(folder):
+        return _run_locked(spec, text, plan, folder, base, executor, address, progress)
+
+
+def _run_locked(spec: StudySpec, text: str, plan: Plan, folder: Path, base: Path, executor: str,
+                address: str | None, progress: bool) -> StudyRun:
     atomic_write_text(folder / SPEC_FILE, text)
     atomic_write_text(folder / BASE_DIR_FILE, str(base.resolve()) + "\n")
     store = RunStore(folder)

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    PrivateAttr,
     ConfigDict,
     Field,
     SerializeAsAny,
@@ -28,7 +29,7 @@ from pydantic import (
 
 from characterlab.data.yaml_loader import InputErrors, read_text, read_yaml, validate_yaml
 from characterlab.errors import InputError
-from characterlab.evals.base import EvalConfig
+from characterlab.evals.base import EvalConfig, check_name
 
 
 class _Strict(BaseModel):
@@ -156,9 +157,7 @@ class ConditionSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not all(c.isalnum() or c in "-_." for c in v):
-            raise ValueError("use letters, digits, '-', '_' or '.' only")
-        return v
+        return check_name(v)
 
 
 def _typed_evaluation(data: Any) -> Any:
@@ -188,7 +187,7 @@ class ResourceSpec(_Strict):
 
 
 class StudySpec(_Strict):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1)  # also the run folder's name under runs/
     description: str = ""
     model: str = "embedded"
     base_url: str | None = None  # an openai: model's endpoint (default OPENAI_BASE_URL)
@@ -198,6 +197,20 @@ class StudySpec(_Strict):
     conditions: list[ConditionSpec] = Field(min_length=1)
     evaluations: list[EvalSpec] = Field(min_length=1)
     resources: dict[Literal["data", "train", "generate", "judge", "metric"], ResourceSpec] = Field(default_factory=dict)
+
+    _lines: dict = PrivateAttr(default_factory=dict)  # key path -> line in the file it was read from
+    _source: str | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_study_name(cls, v: str) -> str:
+        return check_name(v)
+
+    def locate(self, loc: tuple, message: str) -> InputError:
+        """A problem found after parsing (a missing file, an unknown reference), at its line."""
+        from characterlab.data.yaml_loader import dotted, line_of
+
+        return InputError(message, self._source, line_of(self._lines, loc), dotted(loc) or None)
 
     @model_validator(mode="after")
     def _unique(self) -> StudySpec:
@@ -218,7 +231,9 @@ def parse_study(text: str, source: str | Path) -> StudySpec:
     doc = read_yaml(text, source)
     if not isinstance(doc.data, dict):
         raise InputError("a study is a YAML mapping (name, conditions, evaluations, ...)", source, 1)
-    return validate_yaml(StudySpec, doc)
+    spec = validate_yaml(StudySpec, doc)
+    spec._lines, spec._source = doc.lines, str(source)
+    return spec
 
 
 def builtin_studies() -> list[str]:

@@ -54,6 +54,47 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """One process per run folder: an exclusive ``flock`` on ``RUN/.lock`` for as long as a run lasts.
+
+    A second process that tries the same folder is refused with the holder's pid; the kernel drops
+    the lock when its holder dies (SIGKILL included), so a killed run never leaves the folder locked.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+        import os
+
+        from characterlab.errors import InputError
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise InputError(f"another characterlab process (pid {holder}) is running in this folder; wait for it "
+                             "or choose another --out", self.path.parent, field="out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import os
+
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the lock
+            self._fd = None
+
+
 @dataclass
 class UnitOutput:
     """What a unit produces: a small result, rows, and files (relative path -> bytes)."""
