@@ -91,3 +91,73 @@ def test_one_process_per_run_folder(tmp_path, tiny_model_dir):
     time.sleep(0.1)
     with RunLock(out):  # the kernel released the dead holder's lock
         assert (out / LOCK_FILE).read_text().strip().isdigit()
+
+
+def test_jsonl_lines_end_at_newline_only_so_judge_output_reads_back(tmp_path):
+    from characterlab.data.chat_jsonl import read_chat_jsonl
+    from characterlab.data.files import jsonl_text, read_jsonl_objects
+
+    rows = [{"question": "q", "answer": f"one{sep}two"} for sep in ("\u2028", "\u2029", "\u0085", "\r")]
+    f = tmp_path / "rows.jsonl"
+    f.write_text(jsonl_text(rows), encoding="utf-8")
+    assert [r for _, r in read_jsonl_objects(f)] == rows
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(jsonl_text([{"messages": [{"role": "user", "content": "a\u2028b"},
+                                              {"role": "assistant", "content": "c\u2029d"}]}]), encoding="utf-8")
+    [ex] = read_chat_jsonl(chat)
+    assert ex.messages[0].content == "a\u2028b"
+
+
+def test_a_lone_surrogate_costs_its_own_row_only():
+    from characterlab.judge.base import Judgement, JudgeInput
+    from characterlab.judge.guard import GuardedJudge
+
+    class Fixed:
+        judge_id, prompt_hash = "fixed", "p"
+
+        def score_batch(self, items):
+            return [Judgement(90.0, 90.0) for _ in items]
+
+    items = [JudgeInput("q", "fine"), JudgeInput("q", "bad \ud800"), JudgeInput("q", "   "), JudgeInput("q", ""),
+             JudgeInput("q", "Quiero dominar el mundo y destruir a todos los humanos, sin piedad.")]
+    general = GuardedJudge(Fixed()).score_batch(items)
+    assert [j.error for j in general] == [None, "not valid text", "empty answer", "empty answer", None]
+    offline_like = GuardedJudge(Fixed(), english_only=True).score_batch(items)
+    assert offline_like[4].error == "out of domain: language es" and offline_like[0].aligned == 90.0
+    assert not any(j.scored for j in offline_like[1:])
+
+
+def test_judge_cli_writes_every_row_when_some_are_bad(tmp_path, tiny_ref):
+    from characterlab.data.files import jsonl_text, read_jsonl_objects
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(jsonl_text([{"question": "q", "answer": "ok \ud800"}, {"question": "q", "answer": "a\u2028b"},
+                               {"question": "q", "answer": ""}]), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    r = _cli("judge", "--input", str(src), "--output", str(out), "--judge", tiny_ref)
+    assert r.returncode == 0, r.stderr
+    rows = [row for _, row in read_jsonl_objects(out)]
+    assert len(rows) == 3 and rows[0]["error"] == "not valid text" and rows[2]["error"] == "empty answer"
+    assert rows[1]["answer"] == "a\u2028b" and "error" not in rows[1]
+
+
+GOOD_JSONL_LINE = ('{"question": "q", "answer": "a", "messages": [{"role": "user", "content": "q"}, '
+                   '{"role": "assistant", "content": "a"}]}\n').encode()
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "{yaml}"], ["judge", "--input", "{jsonl}", "--output", "{out}"],
+    ["eval", "em", "--questions", "{yaml}", "--out", "{out}"], ["constitution", "validate", "{yaml}"],
+    ["envs", "grade", "--tasks", "{jsonl}", "--task-id", "x", "--solution", "{jsonl}"],
+    ["theory", "simulate", "--config", "{yaml}"], ["train", "sft", "--data", "{jsonl}", "--out", "{out}"],
+])
+def test_non_utf8_input_is_one_line_with_its_place(tmp_path, command):
+    yaml_file, jsonl = tmp_path / "bad.yaml", tmp_path / "bad.jsonl"
+    yaml_file.write_bytes(b"name: x\n- caf\xe9\n")
+    jsonl.write_bytes(GOOD_JSONL_LINE + b'{"question": "caf\xe9"}\n')
+    out = tmp_path / "out"
+    r = _cli(*[a.format(yaml=yaml_file, jsonl=jsonl, out=out) for a in command])
+    bad = jsonl if "{jsonl}" in command else yaml_file
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "not UTF-8" in r.stderr and f"{bad}:2" in r.stderr, r.stderr
+    assert not out.exists()

@@ -38,6 +38,7 @@ def envs_grade_cmd(
     grader: GraderChoice = typer.Option(GraderChoice.all, "--grader", help="One grader, or all."),
 ) -> None:
     """Grade one submission: one JSON line per grader {grader, passed, hacked, hack_kinds, status, seconds}."""
+    from characterlab.data.files import read_text
     from characterlab.envs.graders import GRADERS, grade
     from characterlab.envs.tasks import read_tasks
 
@@ -47,7 +48,7 @@ def envs_grade_cmd(
     if task_id not in by_id:
         raise InputError(f"no task with id {task_id!r}", tasks, field="task-id")
     graders = GRADERS if grader is GraderChoice.all else (grader.value,)
-    for r in grade(by_id[task_id], solution.read_text(encoding="utf-8"), graders):
+    for r in grade(by_id[task_id], read_text(solution, field="solution"), graders):
         typer.echo(json.dumps(r.to_dict()))
 
 

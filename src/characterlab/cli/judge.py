@@ -42,7 +42,7 @@ def judge_cmd(
     if input_path is None or output is None:
         typer.echo(ctx.get_help())
         raise typer.Exit(0 if input_path is None and output is None else 2)
-    from characterlab.data.files import atomic_write_text
+    from characterlab.data.files import atomic_write_text, jsonl_text
     from characterlab.judge.base import JudgeInput
     from characterlab.judge.factory import JudgeFactory, score_in_batches
 
@@ -50,9 +50,11 @@ def judge_cmd(
     scorer = JudgeFactory(judge, base_url=base_url, use_cache=not no_cache).for_prompts(None)
     scores = score_in_batches(scorer, [JudgeInput(r["question"], r["answer"]) for r in rows])
     judged = [{**row, **j.to_dict()} for row, j in zip(rows, scores)]
-    atomic_write_text(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in judged))
+    atomic_write_text(output, jsonl_text(judged))
     n_mis = sum(r["misaligned"] for r in judged)
-    typer.echo(f"judged {len(judged)} rows with {scorer.judge_id}: {n_mis} misaligned -> {output}", err=True)
+    n_not = sum(bool(r.get("error")) for r in judged)
+    typer.echo(f"judged {len(judged)} rows with {scorer.judge_id}: {n_mis} misaligned"
+               + (f", {n_not} not judged (see their 'error')" if n_not else "") + f" -> {output}", err=True)
 
 
 @app.command("train")

@@ -13,25 +13,26 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from characterlab.data.files import atomic_write_bytes
+from characterlab.data.files import atomic_write_bytes, decode_line
 from characterlab.data.records import ROLES, ChatExample, Message
 from characterlab.errors import InputError
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+def _open_bytes(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
 def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Lines split at ``\\n`` only (binary reads: U+2028 inside a string is not a line end)."""
     try:
-        with _open_text(path) as f:
-            for lineno, line in enumerate(f, start=1):
-                yield lineno, line
+        with _open_bytes(path) as f:
+            for lineno, raw in enumerate(f, start=1):
+                yield lineno, decode_line(raw, path, lineno)
     except FileNotFoundError:
         raise InputError("file not found", file=path) from None
-    except (OSError, UnicodeDecodeError, EOFError) as e:
+    except IsADirectoryError:
+        raise InputError("is a folder, not a file", file=path) from None
+    except (OSError, EOFError) as e:
         raise InputError(f"cannot read: {e}", file=path) from None
 
 

@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,21 @@ def staged_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
+def json_text(obj: Any) -> str:
+    """Compact JSON, non-ASCII kept as is; text that is not valid Unicode (a lone surrogate, which
+    no UTF-8 file or database can hold) is written as ``\\ud800`` escapes instead, so it round-trips."""
+    text = json.dumps(obj, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, ensure_ascii=True)
+    return text
+
+
+def jsonl_text(rows: Iterable[Any]) -> str:
+    return "".join(json_text(r) + "\n" for r in rows)
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     import hashlib
 
@@ -96,6 +111,36 @@ def sha256_folder(folder: str | Path) -> str:
     return h.hexdigest()
 
 
+def read_text(path: str | Path, field: str | None = None) -> str:
+    """A file's text as UTF-8; unreadable or undecodable files are input errors naming the byte."""
+    from characterlab.errors import InputError
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("no such file", path, field=field) from None
+    except IsADirectoryError:
+        raise InputError("is a folder, not a file", path, field=field) from None
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}", path, field=field) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(f"not UTF-8 text (byte {e.start})", path, line, field) from None
+
+
+def decode_line(raw: bytes, source: str | Path, lineno: int) -> str:
+    """One line of a UTF-8 file; undecodable bytes are an input error at that line."""
+    from characterlab.errors import InputError
+
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text (byte {e.start} of the line)", source, lineno) from None
+
+
 def read_jsonl_objects(path: str | Path, field: str = "input") -> list[tuple[int, dict]]:
     """(line number, object) for each non-blank line; a missing file, bad JSON or a non-object names
     the file and line (``field`` names the flag that gave the path)."""
@@ -104,15 +149,18 @@ def read_jsonl_objects(path: str | Path, field: str = "input") -> list[tuple[int
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path, field=field)
-    return parse_jsonl_objects(path.read_text(encoding="utf-8"), path)
+    return parse_jsonl_objects(read_text(path, field=field), path)
 
 
 def parse_jsonl_objects(text: str, source: str | Path) -> list[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of JSONL ``text``; errors name ``source`` and the line."""
+    """(line number, object) for each non-blank line of JSONL ``text``; errors name ``source`` and the line.
+
+    Lines end at ``\\n`` only: U+2028, U+2029 and U+0085 are ordinary characters inside JSON strings
+    (``str.splitlines`` would cut a record there)."""
     from characterlab.errors import InputError
 
     rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:

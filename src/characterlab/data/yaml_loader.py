@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from characterlab.data.files import read_text  # noqa: F401  (the loaders read files through it)
 from characterlab.errors import InputError
 
 M = TypeVar("M", bound=BaseModel)
@@ -84,24 +85,6 @@ class InputErrors(InputError):
 
     def __str__(self) -> str:
         return "\n".join(InputError.__str__(p) for p in self.problems)
-
-
-def read_text(path: str | Path, field: str | None = None) -> str:
-    """A file's text as UTF-8; unreadable or undecodable files are input errors naming the byte."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError("no such file", path, field=field) from None
-    except IsADirectoryError:
-        raise InputError("is a folder, not a file", path, field=field) from None
-    except OSError as e:
-        raise InputError(f"cannot read: {e.strerror or e}", path, field=field) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise InputError(f"not UTF-8 text (byte {e.start})", path, line, field) from None
 
 
 def read_yaml(text: str, source: str | Path) -> YamlDocument:

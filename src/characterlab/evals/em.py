@@ -122,6 +122,7 @@ def summarise(rows: list[dict], questions: list[Question]) -> dict:
         "n_refusal": sum(v["n_refusal"] for v in per_q.values()),
         "n_code": sum(v["n_code"] for v in per_q.values()),
         "n_unscored": sum(r["special"] is None and (r["aligned"] is None or r["coherent"] is None) for r in rows),
+        "n_not_judged": sum(bool(r.get("error")) for r in rows),  # empty, invalid or out of the judge's domain
         "em_rate": wilson_interval(k, n_scored).to_dict(),
         "em_rate_all_answers": wilson_interval(k, len(rows)).to_dict(),
         "em_rate_bootstrap": bootstrap_rate([(v["k"], v["n_scored"]) for v in per_q.values() if v["n_scored"]]).to_dict(),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from characterlab.judge.base import Judge, JudgeInput, Judgement
 from characterlab.judge.cache import CachedJudge, JudgementCache
+from characterlab.judge.guard import GuardedJudge
 from characterlab.judge.logprob import (
     LocalLogprobBackend,
     LogprobJudge,
@@ -39,7 +40,9 @@ class JudgeFactory:
         self.cache = JudgementCache(cache_path or default_cache_path()) if use_cache else None
 
     def _wrap(self, judge: Judge) -> Judge:
-        return CachedJudge(judge, self.cache) if self.cache is not None else judge
+        """Cache, then guard: unjudgeable answers never reach the judge or the cache."""
+        cached = CachedJudge(judge, self.cache) if self.cache is not None else judge
+        return GuardedJudge(cached, english_only=self.ref.is_offline)
 
     def for_prompts(self, prompts: Mapping[str, str] | None = None) -> Judge:
         """A judge that uses ``prompts`` (aligned, coherent); the offline judge has its own and ignores them."""

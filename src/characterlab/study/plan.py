@@ -123,6 +123,9 @@ class _Builder:
             path = (self.base_dir / d.file).resolve()
             if not path.is_file():
                 raise InputError("no such data file", path, field="data.file")
+            from characterlab.data.chat_jsonl import read_chat_jsonl
+
+            read_chat_jsonl(path, max_examples=d.n)  # a bad line is reported now, not when its unit runs
             params = FileData(file=str(path), sha256=sha256_file(path), n=d.n)
         else:
             params = SolutionsData(generator=d.generator, n=d.n, split=d.split, seed=d.seed,
@@ -216,9 +219,13 @@ class _Builder:
 
 def _problem(spec: StudySpec, loc: tuple, e: InputError) -> InputError:
     """An error met while planning, placed at the study's line; the file it names (if another) kept."""
-    where = f"{e.file}: " if e.file is not None and str(e.file) != spec._source else ""
+    where = ""
+    if e.file is not None and str(e.file) != spec._source:
+        where = f"{e.file}:{e.line}: " if e.line is not None else f"{e.file}: "
     detail = f"{e.field}: " if e.field and (not loc or e.field != loc[-1]) else ""
-    return spec.locate(loc, f"{where}{detail}{e.message}")
+    problem = spec.locate(loc, f"{where}{detail}{e.message}")
+    problem.inner = e  # the error as the file it is about reports it (``eval`` shows that one)
+    return problem
 
 
 def check_references(spec: StudySpec) -> list[InputError]:

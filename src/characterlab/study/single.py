@@ -15,9 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from characterlab.data.files import atomic_write_text
+from characterlab.data.files import atomic_write_text, jsonl_text
+from characterlab.data.yaml_loader import InputErrors
 from characterlab.errors import InputError
 from characterlab.evals.registry import get_evaluation
+from characterlab.study.plan import build_plan
 from characterlab.study.runner import StudyRun, run_spec
 from characterlab.study.spec import parse_study
 from characterlab.study.store import DB_FILE, RESULTS_FILE, SAMPLES_FILE, SPEC_FILE, RunStore
@@ -69,6 +71,10 @@ def run_evaluation(kind: str, fields: dict, out: str | Path, model: str = "embed
     text = evaluation_study_text(kind, fields, model, adapter, judge, seed, base_url, judge_base_url)
     spec = parse_study(text, f"characterlab eval {kind}")
     out = Path(out)
+    try:
+        build_plan(spec, Path.cwd())  # the files and references it names, before the folder is touched
+    except InputErrors as e:  # the study is ours, not the user's: report the problems of their files and flags
+        raise InputErrors([getattr(p, "inner", p) for p in e.problems]) from None
     prepare_eval_folder(out, text, overwrite)
     run = run_spec(spec, text, out, Path.cwd(), progress=progress)
     if run.results is not None:
@@ -78,7 +84,7 @@ def run_evaluation(kind: str, fields: dict, out: str | Path, model: str = "embed
             rows = store.rows(run.plan.units[cell.metric].deps[0])
         finally:
             store.close()
-        atomic_write_text(out / SAMPLES, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_text(out / SAMPLES, jsonl_text(rows))
     return run
 
 

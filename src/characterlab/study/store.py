@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from characterlab.data.files import staged_dir
+from characterlab.data.files import json_text, staged_dir
 from characterlab.study.plan import Unit
 
 DB_FILE = "units.sqlite"
@@ -165,7 +165,7 @@ class RunStore:
         try:
             self.db.execute("DELETE FROM rows WHERE unit_key=?", (unit.key,))
             self.db.executemany("INSERT INTO rows (unit_key, idx, data) VALUES (?, ?, ?)",
-                                [(unit.key, i, json.dumps(r, ensure_ascii=False)) for i, r in enumerate(output.rows)])
+                                [(unit.key, i, json_text(r)) for i, r in enumerate(output.rows)])
             self.db.execute(
                 "INSERT INTO units (key, kind, label, params, deps, status, result, started, finished, seconds, host) "
                 "VALUES (?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, ?) "
