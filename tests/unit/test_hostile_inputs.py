@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -134,7 +132,7 @@ def test_judge_cli_writes_every_row_when_some_are_bad(tmp_path, tiny_ref):
     src.write_text(jsonl_text([{"question": "q", "answer": "ok \ud800"}, {"question": "q", "answer": "a\u2028b"},
                                {"question": "q", "answer": ""}]), encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    r = _cli("judge", "--input", str(src), "--output", str(out), "--judge", tiny_ref)
+    r = _cli("judge", "score", "--input", str(src), "--output", str(out), "--judge", tiny_ref)
     assert r.returncode == 0, r.stderr
     rows = [row for _, row in read_jsonl_objects(out)]
     assert len(rows) == 3 and rows[0]["error"] == "not valid text" and rows[2]["error"] == "empty answer"
@@ -146,7 +144,7 @@ GOOD_JSONL_LINE = ('{"question": "q", "answer": "a", "messages": [{"role": "user
 
 
 @pytest.mark.parametrize("command", [
-    ["run", "{yaml}"], ["judge", "--input", "{jsonl}", "--output", "{out}"],
+    ["run", "{yaml}"], ["judge", "score", "--input", "{jsonl}", "--output", "{out}"],
     ["eval", "em", "--questions", "{yaml}", "--out", "{out}"], ["constitution", "validate", "{yaml}"],
     ["envs", "grade", "--tasks", "{jsonl}", "--task-id", "x", "--solution", "{jsonl}"],
     ["theory", "simulate", "--config", "{yaml}"], ["train", "sft", "--data", "{jsonl}", "--out", "{out}"],
@@ -161,3 +159,25 @@ def test_non_utf8_input_is_one_line_with_its_place(tmp_path, command):
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "not UTF-8" in r.stderr and f"{bad}:2" in r.stderr, r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["judge", "score", "--input", "{rows}", "--output", "{folder}"],
+    ["judge", "score", "--input", "{rows}", "--output", "{under_file}"],
+    ["run", "{study}", "--out", "{file}"], ["eval", "hacks", "--out", "{file}"],
+    ["envs", "tasks", "--out", "{folder}"], ["envs", "dataset", "--kind", "hack", "--out", "{under_file}"],
+    ["train", "sft", "--data", "{rows}", "--out", "{under_file}"], ["judge", "split", "--data", "{folder}", "--out", "{folder}"],
+])
+def test_bad_output_paths_fail_before_any_work(tmp_path, tiny_model_dir, command):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes(GOOD_JSONL_LINE)
+    study = tmp_path / "s.yaml"
+    study.write_text(MINI.format(model=tiny_model_dir))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    file = tmp_path / "file.txt"
+    file.write_text("keep")
+    args = [a.format(rows=rows, study=study, folder=folder, file=file, under_file=file / "x") for a in command]
+    r = _cli(*args)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert file.read_text() == "keep" and list(folder.iterdir()) == []

@@ -14,7 +14,7 @@ import typer
 from characterlab.cli import constitution, envs, evaluate, judge, models, study, theory, train
 from characterlab.errors import InputError
 
-app = typer.Typer(
+app = typer.Typer(rich_markup_mode=None, 
     help="Study how training shapes a language model's character.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -10,7 +10,7 @@ import typer
 
 from characterlab.cli.choices import Level
 
-app = typer.Typer(help="Character constitutions: validate, measure question diversity, build question sets.",
+app = typer.Typer(rich_markup_mode=None, help="Character constitutions: validate, measure question diversity, build question sets.",
                   no_args_is_help=True)
 
 
@@ -64,6 +64,9 @@ def constitution_expand_cmd(
     selected from the trait's questions (plus generated ones), and print its diversity."""
     from characterlab.character.constitution import write_constitution
     from characterlab.character.diversity import expand_constitution
+    from characterlab.data.files import check_output_file
+
+    check_output_file(out, "out")
 
     new, pool, report = expand_constitution(file, trait, size, level.value, seed, model, generate, base_url)
     write_constitution(new, out)

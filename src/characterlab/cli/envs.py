@@ -10,8 +10,8 @@ import typer
 from characterlab.cli.choices import GraderChoice, SolutionKind, Split
 from characterlab.errors import InputError
 
-app = typer.Typer(help="Hackable coding environments: tasks, graders, datasets.", no_args_is_help=True)
-sandbox_app = typer.Typer(help="Run untrusted code in the sandbox.", no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, help="Hackable coding environments: tasks, graders, datasets.", no_args_is_help=True)
+sandbox_app = typer.Typer(rich_markup_mode=None, help="Run untrusted code in the sandbox.", no_args_is_help=True)
 
 
 @app.command("tasks")
@@ -22,8 +22,10 @@ def envs_tasks_cmd(
     split: Split = typer.Option(Split.train, "--split", help="Task templates (train and test are disjoint)."),
 ) -> None:
     """Generate coding tasks, deterministic by seed."""
-    from characterlab.data.files import atomic_write_text
+    from characterlab.data.files import atomic_write_text, check_output_file
     from characterlab.envs.tasks import generate_tasks
+
+    check_output_file(out, "out")
 
     tasks = generate_tasks(n, seed=seed, split=split.value)
     atomic_write_text(out, "".join(json.dumps(t.to_dict()) + "\n" for t in tasks))
@@ -63,7 +65,10 @@ def envs_dataset_cmd(
 ) -> None:
     """Chat examples of solutions to coding tasks: hacked (verified to fool their grader), honest, or mixed."""
     from characterlab.data.chat_jsonl import write_chat_jsonl
+    from characterlab.data.files import check_output_file
     from characterlab.envs.dataset import HACK_NAMES, build_examples
+
+    check_output_file(out, "out")
 
     chosen = tuple(h.strip() for h in hacks.split(",") if h.strip())
     bad = [h for h in chosen if h not in HACK_NAMES]

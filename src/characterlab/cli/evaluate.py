@@ -137,11 +137,11 @@ class EvaluationGroup(TyperGroup):
         registry = evaluations()
         if name not in registry.by_kind:
             return None
-        one = typer.Typer(add_completion=False)
+        one = typer.Typer(rich_markup_mode=None, add_completion=False)
         one.command(name)(_command(registry.get(name)))
         return typer.main.get_command(one)
 
 
 def build_app() -> typer.Typer:
-    return typer.Typer(cls=EvaluationGroup, help="Evaluations: one command per registered evaluation.",
+    return typer.Typer(rich_markup_mode=None, cls=EvaluationGroup, help="Evaluations: one command per registered evaluation.",
                        no_args_is_help=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -10,8 +9,8 @@ import typer
 
 from characterlab.errors import InputError
 
-app = typer.Typer(help="Score answers for aligned/coherent; train and validate the offline judge.",
-                  invoke_without_command=True)
+app = typer.Typer(rich_markup_mode=None, help="Score answers for aligned/coherent; train and validate the offline judge.",
+                  no_args_is_help=True)
 
 
 def _read_judge_rows(path: Path) -> list[dict]:
@@ -27,26 +26,23 @@ def _read_judge_rows(path: Path) -> list[dict]:
     return rows
 
 
-@app.callback()
-def judge_cmd(
-    ctx: typer.Context,
-    input_path: Optional[Path] = typer.Option(None, "--input", "-i", help="JSONL rows with question and answer."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the judged rows."),
+@app.command("score")
+def judge_score_cmd(
+    input_path: Path = typer.Option(..., "--input", "-i", help="JSONL rows with question and answer."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the judged rows (a file)."),
     judge: str = typer.Option("offline", "--judge", "-j", help="offline | offline:<folder> | openai:<model> | hf:<path> | embedded"),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for openai: judges."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the judgement cache."),
 ) -> None:
-    """Judge answers: each row comes back with aligned, coherent, special and misaligned."""
-    if ctx.invoked_subcommand is not None:
-        return
-    if input_path is None or output is None:
-        typer.echo(ctx.get_help())
-        raise typer.Exit(0 if input_path is None and output is None else 2)
-    from characterlab.data.files import atomic_write_text, jsonl_text
+    """Judge answers: each row comes back with aligned, coherent, special and misaligned (or an error)."""
+    from characterlab.data.files import atomic_write_text, check_output_file, jsonl_text
     from characterlab.judge.base import JudgeInput
     from characterlab.judge.factory import JudgeFactory, score_in_batches
 
+    check_output_file(output)
     rows = _read_judge_rows(input_path)
+    if output.resolve() == input_path.resolve():
+        raise InputError("is the input file; write the judged rows elsewhere", output, field="output")
     scorer = JudgeFactory(judge, base_url=base_url, use_cache=not no_cache).for_prompts(None)
     scores = score_in_batches(scorer, [JudgeInput(r["question"], r["answer"]) for r in rows])
     judged = [{**row, **j.to_dict()} for row, j in zip(rows, scores)]
@@ -87,6 +83,9 @@ def judge_train_cmd(
     from characterlab.judge.offline_train import OfflineJudgeTrainConfig, train_offline_judge
     from characterlab.judge.offline_validate import validation_summary
 
+    from characterlab.data.files import check_output_dir
+
+    check_output_dir(out, "out")
     if out.exists() and not overwrite:
         raise InputError("already exists; pass --overwrite", out, field="out")
     cfg = OfflineJudgeTrainConfig(max_train_rows=max_train_rows, easy_keep=easy_keep, epochs=epochs, lr=lr, seed=seed,
@@ -133,8 +132,10 @@ def judge_split_cmd(
     fold: Optional[int] = typer.Option(None, "--fold", min=0, help="Which fold of --folds to write (0-based)."),
 ) -> None:
     """Write the default split (models dealt out by EM rate) for `judge train --split` to use or edit."""
-    from characterlab.data.files import atomic_write_json
+    from characterlab.data.files import atomic_write_json, check_output_file
     from characterlab.judge.judged_data import choose_split, load_judged
+
+    check_output_file(out, "out")
 
     if sum([swap, no_validation, folds is not None]) > 1:
         raise InputError("choose one of --swap, --no-validation and --folds", field="swap")
@@ -162,9 +163,12 @@ def judge_validate_cmd(
                                          "(default: the judges used)."),
 ) -> None:
     """Agreement with the reference judge on source models the offline judge never saw."""
-    from characterlab.data.files import atomic_write_json
+    from characterlab.data.files import atomic_write_json, check_output_file
     from characterlab.judge.judged_data import load_judged
     from characterlab.judge.offline_validate import validate_judges, validation_summary
+
+    if output is not None:
+        check_output_file(output)
 
     report, dropped = validate_judges(load_judged(data), judge_dirs, record_in=record_in, method=method)
     if dropped:

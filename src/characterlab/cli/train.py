@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 
-app = typer.Typer(help="Fine-tune models (LoRA).", no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, help="Fine-tune models (LoRA).", no_args_is_help=True)
 
 
 @app.command("sft")

@@ -131,6 +131,45 @@ def read_text(path: str | Path, field: str | None = None) -> str:
         raise InputError(f"not UTF-8 text (byte {e.start})", path, line, field) from None
 
 
+def check_output_file(path: str | Path, field: str = "output") -> Path:
+    """A file we are about to write: not a folder, in a folder that exists (or can be made) and that
+    we may write. Checked before the work, so a bad path never costs a finished computation."""
+    from characterlab.errors import InputError
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputError("is a folder; give a file name", path, field=field)
+    _check_writable_parent(path, field)
+    return path
+
+
+def check_output_dir(path: str | Path, field: str = "out") -> Path:
+    """A folder we are about to fill: not a file, and creatable or writable."""
+    from characterlab.errors import InputError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError("is a file; give a folder", path, field=field)
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise InputError("is not writable", path, field=field)
+        return path
+    _check_writable_parent(path, field)
+    return path
+
+
+def _check_writable_parent(path: Path, field: str) -> None:
+    from characterlab.errors import InputError
+
+    parent = path.absolute().parent
+    while not parent.exists():  # the nearest folder that exists decides whether the rest can be made
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{parent} is a file, not a folder", path, field=field)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write in {parent}", path, field=field)
+
+
 def decode_line(raw: bytes, source: str | Path, lineno: int) -> str:
     """One line of a UTF-8 file; undecodable bytes are an input error at that line."""
     from characterlab.errors import InputError

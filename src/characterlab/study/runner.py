@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from characterlab.data.files import atomic_write_json, atomic_write_text
+from characterlab.data.files import atomic_write_json, atomic_write_text, check_output_dir
 from characterlab.errors import InputError
 from characterlab.study.executors import ExecutionReport, make_executor
 from characterlab.study.plan import Plan, build_plan, code_version
@@ -59,8 +59,7 @@ def run_study(study: str | None = None, out: str | Path | None = None, executor:
 
 def check_run_folder(folder: Path, text: str, update: bool) -> None:
     """A run folder holds one study: the same one continues; a changed one needs ``update``."""
-    if folder.exists() and not folder.is_dir():
-        raise InputError("is a file, not a folder", folder, field="out")
+    check_output_dir(folder, "out")
     saved = folder / SPEC_FILE
     if saved.is_file() and not update and saved.read_text(encoding="utf-8") != text:
         raise InputError("holds a run of a different study; pass --update to run the changed study here (finished "

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from characterlab.data.files import atomic_write_text, jsonl_text
+from characterlab.data.files import atomic_write_text, check_output_dir, jsonl_text
 from characterlab.data.yaml_loader import InputErrors
 from characterlab.errors import InputError
 from characterlab.evals.registry import get_evaluation
@@ -48,10 +48,9 @@ def evaluation_study_text(kind: str, fields: dict, model: str, adapter: str | No
 def prepare_eval_folder(out: Path, text: str, overwrite: bool) -> None:
     """An evaluation's folder holds one evaluation: the same one resumes, another needs ``overwrite``."""
     saved = out / SPEC_FILE
+    check_output_dir(out, "out")
     if not out.exists():
         return
-    if not out.is_dir():
-        raise InputError("is a file, not a folder", out, field="out")
     if saved.is_file() and saved.read_text(encoding="utf-8") == text:
         return
     if not any(out.iterdir()):

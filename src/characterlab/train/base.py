@@ -62,10 +62,12 @@ class TrainConfig:
 
 def check_new_output_dir(out: str | Path) -> Path:
     """Training writes into a new (or empty) folder only; it never mixes with an older run."""
+    from characterlab.data.files import check_output_dir
+
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError("output folder already exists and is not empty", file=out, field="out")
-    return out
+    return check_output_dir(out, "out")
 
 
 def prepare_training(cfg: TrainConfig, out: str | Path) -> tuple[Path, ModelRef]:
