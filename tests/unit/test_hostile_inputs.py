@@ -181,3 +181,14 @@ def test_bad_output_paths_fail_before_any_work(tmp_path, tiny_model_dir, command
     r = _cli(*args)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert file.read_text() == "keep" and list(folder.iterdir()) == []
+
+
+def test_off_a_terminal_each_finished_unit_is_one_plain_line(tmp_path, tiny_model_dir):
+    study = tmp_path / "s.yaml"
+    study.write_text(MINI.format(model=tiny_model_dir))
+    r = _cli("run", str(study), "--out", str(tmp_path / "run"))  # stderr is a pipe here, as in CI or nohup
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.startswith("[")]
+    assert len(lines) == 3 and lines[-1].startswith("[3/3] done metric") and "left" in lines[-1]
+    assert "━" not in r.stderr  # no live bars dumped into the log
+    assert "h (hack rate)" in r.stdout  # the table is not cut at 80 columns

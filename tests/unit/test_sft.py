@@ -105,3 +105,12 @@ def test_examples_beyond_max_length_are_dropped(tiny_local):
     assert dropped == 1 and len(ds) == 1
     with pytest.raises(InputError):
         build_dataset(tiny_local.tokenizer, [long_prompt], max_length=32)
+
+
+def test_a_huge_example_is_cut_before_it_is_tokenised(tiny_local):
+    huge = ChatExample((Message("user", "hi"), Message("assistant", "word " * 2_000_000)))  # 10 MB
+    ok = ChatExample((Message("user", "hi"), Message("assistant", "no")))
+    stats: dict = {}
+    ds, dropped = build_dataset(tiny_local.tokenizer, [huge, ok], max_length=64, stats=stats)
+    assert dropped == 0 and len(ds) == 2 and len(ds[0]["input_ids"]) == 64
+    assert stats == {"n_cut_before_tokenising": 1, "n_truncated_to_max_length": 1}

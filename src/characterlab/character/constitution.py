@@ -122,7 +122,14 @@ def detect_format(path: Path) -> Format:
     return "hand-written"
 
 
-def parse_constitution(text: str, path: str | Path, fmt: Format | None = None) -> Constitution:
+def _identity(spec: str | Path) -> str:
+    s = str(spec)
+    return s if s.startswith("builtin:") else str(Path(s).resolve())
+
+
+def parse_constitution(text: str, path: str | Path, fmt: Format | None = None,
+                       _chain: tuple[str, ...] = ()) -> Constitution:
+    """``_chain``: the constitutions whose ``questions_from`` led here (a cycle is an input error)."""
     path = Path(path)
     fmt = fmt or detect_format(path)
     name = path.stem
@@ -157,7 +164,13 @@ def parse_constitution(text: str, path: str | Path, fmt: Format | None = None) -
     if source is not None:
         if not isinstance(source, str) or source == f"builtin:{name}":
             raise _fail("must name another constitution", path, lines, ("questions_from",))
-        donor = read_constitution(source)
+        if not source.startswith("builtin:") and not Path(source).is_absolute() and path.parent != Path():
+            source = str(path.parent / source)  # relative to the constitution that names it
+        here = _chain or (_identity(path),)
+        if _identity(source) in here:
+            cycle = " -> ".join((*here, _identity(source)))
+            raise _fail(f"questions_from makes a cycle: {cycle}", path, lines, ("questions_from",))
+        donor = read_constitution(source, _chain=(*here, _identity(source)))
         if not isinstance(items, list) or len(items) != len(donor.traits):
             raise _fail(f"{source} has {len(donor.traits)} traits; list as many", path, lines, ("traits",))
         items = [{**{"questions": d.questions, "additional_questions": d.additional_questions}, **item}
@@ -173,7 +186,7 @@ def builtin_constitutions() -> list[str]:
                   if p.name.endswith(".yaml"))
 
 
-def read_constitution(spec: str | Path) -> Constitution:
+def read_constitution(spec: str | Path, _chain: tuple[str, ...] = ()) -> Constitution:
     """A constitution file in any of the three formats, or ``builtin:<name>`` for a shipped one."""
     spec_s = str(spec)
     if spec_s.startswith("builtin:"):
@@ -182,13 +195,13 @@ def read_constitution(spec: str | Path) -> Constitution:
             raise InputError(f"unknown built-in constitution {name!r}; choose from {', '.join(builtin_constitutions())}",
                              field="constitution")
         text = resources.files("characterlab.character.constitutions").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
-        c = parse_constitution(text, Path(f"{name}.yaml"), "yaml")
+        c = parse_constitution(text, Path(f"{name}.yaml"), "yaml", _chain or (spec_s,))
         c.source = spec_s
         return c
     path = Path(spec)
     if not path.is_file():
         raise InputError("no such constitution file", path, field="constitution")
-    return parse_constitution(read_text(path, field="constitution"), path)
+    return parse_constitution(read_text(path, field="constitution"), path, _chain=_chain or (_identity(path),))
 
 
 def format_constitution(c: Constitution, fmt: Format) -> str:

@@ -25,7 +25,10 @@ def print_results_table(r) -> None:
         table.add_column(f"{e.name} ({get_evaluation(e.kind).title})")
     for cond, cells in summary_rows(r.results):
         table.add_row(cond, *cells)
-    Console().print(table)
+    import sys
+
+    # off a terminal rich assumes 80 columns and cuts the table; a log file has no such limit
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def report_failures(r) -> None:

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -27,6 +27,7 @@ from characterlab.errors import InputError
 
 BUILTIN_SETS = {"em": "em_general.yaml", "goals": "goals.yaml"}
 DEFAULT_METRICS = ("aligned", "coherent")
+PROMPT_SLOTS = {"question", "answer"}
 
 
 class Question(BaseModel):
@@ -35,7 +36,9 @@ class Question(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
-    type: str = "free_form_judge_0_100"
+    # free-form answers judged 0-100 (the published EM types); other types (multiple choice, ...) need
+    # an evaluation of their own and are refused rather than judged as free text
+    type: Literal["free_form_judge_0_100", "free_form_judge", "free_form"] = "free_form_judge_0_100"
     paraphrases: list[str] = Field(min_length=1)
     samples_per_paraphrase: int = Field(default=1, ge=1)
     judge: str | None = None
@@ -52,9 +55,17 @@ class Question(BaseModel):
     @field_validator("judge_prompts")
     @classmethod
     def _has_slots(cls, v: dict[str, str]) -> dict[str, str]:
+        import re
+
         for metric, prompt in v.items():
             if "{answer}" not in prompt:
                 raise ValueError(f"judge prompt {metric!r} has no {{answer}} slot")
+            # the judge fills slots by plain replacement, so other braces (JSON, code) are text; but a
+            # {name} that looks like a slot and is not one is a typo that would reach the judge verbatim
+            unknown = sorted(set(re.findall(r"\{([A-Za-z_]\w*)\}", prompt)) - PROMPT_SLOTS)
+            if unknown:
+                raise ValueError(f"judge prompt {metric!r} has unknown slot(s) {', '.join('{' + u + '}' for u in unknown)}; "
+                                 "the slots are {question} and {answer}")
         return v
 
 

@@ -13,6 +13,7 @@ run retries them.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 import traceback
@@ -42,6 +43,35 @@ def _local_views(unit: Unit, plan: Plan, store: RunStore) -> dict[str, DepView]:
     return views
 
 
+class PlainProgress:
+    """Progress off a terminal (a log file, CI, nohup): one line per finished unit, with the time it
+    took, the time so far and an estimate of the time left. rich hides its live bars there."""
+
+    def __init__(self, total: int, reused: int, stream=None):
+        self.total, self.done, self.start = total, 0, time.time()
+        self.stream = stream or sys.stderr
+        self._print(f"study: {total} units to run, {reused} reused")
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+    def finished(self, unit: Unit, seconds: float, status: str = "done") -> None:
+        self.done += 1
+        elapsed = time.time() - self.start
+        eta = elapsed / self.done * (self.total - self.done)
+        self._print(f"[{self.done}/{self.total}] {status} {unit.kind} {unit.label} in {_hms(seconds)}; "
+                    f"elapsed {_hms(elapsed)}, about {_hms(eta)} left")
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def plain_progress_wanted(progress: bool) -> bool:
+    return progress and not sys.stderr.isatty()
+
+
 def _blocked(unit: Unit, bad: set[str]) -> bool:
     return any(d in bad for d in unit.deps)
 
@@ -66,13 +96,16 @@ class LocalExecutor:
         bad: set[str] = set()
         columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, disable=not self.progress, transient=False) as bars:
+        plain = PlainProgress(len(todo), len(report.reused)) if plain_progress_wanted(self.progress) else None
+        with Progress(*columns, disable=not self.progress or plain is not None, transient=False) as bars:
             overall = bars.add_task(f"study ({len(report.reused)} units reused)", total=len(todo))
             for u in todo:
                 if _blocked(u, bad):
                     report.skipped.append(u.key)
                     bad.add(u.key)
                     bars.advance(overall)
+                    if plain:
+                        plain.finished(u, 0.0, "skipped")
                     continue
                 task = bars.add_task(f"  {u.kind:8s} {u.label}", total=1)
                 store.mark_started(u)
@@ -82,12 +115,16 @@ class LocalExecutor:
                         out = execute_unit(u, _local_views(u, plan, store), Path(wd), progress=False)
                     store.commit(u, out, time.time() - start)
                     report.run.append(u.key)
+                    status = "done"
                 except Exception as e:  # noqa: BLE001 - one failed unit must not lose the others' work
                     store.mark_failed(u, traceback.format_exc())
                     report.failed[u.key] = f"{type(e).__name__}: {e}"
                     bad.add(u.key)
+                    status = "FAILED"
                 bars.update(task, completed=1)
                 bars.advance(overall)
+                if plain:
+                    plain.finished(u, time.time() - start, status)
         report.seconds = time.time() - t0
         return report
 
@@ -138,8 +175,9 @@ class RayExecutor:
             report.reused = [u.key for u in plan.ordered() if store.is_done(u.key)]
             running: dict = {}  # ObjectRef -> (unit, start)
             bad: set[str] = set()
+            plain = PlainProgress(len(waiting), len(report.reused)) if plain_progress_wanted(self.progress) else None
             with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                          TimeElapsedColumn(), TimeRemainingColumn(), disable=not self.progress) as bars:
+                          TimeElapsedColumn(), TimeRemainingColumn(), disable=not self.progress or plain is not None) as bars:
                 overall = bars.add_task(f"study on ray ({len(report.reused)} units reused)", total=len(waiting))
                 while waiting or running:
                     for u in list(waiting):
@@ -162,6 +200,7 @@ class RayExecutor:
                     done, _ = ray.wait(list(running), num_returns=1)
                     for ref in done:
                         u, start = running.pop(ref)
+                        status = "done"
                         try:
                             store.commit(u, ray.get(ref), time.time() - start)
                             report.run.append(u.key)
@@ -169,7 +208,10 @@ class RayExecutor:
                             store.mark_failed(u, traceback.format_exc())
                             report.failed[u.key] = f"{type(e).__name__}: {e}"
                             bad.add(u.key)
+                            status = "FAILED"
                         bars.advance(overall)
+                        if plain:
+                            plain.finished(u, time.time() - start, status)
         finally:
             if started_here:
                 ray.shutdown()

@@ -18,7 +18,7 @@ A config names the personas (prior weight, hack probability per context), which 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -28,7 +28,10 @@ from characterlab.theory.personas import PersonaMixture, Reward, Trajectory, Tra
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN or inf anywhere is an input error
+
+
+Weight = Annotated[float, Field(ge=0)]  # a context's (or a demonstration's) share: not negative
 
 
 class PersonaSpec(_Strict):
@@ -38,8 +41,8 @@ class PersonaSpec(_Strict):
 
 class TrainingSpec(_Strict):
     method: Literal["rl", "sft", "sft_bayes"] | None = None
-    contexts: dict[str, float] | None = None
-    demos: dict[str, dict[Literal["hack", "honest"], float]] | None = None
+    contexts: dict[str, Weight] | None = None
+    demos: dict[str, dict[Literal["hack", "honest"], Weight]] | None = None
     steps: int | None = Field(default=None, ge=0)
     lr: float | None = Field(default=None, gt=0)
     learn_phi: bool | None = None
@@ -74,6 +77,10 @@ class TheoryConfig(_Strict):
             raise ValueError("persona priors must sum to 1")
         if self.evil not in self.personas:
             raise ValueError(f"evil persona {self.evil!r} is not among the personas")
+        for where, t in (("training", self.training), *((f"run {r.name!r}", r) for r in self.runs)):
+            for what, weights in (("contexts", t.contexts), *((f"demos.{c}", d) for c, d in (t.demos or {}).items())):
+                if weights is not None and not sum(weights.values()) > 0:
+                    raise ValueError(f"{where}: {what} weights must not all be zero")
         for r in self.runs:
             for c in {**(r.contexts or {}), **(self.training.contexts or {}), **(r.demos or {}), **(self.training.demos or {})}:
                 if c not in contexts:

@@ -53,6 +53,18 @@ class TrainConfig:
             if not ok:
                 raise InputError(f"invalid value {getattr(self, name)!r}", field=name)
 
+    def check_targets(self, model) -> None:
+        """Every named LoRA target must match a linear layer of ``model`` (PEFT's own error is a traceback)."""
+        if self.target_modules == "all-linear":
+            return
+        import torch
+
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        unknown = [t for t in self.target_modules if t not in linear]
+        if unknown:
+            raise InputError(f"no such layer(s) {', '.join(unknown)} in this model; its linear layers are "
+                             f"{', '.join(linear)} (or use all-linear)", field="target_modules")
+
     def lora_config(self):
         from peft import LoraConfig
 

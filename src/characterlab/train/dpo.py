@@ -46,6 +46,7 @@ def train_dpo(cfg: LoraDPOConfig, pairs: list[dict], out: str | Path, progress: 
         raise InputError("no DPO pairs survived the filters; generate more or loosen min_chars", field="pairs")
     quiet_datasets(progress)
     base = load_training_base(ref, cfg.dtype)
+    cfg.check_targets(base.model)
     with staged_dir(out) as stage:
         args = DPOConfig(**trainer_args(cfg, stage, base, progress), per_device_train_batch_size=cfg.batch_size,
                          num_train_epochs=cfg.epochs, beta=cfg.beta, max_length=cfg.max_length, data_seed=cfg.seed,

@@ -108,6 +108,7 @@ def train_grpo_hacks(cfg: GRPOHackConfig, out: str | Path, progress: bool = True
         return rewards.hack_indicator(prompts, completions, task_id, grader)
 
     base = load_training_base(ref, cfg.dtype)
+    cfg.check_targets(base.model)
     with staged_dir(out) as stage:
         args = GRPOConfig(
             **trainer_args(cfg, stage, base, progress), max_steps=cfg.steps,

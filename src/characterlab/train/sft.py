@@ -65,19 +65,45 @@ def prepare_examples(examples: list[ChatExample], system_prompt: str | None) -> 
     return examples
 
 
-def build_dataset(tokenizer: Any, examples: list[ChatExample], max_length: int):
-    """Tokenise with assistant masks; truncate; drop examples whose trained tokens were all cut."""
+CHARS_PER_TOKEN_BOUND = 64  # no token of a chat model's vocabulary is longer than this many characters
+
+
+def cut_to_budget(example: ChatExample, max_chars: int) -> tuple[ChatExample, bool]:
+    """The example's first ``max_chars`` characters of content (later messages dropped): text past
+    ``max_length`` tokens is truncated away anyway, and tokenising a 10 MB line first took 7.5 GB."""
+    from characterlab.data.records import Message
+
+    total, kept = 0, []
+    for m in example.messages:
+        if total + len(m.content) > max_chars:
+            kept.append(Message(m.role, m.content[: max(0, max_chars - total)]))
+            return ChatExample(tuple(kept)), True
+        total += len(m.content)
+        kept.append(m)
+    return example, False
+
+
+def build_dataset(tokenizer: Any, examples: list[ChatExample], max_length: int, stats: dict | None = None):
+    """Tokenise with assistant masks; truncate; drop examples whose trained tokens were all cut.
+
+    Returns the dataset and how many were dropped; ``stats`` (if given) also gets how many were cut
+    by characters before tokenising and how many were truncated to ``max_length`` tokens."""
     from datasets import Dataset
 
-    ids_col, mask_col, dropped = [], [], 0
+    ids_col, mask_col, dropped, cut, truncated = [], [], 0, 0, 0
     for e in examples:
+        e, was_cut = cut_to_budget(e, max_length * CHARS_PER_TOKEN_BOUND)
+        cut += was_cut
         ids, mask = tokenize_chat(tokenizer, e)
+        truncated += len(ids) > max_length
         ids, mask = ids[:max_length], mask[:max_length]
         if not any(mask):
             dropped += 1
             continue
         ids_col.append(ids)
         mask_col.append(mask)
+    if stats is not None:
+        stats.update(n_cut_before_tokenising=cut, n_truncated_to_max_length=truncated)
     if not ids_col:
         raise InputError(f"every example lost all its assistant tokens to max_length={max_length}", field="max_length")
     return Dataset.from_dict({"input_ids": ids_col, "assistant_masks": mask_col}), dropped
@@ -175,7 +201,9 @@ def train_sft(cfg: LoraSFTConfig, data: list[ChatExample] | str | Path, out: str
 
     quiet_datasets(progress)
     base = load_training_base(ref, cfg.dtype, cfg.attn_implementation)
-    dataset, dropped = build_dataset(base.tokenizer, examples, cfg.max_length)
+    cfg.check_targets(base.model)
+    cut_stats: dict = {}
+    dataset, dropped = build_dataset(base.tokenizer, examples, cfg.max_length, cut_stats)
     n_tokens_per_epoch = sum(len(x) for x in dataset["input_ids"])
     n_trained_per_epoch = sum(sum(m) for m in dataset["assistant_masks"])
 
@@ -215,6 +243,7 @@ def train_sft(cfg: LoraSFTConfig, data: list[ChatExample] | str | Path, out: str
                 "examples_hash": hash_examples(examples),  # after the system-prompt transform
                 "n_examples": len(examples),
                 "n_dropped_by_max_length": dropped,
+                **cut_stats,
                 "tokens_per_epoch": n_tokens_per_epoch,
                 "trained_tokens_per_epoch": n_trained_per_epoch,
             },
