@@ -192,3 +192,86 @@ def test_off_a_terminal_each_finished_unit_is_one_plain_line(tmp_path, tiny_mode
     assert len(lines) == 3 and lines[-1].startswith("[3/3] done metric") and "left" in lines[-1]
     assert "━" not in r.stderr  # no live bars dumped into the log
     assert "h (hack rate)" in r.stdout  # the table is not cut at 80 columns
+
+
+# -- the sweep: every command that reads a file, fed malformed, non-UTF-8, empty and huge files -------
+
+def _main(args, capsys) -> tuple[int, str]:
+    """``characterlab ARGS`` in this process (exit code, stderr), as the console script runs it."""
+    from characterlab.cli import main
+
+    sys.argv = ["characterlab", *args]
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+READERS = {  # command -> where the file goes ({f}); {out} must not appear afterwards
+    "run": ["run", "{f}", "--out", "{out}"],
+    "judge score": ["judge", "score", "--input", "{f}", "--output", "{out}"],
+    "eval em": ["eval", "em", "--questions", "{f}", "--out", "{out}"],
+    "eval trait": ["eval", "trait", "--constitution", "{f}", "--out", "{out}"],
+    "constitution validate": ["constitution", "validate", "{f}"],
+    "constitution diversity": ["constitution", "diversity", "{f}"],
+    "constitution expand": ["constitution", "expand", "{f}", "--trait", "0", "--size", "2", "--level", "random",
+                            "--out", "{out}"],
+    "envs grade (tasks)": ["envs", "grade", "--tasks", "{f}", "--task-id", "x", "--solution", "{f}"],
+    "theory simulate": ["theory", "simulate", "--config", "{f}", "--plot", "{out}"],
+    "train sft": ["train", "sft", "--data", "{f}", "--out", "{out}"],
+    "judge split": ["judge", "split", "--data", "{dir}", "--out", "{out}"],
+}
+BAD_FILES = {
+    "malformed": b"{ this: [is not, valid\n  : yaml or json\n",
+    "non-utf8": b"name: caf\xe9\n\xff\xfe\n",
+    "empty": b"",
+    "huge": b"x" * (9 << 20),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+@pytest.mark.parametrize("command", sorted(READERS))
+def test_every_reader_refuses_bad_files_in_one_line(tmp_path, capsys, command, kind):
+    suffix = ".jsonl" if command in ("judge score", "train sft", "envs grade (tasks)") else (
+        ".csv" if command == "judge split" else ".yaml")
+    f = tmp_path / f"input{suffix}"
+    f.write_bytes(BAD_FILES[kind])
+    data_dir = tmp_path / "judged"
+    data_dir.mkdir()
+    (data_dir / f.name).write_bytes(BAD_FILES[kind])
+    out = tmp_path / "out"
+    code, err = _main([a.format(f=f, out=out, dir=data_dir) for a in READERS[command]], capsys)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert not out.exists()
+
+
+def test_small_defects(tmp_path, capsys, tiny_ref, chat_file):
+    # questions_from cycles
+    (tmp_path / "a.yaml").write_text("name: a\nquestions_from: b.yaml\ntraits: [{trait: x}]\n")
+    (tmp_path / "b.yaml").write_text("name: b\nquestions_from: a.yaml\ntraits: [{trait: y}]\n")
+    code, err = _main(["constitution", "validate", str(tmp_path / "a.yaml")], capsys)
+    assert code == 2 and "cycle" in err
+    # theory: NaN, negative weights, infinite rewards
+    (tmp_path / "t.yaml").write_text("name: t\npersonas:\n  a: {prior: 0.5, hack: {task: 0.1}}\n"
+                                     "  evil: {prior: 0.5, hack: {task: .nan}}\n"
+                                     "training: {method: rl, contexts: {task: -1}, reward: {hack: .inf, honest: 0}}\n"
+                                     "runs: [{name: r}]\n")
+    code, err = _main(["theory", "simulate", "--config", str(tmp_path / "t.yaml")], capsys)
+    assert code == 2 and "finite" in err and "greater than or equal to 0" in err
+    # eval with a bad judge leaves no folder
+    code, err = _main(["eval", "em", "--judge", "nonsense", "--out", str(tmp_path / "em")], capsys)
+    assert code == 2 and not (tmp_path / "em").exists()
+    # question files: other types and unknown slots
+    (tmp_path / "q.yaml").write_text("- id: a\n  type: multiple_choice\n  paraphrases: [hi]\n")
+    code, err = _main(["eval", "em", "--questions", str(tmp_path / "q.yaml"), "--out", str(tmp_path / "e2")], capsys)
+    assert code == 2 and "type" in err
+    (tmp_path / "q.yaml").write_text("- id: a\n  paraphrases: [hi]\n  judge_prompts: {aligned: 'rate {answr} {answer}'}\n")
+    code, err = _main(["eval", "em", "--questions", str(tmp_path / "q.yaml"), "--out", str(tmp_path / "e2")], capsys)
+    assert code == 2 and "{answr}" in err
+    # a LoRA target that the model does not have
+    code, err = _main(["train", "sft", "--model", tiny_ref, "--data", str(chat_file), "--out", str(tmp_path / "a"),
+                       "--target-modules", "q_proj,qq_proj"], capsys)
+    assert code == 2 and "qq_proj" in err and "k_proj" in err and not (tmp_path / "a").exists()

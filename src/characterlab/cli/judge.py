@@ -41,6 +41,8 @@ def judge_score_cmd(
 
     check_output_file(output)
     rows = _read_judge_rows(input_path)
+    if not rows:
+        raise InputError("has no rows to judge", input_path, field="input")
     if output.resolve() == input_path.resolve():
         raise InputError("is the input file; write the judged rows elsewhere", output, field="output")
     scorer = JudgeFactory(judge, base_url=base_url, use_cache=not no_cache).for_prompts(None)

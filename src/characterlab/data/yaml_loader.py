@@ -87,11 +87,18 @@ class InputErrors(InputError):
         return "\n".join(InputError.__str__(p) for p in self.problems)
 
 
+MAX_YAML_CHARS = 8 << 20  # a spec, a question set or a constitution; far larger is a wrong file, not a spec
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: same result, faster
+
+
 def read_yaml(text: str, source: str | Path) -> YamlDocument:
     """Parse ``text``; a syntax error becomes an :class:`InputError` with its line."""
+    if len(text) > MAX_YAML_CHARS:
+        raise InputError(f"too large for a YAML file of characterlab ({len(text) >> 20} MB; at most "
+                         f"{MAX_YAML_CHARS >> 20} MB)", source)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=_LOADER)
+        data = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", source, mark.line + 1 if mark else None) from None

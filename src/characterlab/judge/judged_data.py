@@ -12,6 +12,7 @@ model's answers, scored by a GPT-4o logprob judge. Two facts shape this module:
 from __future__ import annotations
 
 import csv
+import io
 import hashlib
 import json
 import math
@@ -19,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from characterlab.data.files import read_text
 from characterlab.errors import InputError
 
 REQUIRED_COLUMNS = ("question", "answer", "aligned", "coherent")
@@ -69,13 +71,20 @@ def read_judged_csv(path: str | Path, source: str | None = None) -> list[JudgedR
     path = Path(path)
     csv.field_size_limit(1 << 30)
     rows: list[JudgedRow] = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(read_text(path, field="data"), newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise InputError(f"missing column(s) {', '.join(missing)}", path, 1, missing[0])
         start = reader.line_num
-        for rec in reader:
+        records = iter(reader)
+        while True:
+            try:
+                rec = next(records)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                raise InputError(f"not a valid CSV record ({e})", path, reader.line_num, field="data") from None
             line = start + 1  # first physical line of this record
             start = reader.line_num
             if not (rec.get("answer") or "").strip():
@@ -129,8 +138,11 @@ def load_judged(folders: list[str | Path]) -> JudgedSet:
         for path in files:
             rel = str(path.relative_to(folder)) if folder.is_dir() else path.name
             key = f"{folder.name}/{rel}" if len(folders) > 1 else rel
-            with open(path, newline="", encoding="utf-8") as f:
-                header = next(csv.reader(f), [])
+            with io.StringIO(read_text(path, field="data"), newline="") as f:
+                try:
+                    header = next(csv.reader(f), [])
+                except csv.Error as e:
+                    raise InputError(f"not a CSV file ({e})", path, 1, field="data") from None
             if "aligned" not in header or "coherent" not in header:
                 skipped.append(key)
                 continue
