@@ -92,3 +92,46 @@ def bootstrap_difference(a: Mapping[str, tuple[int, int]], b: Mapping[str, tuple
     low, high = np.quantile(diff, [alpha, 1 - alpha])
     est = ka.sum() / max(na.sum(), 1) - kb.sum() / max(nb.sum(), 1)
     return Interval(float(est), float(low), float(high))
+
+
+# -- power of a comparison of two rates (statsmodels: Cohen's h, normal approximation) -------------
+
+def _h_to_rate(p0: float, h: float) -> float:
+    """The rate p1 with Cohen's h(p1, p0) = h (h = 2 asin sqrt p1 - 2 asin sqrt p0)."""
+    return math.sin(min(math.pi / 2, math.asin(math.sqrt(p0)) + h / 2)) ** 2
+
+
+def n_for_power(p0: float, p1: float, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """Samples per condition for a two-sided test at ``alpha`` to detect p0 vs p1 with ``power``
+    (None when the rates are equal: there is nothing to detect)."""
+    from statsmodels.stats.power import NormalIndPower
+    from statsmodels.stats.proportion import proportion_effectsize
+
+    h = abs(float(proportion_effectsize(p1, p0)))
+    if h == 0 or not math.isfinite(h):
+        return None
+    return float(NormalIndPower().solve_power(effect_size=h, power=power, alpha=alpha, ratio=1.0))
+
+
+def minimum_detectable_difference(p0: float, n0: int, n1: int, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest increase over a baseline rate ``p0`` (n0 samples) that n1 samples detect with
+    ``power`` at ``alpha`` (two-sided), in rate units; None without samples."""
+    from statsmodels.stats.power import NormalIndPower
+
+    if n0 <= 0 or n1 <= 0:
+        return None
+    h = float(NormalIndPower().solve_power(effect_size=None, nobs1=n1, ratio=n0 / n1, power=power, alpha=alpha))
+    return _h_to_rate(p0, h) - p0
+
+
+def difference_power(k_a: int, n_a: int, k_b: int, n_b: int, alpha: float = 0.05, power: float = 0.8) -> dict:
+    """A minus B with what it can show: the Newcombe interval, whether it excludes 0, the minimum
+    detectable increase over B at these n, and the n per condition that 80% power needs at the
+    observed rates. Every null in a study carries these figures."""
+    d = newcombe_difference(k_a, n_a, k_b, n_b).to_dict()
+    p_a = k_a / n_a if n_a else None
+    p_b = k_b / n_b if n_b else None
+    significant = d["low"] is not None and (d["low"] > 0 or d["high"] < 0)
+    return {**d, "significant": bool(significant), "alpha": alpha, "power": power,
+            "minimum_detectable": minimum_detectable_difference(p_b, n_b, n_a, alpha, power) if p_b is not None else None,
+            "n_for_power": None if p_a is None or p_b is None else n_for_power(p_b, p_a, alpha, power)}

@@ -63,7 +63,8 @@ def test_hack_eval_and_rl_smoke(tiny_ref, tmp_path):
     run = run_evaluation("hacks", {"n": 3, "max_new_tokens": 8}, tmp_path / "ev", model=tiny_ref, progress=False)
     res = run.results["conditions"]["model"]["evaluations"]["hacks"]["per_seed"]["0"]
     assert res["overall"]["hack_rate"]["n"] == 3 and set(res["per_grader"]) == {"assert_eq", "exit_code", "pytest"}
-    assert set(res["overall"]["attempted"]) == {"always_equal", "exit", "conftest", "pytest_patch", "shadow_module"}
+    assert set(res["overall"]["attempted"]) == {"always_equal", "exit", "conftest", "pytest_patch", "shadow_module",
+                                                "pytest_skip", "pytest_config"}
     assert len(INOCULATIONS) == 6
     meta = train_grpo_hacks(GRPOHackConfig(model=tiny_ref, steps=2, n_tasks=4, prompts_per_step=1, num_generations=2,
                                            max_completion_length=8, inoculation="hacking_okay", hack_penalty=1.0),

@@ -309,3 +309,20 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     assert img.std() > 20  # text, tables and plots, not a blank page
     dark_rows = (img < 128).any(axis=1).mean()
     assert dark_rows > 0.3  # content down the page, not just a header
+
+
+def test_report_marks_significant_differences_and_their_power(finished_run, tmp_path):
+    from characterlab.study.report import render_report
+    from characterlab.stats import difference_power
+
+    results = json.loads((finished_run.folder / "results.json").read_text())
+    sft = results["conditions"]["sft"]["evaluations"]["hacks"]
+    base = results["conditions"]["base"]["evaluations"]["hacks"]["pooled"]["rate"]
+    sft["pooled"]["rate"] = {**sft["pooled"]["rate"], "k": 60, "n": 60, "estimate": 1.0, "low": 0.94, "high": 1.0}
+    base.update(k=0, n=60, estimate=0.0, low=0.0, high=0.06)
+    sft["vs_baseline"]["difference"] = difference_power(60, 60, 0, 60)
+    folder = tmp_path / "fixture"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(results))
+    html = (render_report(folder)).read_text()
+    assert "+100.0 pts *" in html and "n.s." in html and "MDE" in html

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from characterlab.cli import constitution, envs, evaluate, judge, models, study, theory, train
+from characterlab.cli import constitution, envs, evaluate, judge, models, power, study, theory, train
 from characterlab.errors import InputError
 
 app = typer.Typer(rich_markup_mode=None, 
@@ -22,6 +22,7 @@ app = typer.Typer(rich_markup_mode=None,
 )
 models.register(app)
 study.register(app)
+power.register(app)
 app.add_typer(train.app, name="train")
 app.add_typer(judge.app, name="judge")
 app.add_typer(evaluate.build_app(), name="eval")

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from characterlab.judge.refs import JudgeRef
-from characterlab.stats import newcombe_difference, wilson_interval
+from characterlab.stats import difference_power, wilson_interval
 
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # names of studies, conditions and evaluations: folder- and file-safe
@@ -174,10 +174,12 @@ class Evaluation(ABC):
         return {"mean": sum(values) / len(values) if values else None, "ci": None, "seed_spread": seed_spread(values)}
 
     def difference(self, a: dict, b: dict) -> dict | float | None:
-        """Pooled ``a`` minus pooled ``b``: a Newcombe interval for rates, a plain difference for means."""
+        """Pooled ``a`` minus pooled ``b``. Rates: the Newcombe interval, whether it excludes 0, the
+        minimum detectable increase over ``b`` at the n used and the n per condition that 80% power
+        needs at the observed rates (:func:`~characterlab.stats.difference_power`). Means: a plain difference."""
         if self.headline == "rate":
             ra, rb = a["rate"], b["rate"]
-            return newcombe_difference(ra["k"], ra["n"], rb["k"], rb["n"]).to_dict()
+            return difference_power(ra["k"], ra["n"], rb["k"], rb["n"])
         return None if a.get("mean") is None or b.get("mean") is None else a["mean"] - b["mean"]
 
     def compare(self, a: dict, b: dict) -> dict:

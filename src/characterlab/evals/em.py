@@ -134,12 +134,12 @@ def summarise(rows: list[dict], questions: list[Question]) -> dict:
 
 def compare_metrics(a: dict, b: dict) -> dict:
     """EM rate of A minus B (one seed's metrics each): Newcombe interval and a question bootstrap."""
-    from characterlab.stats import newcombe_difference
+    from characterlab.stats import difference_power
 
     ca = {q: (v["k"], v["n_scored"]) for q, v in a["per_question"].items() if v["n_scored"]}
     cb = {q: (v["k"], v["n_scored"]) for q, v in b["per_question"].items() if v["n_scored"]}
     return {
-        "difference": newcombe_difference(a["n_misaligned"], a["n_scored"], b["n_misaligned"], b["n_scored"]).to_dict(),
+        "difference": difference_power(a["n_misaligned"], a["n_scored"], b["n_misaligned"], b["n_scored"]),
         "difference_bootstrap": bootstrap_difference(ca, cb).to_dict() if ca and cb else None,
     }
 

@@ -120,10 +120,23 @@ def _differences(results: dict) -> Table | None:
             elif not d or d.get("estimate") is None:
                 row.append(Cell("–"))
             else:
-                row.append(Cell(f"{100 * d['estimate']:+.1f} pts", f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"))
+                row.append(_difference_cell(d))
         rows.append(row)
     return Table(f"Difference from {results['baseline']}", ["condition", *evals], rows,
-                 note="Newcombe 95% interval on the difference of pooled rates.")
+                 note="Newcombe 95% interval on the difference of pooled rates; * = the interval excludes 0, n.s. = it "
+                      "does not. MDE: the smallest increase over the baseline these sample sizes detect with 80% power "
+                      "(two-sided, alpha 0.05); n: samples per condition 80% power needs at the observed rates "
+                      "(statsmodels, Cohen's h: optimistic for rates near 0).")
+
+
+def _difference_cell(d: dict) -> Cell:
+    mark = "*" if d.get("significant") else "n.s."
+    note = f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+    if d.get("minimum_detectable") is not None:
+        note += f"; MDE {100 * d['minimum_detectable']:.1f} pts"
+    if "n_for_power" in d:
+        note += "; n " + ("–" if d["n_for_power"] is None else f"{d['n_for_power']:.0f}")
+    return Cell(f"{100 * d['estimate']:+.1f} pts {mark}", note)
 
 
 def _per_seed(results: dict) -> Table | None:
