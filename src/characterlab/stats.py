@@ -107,10 +107,19 @@ def n_for_power(p0: float, p1: float, alpha: float = 0.05, power: float = 0.8) -
     from statsmodels.stats.power import NormalIndPower
     from statsmodels.stats.proportion import proportion_effectsize
 
+    import warnings
+
+    from scipy.stats import norm
+
     h = abs(float(proportion_effectsize(p1, p0)))
     if h == 0 or not math.isfinite(h):
         return None
-    return float(NormalIndPower().solve_power(effect_size=h, power=power, alpha=alpha, ratio=1.0))
+    with warnings.catch_warnings():  # for huge effects (0% vs 100%) its root finder fails: closed form below
+        warnings.simplefilter("ignore")
+        n = float(NormalIndPower().solve_power(effect_size=h, power=power, alpha=alpha, ratio=1.0))
+    if not math.isfinite(n):  # the same normal approximation, one tail: n = 2 ((z_{1-a/2} + z_power) / h)^2
+        n = 2 * ((norm.ppf(1 - alpha / 2) + norm.ppf(power)) / h) ** 2
+    return n
 
 
 def minimum_detectable_difference(p0: float, n0: int, n1: int, alpha: float = 0.05, power: float = 0.8) -> float | None:

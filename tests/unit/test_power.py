@@ -15,6 +15,7 @@ def test_n_for_power_is_statsmodels(p0, p1):
     want = NormalIndPower().solve_power(effect_size=abs(proportion_effectsize(p1, p0)), power=0.8, alpha=0.05, ratio=1)
     assert n_for_power(p0, p1) == pytest.approx(want)
     assert n_for_power(0.1, 0.1) is None
+    assert 1 < n_for_power(0.0, 1.0) < 5  # an effect too large for statsmodels' root finder still gets its n
 
 
 @pytest.mark.parametrize(("p0", "n"), [(0.0, 36), (0.02, 300), (0.1, 1000)])
