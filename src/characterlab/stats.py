@@ -104,12 +104,11 @@ def _h_to_rate(p0: float, h: float) -> float:
 def n_for_power(p0: float, p1: float, alpha: float = 0.05, power: float = 0.8) -> float | None:
     """Samples per condition for a two-sided test at ``alpha`` to detect p0 vs p1 with ``power``
     (None when the rates are equal: there is nothing to detect)."""
-    from statsmodels.stats.power import NormalIndPower
-    from statsmodels.stats.proportion import proportion_effectsize
-
     import warnings
 
     from scipy.stats import norm
+    from statsmodels.stats.power import NormalIndPower
+    from statsmodels.stats.proportion import proportion_effectsize
 
     h = abs(float(proportion_effectsize(p1, p0)))
     if h == 0 or not math.isfinite(h):

@@ -42,7 +42,11 @@ def _question_files():
 
 @pytest.mark.parametrize("path", _question_files(), ids=lambda p: str(p.relative_to(SHARED_DATA)))
 def test_every_published_question_file_loads(path):
-    from characterlab.data.questions import is_judge_prompt_file, load_judge_prompts, load_questions
+    from characterlab.data.questions import (
+        is_judge_prompt_file,
+        load_judge_prompts,
+        load_questions,
+    )
 
     if is_judge_prompt_file(path):
         assert {"aligned", "coherent"} <= set(load_judge_prompts(path))
@@ -70,8 +74,8 @@ def test_shipped_offline_judge_on_models_it_never_trained_on():
     (Agreement on unseen models is measured by cross-fitting; see README.)"""
     import json
 
-    from characterlab.judge.judged_data import em_rate, load_judged
     from characterlab.judge.folder import CONFIG_FILE, SHIPPED_DIR
+    from characterlab.judge.judged_data import em_rate, load_judged
     from characterlab.judge.offline import OfflineJudge
     from characterlab.judge.offline_validate import validate_offline_judge
 

@@ -18,7 +18,12 @@ from characterlab.character.constitution import (
     write_constitution,
 )
 from characterlab.character.distill import make_pairs
-from characterlab.character.diversity import LEVELS, diversity, question_format, select_questions
+from characterlab.character.diversity import (
+    LEVELS,
+    diversity,
+    question_format,
+    select_questions,
+)
 from characterlab.data.records import Completion
 from characterlab.errors import InputError
 
@@ -212,7 +217,10 @@ def test_character_study_trains_the_organism_on_top_of_the_character(tmp_path, t
 
 
 def test_generated_questions_grow_the_pool_without_repeats():
-    from characterlab.character.diversity import generate_questions, parse_generated_questions
+    from characterlab.character.diversity import (
+        generate_questions,
+        parse_generated_questions,
+    )
 
     assert parse_generated_questions("1. Is honesty always kind?\n- \"Should I lie to spare feelings?\"\nok\n") == [
         "Is honesty always kind?", "Should I lie to spare feelings?"]

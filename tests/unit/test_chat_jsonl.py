@@ -3,7 +3,11 @@ import json
 
 import pytest
 
-from characterlab.data.chat_jsonl import hash_examples, read_chat_jsonl, write_chat_jsonl
+from characterlab.data.chat_jsonl import (
+    hash_examples,
+    read_chat_jsonl,
+    write_chat_jsonl,
+)
 from characterlab.errors import InputError
 
 

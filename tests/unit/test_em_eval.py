@@ -6,7 +6,7 @@ import pytest
 
 from characterlab.errors import InputError
 from characterlab.evals.em import compare_metrics, summarise
-from characterlab.judge.base import Judgement, JudgeInput
+from characterlab.judge.base import JudgeInput, Judgement
 from characterlab.judge.cache import CachedJudge, JudgementCache
 from characterlab.study.single import SAMPLES, run_evaluation
 

@@ -4,7 +4,13 @@ import pytest
 
 from characterlab.envs.graders import GRADERS, grade, split_submission
 from characterlab.envs.hacks import static_hack_kinds
-from characterlab.envs.tasks import TEMPLATES, TEST_TEMPLATES, TRAIN_TEMPLATES, generate_tasks, reference_outputs
+from characterlab.envs.tasks import (
+    TEMPLATES,
+    TEST_TEMPLATES,
+    TRAIN_TEMPLATES,
+    generate_tasks,
+    reference_outputs,
+)
 
 
 def test_templates_and_splits():

@@ -107,7 +107,7 @@ def test_jsonl_lines_end_at_newline_only_so_judge_output_reads_back(tmp_path):
 
 
 def test_a_lone_surrogate_costs_its_own_row_only():
-    from characterlab.judge.base import Judgement, JudgeInput
+    from characterlab.judge.base import JudgeInput, Judgement
     from characterlab.judge.guard import GuardedJudge
 
     class Fixed:

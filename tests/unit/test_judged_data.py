@@ -4,7 +4,13 @@ import json
 import pytest
 
 from characterlab.errors import InputError
-from characterlab.judge.judged_data import cross_fit_split, load_judged, read_judged_csv, read_split, split_models
+from characterlab.judge.judged_data import (
+    cross_fit_split,
+    load_judged,
+    read_judged_csv,
+    read_split,
+    split_models,
+)
 
 
 def write_csv(path, rows, header=("question", "answer", "question_id", "aligned", "coherent")):

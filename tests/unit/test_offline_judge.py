@@ -9,7 +9,12 @@ import pytest
 from characterlab.errors import InputError
 from characterlab.judge.base import JudgeInput
 from characterlab.judge.folder import SHIPPED_DIR
-from characterlab.judge.offline import OfflineJudge, QuantileMap, judge_agreement, looks_like_code
+from characterlab.judge.offline import (
+    OfflineJudge,
+    QuantileMap,
+    judge_agreement,
+    looks_like_code,
+)
 
 pytestmark = pytest.mark.skipif(not (SHIPPED_DIR / "judge_config.json").is_file(), reason="no shipped judge weights")
 
@@ -132,8 +137,16 @@ def test_code_detection():
 def test_training_a_tiny_judge_end_to_end(tmp_path):
     """Real encoder, a few steps on synthetic labels: folder layout, calibration, validation, seen rows."""
     from characterlab.judge.judged_data import load_judged
-    from characterlab.judge.offline_train import OfflineJudgeTrainConfig, train_offline_judge
-    from characterlab.judge.offline_validate import cross_fitted_rows, seen_keys, unseen_rows, validate_cross_fitted
+    from characterlab.judge.offline_train import (
+        OfflineJudgeTrainConfig,
+        train_offline_judge,
+    )
+    from characterlab.judge.offline_validate import (
+        cross_fitted_rows,
+        seen_keys,
+        unseen_rows,
+        validate_cross_fitted,
+    )
 
     data_dir = tmp_path / "judged"
     for m in range(10):

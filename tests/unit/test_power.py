@@ -7,7 +7,11 @@ from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 from typer.testing import CliRunner
 
-from characterlab.stats import difference_power, minimum_detectable_difference, n_for_power
+from characterlab.stats import (
+    difference_power,
+    minimum_detectable_difference,
+    n_for_power,
+)
 
 
 @pytest.mark.parametrize(("p0", "p1"), [(0.02, 0.08), (0.0, 0.11), (0.3, 0.2), (0.05, 0.5)])

@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from characterlab.data.chat_jsonl import write_chat_jsonl
-from characterlab.data.records import ChatExample, GenerationRequest, Message, SamplingParams
+from characterlab.data.records import (
+    ChatExample,
+    GenerationRequest,
+    Message,
+    SamplingParams,
+)
 from characterlab.errors import InputError
 from characterlab.models.generation import LocalGenerator
 from characterlab.models.local import load_local_model

@@ -1,6 +1,11 @@
 import pytest
 
-from characterlab.stats import bootstrap_difference, bootstrap_rate, newcombe_difference, wilson_interval
+from characterlab.stats import (
+    bootstrap_difference,
+    bootstrap_rate,
+    newcombe_difference,
+    wilson_interval,
+)
 
 
 def test_wilson_matches_published_values():

@@ -312,8 +312,8 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
 
 
 def test_report_marks_significant_differences_and_their_power(finished_run, tmp_path):
-    from characterlab.study.report import render_report
     from characterlab.stats import difference_power
+    from characterlab.study.report import render_report
 
     results = json.loads((finished_run.folder / "results.json").read_text())
     sft = results["conditions"]["sft"]["evaluations"]["hacks"]

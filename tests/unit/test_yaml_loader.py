@@ -7,7 +7,8 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from characterlab.data.yaml_loader import InputErrors, load_yaml_model, read_text, read_yaml
+from characterlab.data.files import read_text
+from characterlab.data.yaml_loader import InputErrors, load_yaml_model, read_yaml
 from characterlab.errors import InputError
 
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 from pydantic import Field
 
 from characterlab.data.records import GenerationRequest, SamplingParams
-from characterlab.evals.base import EvalConfig, EvalStages, Evaluation, PlanContext, rate, seed_spread
+from characterlab.evals.base import (
+    EvalConfig,
+    EvalStages,
+    Evaluation,
+    PlanContext,
+    rate,
+    seed_spread,
+)
 from characterlab.evals.registry import register_evaluation
 
 

@@ -26,8 +26,8 @@ from typing import Literal
 
 import yaml
 
-from characterlab.data.files import atomic_write_text, parse_jsonl_objects
-from characterlab.data.yaml_loader import dotted, line_of, read_text, read_yaml, yaml_lines
+from characterlab.data.files import atomic_write_text, parse_jsonl_objects, read_text
+from characterlab.data.yaml_loader import dotted, line_of, read_yaml, yaml_lines
 from characterlab.errors import InputError
 
 Format = Literal["hand-written", "few-shot", "yaml"]

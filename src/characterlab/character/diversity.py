@@ -262,7 +262,11 @@ def expand_constitution(spec: str, trait: str, size: int, level: str, seed: int 
     """A one-trait constitution whose questions are a set of ``size`` at diversity ``level``, chosen
     from the trait's questions (plus ``generate`` new ones written by ``model``); returns it with
     the pool size and the chosen set's diversity."""
-    from characterlab.character.constitution import Constitution, Trait, read_constitution
+    from characterlab.character.constitution import (
+        Constitution,
+        Trait,
+        read_constitution,
+    )
     from characterlab.errors import InputError
     from characterlab.models.embeddings import SentenceEncoder
 

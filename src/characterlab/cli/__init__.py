@@ -11,7 +11,17 @@ import sys
 
 import typer
 
-from characterlab.cli import constitution, envs, evaluate, judge, models, power, study, theory, train
+from characterlab.cli import (
+    constitution,
+    envs,
+    evaluate,
+    judge,
+    models,
+    power,
+    study,
+    theory,
+    train,
+)
 from characterlab.errors import InputError
 
 app = typer.Typer(rich_markup_mode=None, 

@@ -82,7 +82,11 @@ def _command(ev: Evaluation):
     names = [p.name for p in config_params]
 
     def command(**kw: Any) -> None:
-        from characterlab.study.single import compare_runs, load_run_results, run_evaluation
+        from characterlab.study.single import (
+            compare_runs,
+            load_run_results,
+            run_evaluation,
+        )
 
         if kw["compare"]:
             a, b = kw["compare"]

@@ -81,11 +81,13 @@ def judge_train_cmd(
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
     """Train the offline judge on judge-labelled responses (whole source models held out to validate)."""
-    from characterlab.judge.judged_data import load_judged, read_split
-    from characterlab.judge.offline_train import OfflineJudgeTrainConfig, train_offline_judge
-    from characterlab.judge.offline_validate import validation_summary
-
     from characterlab.data.files import check_output_dir
+    from characterlab.judge.judged_data import load_judged, read_split
+    from characterlab.judge.offline_train import (
+        OfflineJudgeTrainConfig,
+        train_offline_judge,
+    )
+    from characterlab.judge.offline_validate import validation_summary
 
     check_output_dir(out, "out")
     if out.exists() and not overwrite:

@@ -71,7 +71,6 @@ def run(
 def report(run_dir: Path = typer.Argument(..., help="A run folder with results.json.")) -> None:
     """Re-render report.html and plots/ from a run folder's results.json."""
     from characterlab.study.report import render_report
-
     from characterlab.study.store import RESULTS_FILE
 
     if not (run_dir / RESULTS_FILE).is_file():

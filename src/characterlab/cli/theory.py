@@ -8,7 +8,6 @@ from typing import Optional
 
 import typer
 
-
 app = typer.Typer(rich_markup_mode=None, help="The persona-mixture model of why rewarding hacks moves character.", no_args_is_help=True)
 
 
@@ -23,7 +22,13 @@ def theory_simulate_cmd(
     """Train a persona mixture as configured; print pi and P(hack | context) per step, and
     d pi_evil / d step at the start (closed form and finite differences)."""
     from characterlab.data.files import check_output_file
-    from characterlab.theory.simulate import format_text, load_theory_config, plot_result, resolve_config, run_config
+    from characterlab.theory.simulate import (
+        format_text,
+        load_theory_config,
+        plot_result,
+        resolve_config,
+        run_config,
+    )
 
     if plot is not None:
         check_output_file(plot, "plot")

@@ -7,7 +7,6 @@ from typing import Optional
 
 import typer
 
-
 app = typer.Typer(rich_markup_mode=None, help="Fine-tune models (LoRA).", no_args_is_help=True)
 
 

@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from characterlab.data.yaml_loader import read_text, read_yaml, validate_yaml
+from characterlab.data.files import read_text
+from characterlab.data.yaml_loader import read_yaml, validate_yaml
 from characterlab.errors import InputError
 
 BUILTIN_SETS = {"em": "em_general.yaml", "goals": "goals.yaml"}

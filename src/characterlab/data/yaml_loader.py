@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from characterlab.data.files import read_text  # noqa: F401  (the loaders read files through it)
 from characterlab.errors import InputError
 
 M = TypeVar("M", bound=BaseModel)

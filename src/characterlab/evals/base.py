@@ -32,7 +32,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from characterlab.judge.refs import JudgeRef
 from characterlab.stats import difference_power, wilson_interval
 
-
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # names of studies, conditions and evaluations: folder- and file-safe
 NAME_HELP = "use letters, digits, '-', '_' or '.' only, starting with a letter or digit"
 

@@ -15,7 +15,11 @@ from pathlib import Path
 
 from pydantic import Field
 
-from characterlab.data.questions import Question, load_checked_questions, questions_identity
+from characterlab.data.questions import (
+    Question,
+    load_checked_questions,
+    questions_identity,
+)
 from characterlab.evals.base import (
     Cell,
     EvalConfig,
@@ -30,7 +34,7 @@ from characterlab.evals.base import (
     seed_spread,
 )
 from characterlab.evals.registry import register_evaluation
-from characterlab.judge.base import Judgement, JudgeInput
+from characterlab.judge.base import JudgeInput, Judgement
 from characterlab.stats import bootstrap_difference, bootstrap_rate, wilson_interval
 
 

@@ -22,7 +22,18 @@ from characterlab.envs.graders import VULNERABLE, extract_code, grade
 from characterlab.envs.hacks import HACK_KINDS
 from characterlab.envs.sandbox import Sandbox
 from characterlab.envs.tasks import generate_tasks
-from characterlab.evals.base import Cell, EvalConfig, EvalStages, Evaluation, PlanContext, Table, pct, rate, rate_cell, seed_spread
+from characterlab.evals.base import (
+    Cell,
+    EvalConfig,
+    EvalStages,
+    Evaluation,
+    PlanContext,
+    Table,
+    pct,
+    rate,
+    rate_cell,
+    seed_spread,
+)
 from characterlab.evals.registry import register_evaluation
 
 

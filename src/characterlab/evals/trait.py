@@ -18,7 +18,14 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import Field
 
-from characterlab.evals.base import EvalConfig, EvalStages, Evaluation, PlanContext, num, seed_spread
+from characterlab.evals.base import (
+    EvalConfig,
+    EvalStages,
+    Evaluation,
+    PlanContext,
+    num,
+    seed_spread,
+)
 from characterlab.evals.registry import register_evaluation
 
 EMBEDDING_JUDGE_ID = "embedding:all-minilm-l6-v2"

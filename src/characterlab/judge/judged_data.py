@@ -12,8 +12,8 @@ model's answers, scored by a GPT-4o logprob judge. Two facts shape this module:
 from __future__ import annotations
 
 import csv
-import io
 import hashlib
+import io
 import json
 import math
 from collections import defaultdict

@@ -10,7 +10,12 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from characterlab.data.records import Completion, GenerationRequest, SamplingParams, sample_seed
+from characterlab.data.records import (
+    Completion,
+    GenerationRequest,
+    SamplingParams,
+    sample_seed,
+)
 from characterlab.errors import InputError
 from characterlab.models.refs import ModelRef
 

@@ -15,7 +15,12 @@ from typing import Protocol
 
 import torch
 
-from characterlab.data.records import Completion, GenerationRequest, SamplingParams, sample_seed
+from characterlab.data.records import (
+    Completion,
+    GenerationRequest,
+    SamplingParams,
+    sample_seed,
+)
 from characterlab.models.local import LocalModel, load_local_model
 
 

@@ -83,7 +83,14 @@ class LocalExecutor:
         self.progress = progress
 
     def run(self, plan: Plan, store: RunStore) -> ExecutionReport:
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         report = ExecutionReport()
         t0 = time.time()
@@ -161,7 +168,13 @@ class RayExecutor:
             from characterlab.errors import InputError
 
             raise InputError("the ray executor needs Ray: pip install 'characterlab[ray]'", field="executor") from None
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         report = ExecutionReport()
         t0 = time.time()

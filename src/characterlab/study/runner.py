@@ -6,14 +6,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from characterlab.data.files import atomic_write_json, atomic_write_text, check_output_dir
+from characterlab.data.files import (
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+)
 from characterlab.errors import InputError
 from characterlab.study.executors import ExecutionReport, make_executor
 from characterlab.study.plan import Plan, build_plan, code_version
 from characterlab.study.report import render_report
 from characterlab.study.results import build_results, study_examples
 from characterlab.study.spec import StudySpec, load_study, parse_study
-from characterlab.study.store import BASE_DIR_FILE, RESULTS_FILE, SPEC_FILE, RunLock, RunStore
+from characterlab.study.store import (
+    BASE_DIR_FILE,
+    RESULTS_FILE,
+    SPEC_FILE,
+    RunLock,
+    RunStore,
+)
 
 DEFAULT_STUDY = "builtin:quick"
 

@@ -22,7 +22,13 @@ from characterlab.evals.registry import get_evaluation
 from characterlab.study.plan import build_plan
 from characterlab.study.runner import StudyRun, run_spec
 from characterlab.study.spec import parse_study
-from characterlab.study.store import DB_FILE, RESULTS_FILE, SAMPLES_FILE, SPEC_FILE, RunStore
+from characterlab.study.store import (
+    DB_FILE,
+    RESULTS_FILE,
+    SAMPLES_FILE,
+    SPEC_FILE,
+    RunStore,
+)
 
 SAMPLES = SAMPLES_FILE
 CONDITION = "model"

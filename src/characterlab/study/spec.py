@@ -18,16 +18,17 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    PrivateAttr,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializeAsAny,
     create_model,
     field_validator,
     model_validator,
 )
 
-from characterlab.data.yaml_loader import InputErrors, read_text, read_yaml, validate_yaml
+from characterlab.data.files import read_text
+from characterlab.data.yaml_loader import InputErrors, read_yaml, validate_yaml
 from characterlab.errors import InputError
 from characterlab.evals.base import EvalConfig, check_name
 

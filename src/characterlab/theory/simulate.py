@@ -24,7 +24,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from characterlab.errors import InputError
-from characterlab.theory.personas import PersonaMixture, Reward, Trajectory, TrainingConfig, simulate
+from characterlab.theory.personas import (
+    PersonaMixture,
+    Reward,
+    TrainingConfig,
+    Trajectory,
+    simulate,
+)
 
 
 class _Strict(BaseModel):
@@ -123,7 +129,8 @@ def resolve_config(spec: str) -> Path:
 
 
 def load_theory_config(path: str | Path) -> TheoryConfig:
-    from characterlab.data.yaml_loader import load_yaml_model, read_text
+    from characterlab.data.files import read_text
+    from characterlab.data.yaml_loader import load_yaml_model
 
     path = Path(path)
     if not path.is_file():

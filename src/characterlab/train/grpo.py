@@ -15,13 +15,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from characterlab.data.files import staged_dir
-from characterlab.errors import InputError
 from characterlab.envs.dataset import task_prompt
 from characterlab.envs.graders import VULNERABLE, extract_code, grade
 from characterlab.envs.sandbox import Sandbox
 from characterlab.envs.tasks import generate_tasks
-from characterlab.train.base import TrainConfig, load_training_base, prepare_training, quiet, save_adapter, trainer_args
+from characterlab.errors import InputError
+from characterlab.train.base import (
+    TrainConfig,
+    load_training_base,
+    prepare_training,
+    quiet,
+    save_adapter,
+    trainer_args,
+)
 from characterlab.train.transforms import INOCULATIONS, resolve_inoculation  # noqa: F401  (the variants, for callers)
+
 
 @dataclass
 class GRPOHackConfig(TrainConfig):

@@ -21,7 +21,6 @@ from characterlab.data.files import staged_dir
 from characterlab.data.records import ChatExample
 from characterlab.errors import InputError
 from characterlab.train.base import (
-    META_FILE,  # noqa: F401  (the file every trainer writes; imported from here by older code)
     TrainConfig,
     host_info,
     load_training_base,
