@@ -27,7 +27,7 @@ from characterlab import __version__
 from characterlab.data.files import sha256_file, sha256_folder
 from characterlab.data.yaml_loader import InputErrors
 from characterlab.errors import InputError
-from characterlab.evals.base import EvalConfig, PlanContext
+from characterlab.evals.base import EvalConfig, EvalStages, PlanContext
 from characterlab.evals.registry import get_evaluation
 from characterlab.judge.refs import parse_judge_ref
 from characterlab.study.params import (
@@ -206,9 +206,8 @@ class _Builder:
             model["adapter"] = {"path": str(folder), "sha256": sha256_folder(folder)}
         return model
 
-    def evaluation(self, e: EvalConfig, model: dict, chain: list[str], seed: int, label: str) -> str:
-        """The generate -> judge -> metric units of evaluation ``e`` on one model."""
-        stages = get_evaluation(e.kind).stages(e, self.ctx)
+    def evaluation(self, e: EvalConfig, stages: EvalStages, model: dict, chain: list[str], seed: int, label: str) -> str:
+        """The generate -> judge -> metric units of evaluation ``e`` (its ``stages``) on one model."""
         gen = self.add("generate", {**model, **stages.generate, "seed": seed}, tuple(chain), f"generate {label}")
         judge_params = dict(stages.judge)
         if self.spec.judge_base_url and "judge_spec" in judge_params:
@@ -250,13 +249,12 @@ def build_plan(spec: StudySpec, base_dir: str | Path = ".") -> Plan:
     problems = check_references(spec)
     b = _Builder(spec.model_copy(update={"judge": "offline"}) if problems else spec, Path(base_dir))
     cells: list[Cell] = []
-    bad_evals = set()
-    for i, e in enumerate(spec.evaluations):  # each evaluation's files, once, whatever the conditions
+    stages: dict[int, EvalStages] = {}
+    for i, e in enumerate(spec.evaluations):  # each evaluation's files read and hashed once, whatever the conditions
         try:
-            get_evaluation(e.kind).stages(e, b.ctx)
+            stages[i] = get_evaluation(e.kind).stages(e, b.ctx)
         except InputError as err:
             problems.append(_problem(spec, ("evaluations", i), err))
-            bad_evals.add(i)
     for seed in spec.seeds:
         for j, c in enumerate(spec.conditions):
             try:
@@ -266,9 +264,9 @@ def build_plan(spec: StudySpec, base_dir: str | Path = ".") -> Plan:
                 problems.append(_problem(spec, ("conditions", j), e))
                 continue
             for i, e in enumerate(spec.evaluations):
-                if i in bad_evals:
+                if i not in stages:
                     continue
-                metric = b.evaluation(e, model, chain, seed, f"{c.name} / {e.name} / seed {seed}")
+                metric = b.evaluation(e, stages[i], model, chain, seed, f"{c.name} / {e.name} / seed {seed}")
                 cells.append(Cell(c.name, seed, e.name, e.kind, metric, chain[-1] if chain else None))
     if problems:
         unique = list({str(p): p for p in problems}.values())  # each seed meets the same problem
