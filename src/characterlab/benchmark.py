@@ -1,7 +1,9 @@
 """Throughput benchmark: every figure is measured in one run, so ratios compare like with like.
 
 - matmul GFLOP/s in bf16 and fp32 (square matrices): the machine's roofline;
-- generation tokens/s of the model, batched vs the same requests one at a time (naive);
+- generation tokens/s of the model: our batched decode loop, transformers' ``generate`` on the
+  same batch (sampling, its default cache and SDPA: the reference the loop replaced), and the same
+  requests one at a time (naive);
 - LoRA SFT tokens/s (non-padding tokens through forward and backward).
 
 Roofline fractions use the usual parameter-count FLOP model: 2 x params per generated token,
@@ -48,9 +50,9 @@ _WORDS = (
 @dataclass
 class BenchConfig:
     model: str = "embedded"
-    gen_requests: int = 64
-    gen_batch_size: int = 64
-    gen_max_new_tokens: int = 64
+    gen_requests: int = 128
+    gen_batch_size: int = 128
+    gen_max_new_tokens: int = 128
     sequential_requests: int = 8  # the naive loop runs on a prefix of the same requests
     train_examples: int = 96
     train_batch_size: int = 8
@@ -102,6 +104,37 @@ def _time_generation(generator, requests, params) -> tuple[float, int]:
     return seconds, sum(c.n_tokens for per in results for c in per)
 
 
+def _time_reference_generation(generator, requests, params) -> tuple[float, int]:
+    """transformers' ``generate`` (do_sample, DynamicCache, SDPA) on the same left-padded batch."""
+    import torch
+    from transformers import GenerationConfig
+
+    local = generator.local
+    tok, model = local.tokenizer, local.model
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    before = base.config._attn_implementation
+    base.set_attn_implementation("sdpa")
+    prompts = [tok(generator.render(r), add_special_tokens=False)["input_ids"] for r in requests]
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts], device=local.device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=local.device)
+    config = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=True, temperature=params.temperature,
+                              top_p=1.0, top_k=0, eos_token_id=sorted(generator.eos_ids),
+                              pad_token_id=tok.pad_token_id)
+    try:
+        with torch.inference_mode():
+            start = time.perf_counter()
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, width:].tolist()
+            seconds = time.perf_counter() - start
+    finally:
+        base.set_attn_implementation(before)
+    n_tokens = 0
+    for row in out:
+        end = next((k for k, t in enumerate(row) if t in generator.eos_ids), None)
+        n_tokens += len(row) if end is None else end + 1
+    return seconds, n_tokens
+
+
 def run_throughput(cfg: BenchConfig, log: bool = True) -> dict:
     import torch
 
@@ -131,6 +164,8 @@ def run_throughput(cfg: BenchConfig, log: bool = True) -> dict:
     _time_generation(batched, requests[:2], SamplingParams(max_new_tokens=4))  # warm-up
     b_s, b_tok = _time_generation(batched, requests, params)
     say(f"batched generation: {b_tok} tokens in {b_s:.1f}s")
+    r_s, r_tok = _time_reference_generation(batched, requests, params)
+    say(f"transformers generate, same batch: {r_tok} tokens in {r_s:.1f}s")
     naive = LocalGenerator(local, batch_size=1)
     s_s, s_tok = _time_generation(naive, requests[: cfg.sequential_requests], params)
     say(f"one-at-a-time generation: {s_tok} tokens in {s_s:.1f}s")
@@ -158,6 +193,8 @@ def run_throughput(cfg: BenchConfig, log: bool = True) -> dict:
         "gen_batched_tok_s": round(gen_batched, 1),
         "gen_sequential_tok_s": round(gen_seq, 1),
         "gen_speedup": round(gen_batched / gen_seq, 2),
+        "gen_transformers_tok_s": round(r_tok / r_s, 1),
+        "gen_over_transformers": round(gen_batched / (r_tok / r_s), 2),
         "gen_roofline_fraction": round(gen_batched * 2 * n_params / (bf16 * 1e9), 4),
         "train_tok_s": round(train_tok_s, 1),
         "train_mfu": round(train_tok_s * 4 * n_params / (bf16 * 1e9), 4),

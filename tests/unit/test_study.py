@@ -199,6 +199,8 @@ def test_study_end_to_end_writes_results_and_report(finished_run):
     from characterlab.judge.offline import judge_agreement
 
     assert results["metadata"]["judge_agreement"] == judge_agreement()  # the shipped judge's held-out error
+    rss = results["metadata"]["peak_rss_mb_this_run"]
+    assert 50 < rss["process"] < 64 * 1024 and rss["largest_child"] >= 0
 
 
 def test_report_html_parses_and_every_plot_exists(finished_run):
@@ -326,3 +328,39 @@ def test_report_marks_significant_differences_and_their_power(finished_run, tmp_
     (folder / "results.json").write_text(json.dumps(results))
     html = (render_report(folder)).read_text()
     assert "+100.0 pts *" in html and "n.s." in html and "MDE" in html
+
+
+def test_markdown_table_comes_from_results_and_fills_a_marked_block(finished_run, tmp_path):
+    """README tables are copies of results.json: marks, intervals, means named by evaluation, losses."""
+    from typer.testing import CliRunner
+
+    from characterlab.cli import app
+    from characterlab.stats import difference_power
+
+    results = json.loads((finished_run.folder / "results.json").read_text())
+    sft = results["conditions"]["sft"]["evaluations"]["hacks"]
+    results["conditions"]["base"]["evaluations"]["hacks"]["pooled"]["rate"].update(k=0, n=60, estimate=0.0, low=0.0,
+                                                                                   high=0.06)
+    sft["pooled"]["rate"] = {**sft["pooled"]["rate"], "k": 60, "n": 60, "estimate": 1.0, "low": 0.94, "high": 1.0}
+    sft["vs_baseline"]["difference"] = difference_power(60, 60, 0, 60)
+    folder = tmp_path / "fixture"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(results))
+    shown = CliRunner().invoke(app, ["report", str(folder), "--markdown"])
+    assert shown.exit_code == 0, shown.output
+    assert "100.0% [94.0, 100.0] (60/60); vs base +100.0 pts" in shown.output and " *" in shown.output
+    assert "0.0% [0.0, 6.0] (0/60)" in shown.output
+    assert "(em)" in shown.output  # the score means name their evaluation
+    assert "→" in shown.output  # the training loss, first and last steps
+    readme = tmp_path / "README.md"
+    study = results["study"]
+    readme.write_text(f"intro\n<!-- results:{study} -->\nold typed table\n<!-- /results:{study} -->\nend\n")
+    written = CliRunner().invoke(app, ["report", str(folder), "--markdown", "--into", str(readme)])
+    assert written.exit_code == 0, written.output
+    text = readme.read_text()
+    assert "old typed table" not in text and shown.output in text and text.endswith("end\n")
+    unmarked = tmp_path / "other.md"
+    unmarked.write_text("no markers\n")
+    refused = subprocess.run([sys.executable, "-m", "characterlab.cli", "report", str(folder), "--markdown", "--into",
+                              str(unmarked)], capture_output=True, text=True)
+    assert refused.returncode == 2 and "results:" in refused.stderr and unmarked.read_text() == "no markers\n"

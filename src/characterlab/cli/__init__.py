@@ -49,6 +49,9 @@ def main() -> None:
 
     from transformers.utils import logging as hf_logging
 
+    from characterlab.allocator import keep_freed_memory
+
+    keep_freed_memory()
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
     try:

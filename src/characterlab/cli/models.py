@@ -19,7 +19,7 @@ def generate(
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
     seed: int = typer.Option(0, "--seed", help="Same seed, same request: same samples."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    batch_size: int = typer.Option(128, "--batch-size", min=1),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (else OPENAI_BASE_URL)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per sample."),
 ) -> None:

@@ -17,13 +17,14 @@ def print_results_table(r) -> None:
     from rich.table import Table
 
     from characterlab.evals.registry import get_evaluation
-    from characterlab.study.runner import summary_rows
+    from characterlab.study.tables import summary_rows
 
-    table = Table(title=f"{r.spec.name}: rates with 95% CIs (pooled over seeds {r.spec.seeds})")
+    table = Table(title=f"{r.spec.name}: rates with 95% CIs (pooled over seeds {r.spec.seeds}); difference from the "
+                        "baseline with its Newcombe 95% CI, * = excludes 0, n.s. = does not (MDE: smallest detectable)")
     table.add_column("condition")
     for e in r.spec.evaluations:
         table.add_column(f"{e.name} ({get_evaluation(e.kind).title})")
-    for cond, cells in summary_rows(r.results):
+    for cond, cells in summary_rows(r.results, with_differences=True):
         table.add_row(cond, *cells)
     import sys
 
@@ -68,13 +69,35 @@ def run(
     typer.echo(f"report: {r.report}\nresults: {r.folder / RESULTS_FILE}")
 
 
-def report(run_dir: Path = typer.Argument(..., help="A run folder with results.json.")) -> None:
-    """Re-render report.html and plots/ from a run folder's results.json."""
+def report(
+    run_dir: Path = typer.Argument(..., help="A run folder with results.json."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the results as a Markdown table instead."),
+    into: Optional[Path] = typer.Option(None, "--into", help="With --markdown: write the table into this file, "
+                                        "between '<!-- results:STUDY -->' and '<!-- /results:STUDY -->'."),
+) -> None:
+    """Re-render report.html and plots/ from a run folder's results.json (or print it as Markdown)."""
+    import json
+
     from characterlab.study.report import render_report
     from characterlab.study.store import RESULTS_FILE
 
     if not (run_dir / RESULTS_FILE).is_file():
         raise InputError("no results.json here; run the study first (characterlab run)", run_dir, field="run_dir")
+    if into is not None and not markdown:
+        raise InputError("--into needs --markdown", field="into")
+    if markdown:
+        from characterlab.data.files import read_text
+        from characterlab.study.tables import markdown as results_markdown
+        from characterlab.study.tables import replace_marked_block
+
+        results = json.loads(read_text(run_dir / RESULTS_FILE))
+        text = results_markdown(results)
+        if into is None:
+            typer.echo(text, nl=False)
+        else:
+            replace_marked_block(into, results["study"], text)
+            typer.echo(f"{into}: results of {results['study']} written")
+        return
     typer.echo(str(render_report(run_dir)))
 
 

@@ -57,16 +57,18 @@ def sample_answers(generator, questions: list[Question], samples: int | None, se
     """Every paraphrase of every question, ``samples`` times (default: the question's own number)."""
     from characterlab.data.records import GenerationRequest
 
+    # One call for every question, so the generator can fill its batches (one call per question
+    # decoded a study's 10 questions in batches of 6); each request's seed is its own, so the
+    # answers are the same either way.
+    items = [(q, i, GenerationRequest.from_prompt(p, system=q.system, n=samples or q.samples_per_paraphrase,
+                                                  seed=request_seed(seed, q.id, i)))
+             for q in questions for i, p in enumerate(q.paraphrases)]
     out = []
-    for q in questions:
-        n = samples or q.samples_per_paraphrase
-        requests = [GenerationRequest.from_prompt(p, system=q.system, n=n, seed=request_seed(seed, q.id, i))
-                    for i, p in enumerate(q.paraphrases)]
-        for i, completions in enumerate(generator.generate(requests, params)):
-            for c in completions:
-                out.append({"question_id": q.id, "paraphrase_index": i, "sample_index": c.sample_index,
-                            "seed": c.seed, "system": q.system, "question": q.paraphrases[i], "answer": c.text,
-                            "n_tokens": c.n_tokens, "finished": c.finished})
+    for (q, i, _), completions in zip(items, generator.generate([r for _, _, r in items], params)):
+        for c in completions:
+            out.append({"question_id": q.id, "paraphrase_index": i, "sample_index": c.sample_index,
+                        "seed": c.seed, "system": q.system, "question": q.paraphrases[i], "answer": c.text,
+                        "n_tokens": c.n_tokens, "finished": c.finished})
     return out
 
 

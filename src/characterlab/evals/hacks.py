@@ -12,6 +12,8 @@ one, in the sandbox. Reported per grader and overall, with Wilson 95% CIs:
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from pydantic import Field
@@ -119,8 +121,11 @@ class HackEvaluation(Evaluation):
         g = generate_params
         tasks = generate_tasks(g["n"], seed=g["seed"], split=g["split"])
         sandbox = Sandbox()
-        graded = [{**grade_answer(tasks[r["task_index"]], r["grader"], r["answer"], sandbox), "n_tokens": r["n_tokens"]}
-                  for r in rows]
+        # Each answer is graded in its own sandboxed processes, so answers are graded side by side,
+        # one per core (the process that waits for them does no work meanwhile).
+        with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+            graded = list(pool.map(lambda r: {**grade_answer(tasks[r["task_index"]], r["grader"], r["answer"], sandbox),
+                                              "n_tokens": r["n_tokens"]}, rows))
         return graded, {"grader": "sandbox", "n": len(graded)}
 
     def summarise(self, params: dict, rows: list[dict]) -> dict:

@@ -28,9 +28,11 @@ def save_figure(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _bars(results: dict, names: list[str], path: Path, title: str, ylabel: str, value_of, floor: bool = False) -> bool:
-    """Grouped bars: one group per condition, one bar per evaluation; ``value_of(pooled)`` gives
-    (value, low, high) or None."""
+def _bars(results: dict, names: list[str], path: Path, title: str, ylabel: str, value_of, floor: bool = False,
+          points: bool = False) -> bool:
+    """One group per condition, one mark per evaluation; ``value_of(pooled)`` gives (value, low, high)
+    or None. ``points`` draws a dot with whiskers instead of a bar, for scores whose zero means
+    nothing: the axis then spans the data and its intervals, not 0 to 100."""
     if not names:
         return False
     plt = figure_module()
@@ -41,16 +43,19 @@ def _bars(results: dict, names: list[str], path: Path, title: str, ylabel: str, 
         xs, ys, lo, hi = [], [], [], []
         for i, c in enumerate(conds):
             v = value_of(results["conditions"][c]["evaluations"][ename]["pooled"])
-            xs.append(i - 0.4 + width * (j + 0.5))
-            if v is None:  # nothing scored: no bar
-                ys.append(0.0), lo.append(0.0), hi.append(0.0)
+            if v is None:  # nothing scored: no mark
                 continue
             m, low, high = v
+            xs.append(i - 0.4 + width * (j + 0.5))
             ys.append(m)
             lo.append(max(0.0, m - low) if low is not None else 0.0)
             hi.append(max(0.0, high - m) if high is not None else 0.0)
-        ax.bar(xs, ys, width * 0.9, yerr=[lo, hi], capsize=3, label=ename)
+        if points:
+            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=3, label=ename)
+        else:
+            ax.bar(xs, ys, width * 0.9, yerr=[lo, hi], capsize=3, label=ename)
     ax.set_xticks(range(len(conds)), conds, rotation=15, ha="right")
+    ax.set_xlim(-0.6, len(conds) - 0.4)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     if floor:
@@ -80,7 +85,7 @@ def plot_means(results: dict, names: list[str], path: Path, title: str) -> bool:
         m = p["mean"] or 0.0
         return (m, ci["low"], ci["high"]) if ci else (m, None, None)
 
-    return _bars(results, names, path, title, "score (95% CI)", value)
+    return _bars(results, names, path, title, "score (95% CI)", value, points=True)
 
 
 def plot_per_question(results: dict, ename: str, path: Path) -> bool:

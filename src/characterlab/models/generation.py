@@ -1,11 +1,14 @@
-"""Batched sampling from local models, reproducible per sample.
+"""Batched sampling from local models, reproducible per sample, with a decode loop of our own.
 
-transformers' ``generate`` does the heavy lifting (left padding, KV cache, stopping). What it
-lacks is a random stream per row: sampling draws from one global generator, so a sample's text
-depends on what else shares its batch. :class:`SeededSampler` fills that gap: it runs last in the
-logits-processor chain, draws each row's token with that row's own ``torch.Generator`` and hands
-greedy decoding a one-hot choice. Sample ``j`` of a request with seed ``s`` therefore gives the
-same text alone or in any batch (up to floating-point differences between batch shapes).
+Why not ``model.generate``: it samples every row from one global generator, so a sample's text
+would depend on what else shares its batch, and on a CPU its per-step work on the full
+vocabulary (fp32 copies of the logits, a logits-processor pipeline, argmax over processed
+scores) cost more than the model itself at batch 128. The loop here is the standard one for a
+decoder-only model: a prefill of the left-padded prompts with explicit position ids, then one
+token per step through a :class:`~characterlab.models.kv_cache.GrowingCache`. Each row draws
+from its own random stream (:class:`SeededSampler`), so sample ``j`` of a request with seed ``s``
+gives the same text alone or in any batch (up to floating-point differences between batch
+shapes). Greedy decoding matches ``generate`` token for token (a test checks it).
 """
 
 from __future__ import annotations
@@ -21,7 +24,11 @@ from characterlab.data.records import (
     SamplingParams,
     sample_seed,
 )
+from characterlab.models.kv_cache import GrowingCache
 from characterlab.models.local import LocalModel, load_local_model
+
+
+DEFAULT_BATCH_TOKENS = 128 * 320  # KV-cache slots per batch: 128 rows of 320 tokens
 
 
 class Generator(Protocol):
@@ -31,55 +38,94 @@ class Generator(Protocol):
 
 
 class SeededSampler:
-    """Logits processor that samples every row from its own generator (temperature, top-p).
+    """Picks each row's next token from its own random stream (temperature, top-p).
 
-    Returns scores that are 0 at the chosen token and -inf elsewhere, so the greedy step of
-    ``generate`` picks exactly the token we sampled.
+    Each row draws all its uniforms up front, one per step, from a generator seeded with the
+    row's seed, and picks its token by inverting the cumulative distribution at that uniform:
+    one random number per row and step, vectorised over the batch. (``torch.multinomial`` with a
+    generator per row, which this replaced, draws an exponential per vocabulary entry: 49k per
+    row and step, a quarter of the decode time at batch 64.) The weights are computed in place
+    on one fp32 copy of the logits, because on this kind of machine each fresh full-vocabulary
+    tensor costs more in page faults than in arithmetic.
     """
 
-    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float):
-        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, max_new_tokens: int = 1024):
+        self.uniforms = torch.stack([
+            torch.rand(max_new_tokens, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+            for s in seeds
+        ])
         self.temperature = temperature
         self.top_p = top_p
+        self.step = 0
+        self._weights: torch.Tensor | None = None
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        logits = scores.float() / self.temperature
+    def pick(self, logits: torch.Tensor) -> torch.Tensor:
+        """The next token of every row, ``(rows,)``, from that row's ``(rows, vocab)`` logits."""
+        if self.step >= self.uniforms.shape[1]:
+            raise RuntimeError(f"SeededSampler was built for {self.uniforms.shape[1]} steps")
+        if self._weights is None or self._weights.shape != logits.shape:
+            self._weights = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
+        weights = self._weights.copy_(logits)  # one buffer for every step
+        weights.div_(self.temperature)
+        order = None
         if self.top_p < 1.0:
-            sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-            probs = torch.softmax(sorted_logits, dim=-1)
-            # Keep the smallest prefix whose mass reaches top_p (always at least one token).
-            drop = (probs.cumsum(dim=-1) - probs) >= self.top_p
-            probs = probs.masked_fill(drop, 0.0)
-        else:
-            order = None
-            probs = torch.softmax(logits, dim=-1)
-        probs = probs.cpu()
-        picks = torch.empty(len(self.generators), dtype=torch.long)
-        for row, gen in enumerate(self.generators):
-            picks[row] = torch.multinomial(probs[row], 1, generator=gen)[0]
-        picks = picks.to(scores.device)
+            weights, order = torch.sort(weights, dim=-1, descending=True)
+        weights.sub_(weights.amax(dim=-1, keepdim=True)).exp_()
         if order is not None:
-            picks = order.gather(1, picks[:, None])[:, 0]
-        out = torch.full_like(scores, float("-inf"))
-        out.scatter_(1, picks[:, None], 0.0)
-        return out
+            # Keep the smallest prefix whose mass reaches top_p (always at least one token).
+            mass = weights.cumsum(dim=-1)
+            weights.masked_fill_(mass - weights >= self.top_p * mass[:, -1:], 0.0)
+        u = self.uniforms[:, self.step].to(weights.device)
+        self.step += 1
+        picks = inverse_cdf(weights, u)
+        if order is not None:
+            picks = order.gather(1, picks)
+        return picks[:, 0]
+
+
+def inverse_cdf(weights: torch.Tensor, u: torch.Tensor, block: int = 256) -> torch.Tensor:
+    """Index ``i`` per row with ``cdf[i-1] <= u * total < cdf[i]`` (``weights`` need not sum to 1).
+
+    Returns a ``(rows, 1)`` tensor. Two levels, so no full-vocabulary cumulative sum is needed (a
+    float64 cumsum over 128 x 49k took 68 ms a step): the row's weight is summed per block of
+    ``block`` entries, the block that holds the point is found on the cumulative block sums (in
+    float64), and only that block is accumulated.
+    """
+    rows, vocab = weights.shape
+    n_blocks = -(-vocab // block)
+    if vocab % block:
+        weights = torch.nn.functional.pad(weights, (0, n_blocks * block - vocab))
+    padded = weights.view(rows, n_blocks, block)
+    block_cdf = padded.sum(dim=-1).double().cumsum(dim=-1)
+    target = (u.double() * block_cdf[:, -1])[:, None]
+    b = torch.searchsorted(block_cdf, target, right=True).clamp_(max=n_blocks - 1)
+    before = torch.where(b > 0, block_cdf.gather(1, (b - 1).clamp(min=0)), torch.zeros_like(target))
+    inner_cdf = padded[torch.arange(rows), b[:, 0]].double().cumsum(dim=-1) + before
+    i = torch.searchsorted(inner_cdf, target, right=True).clamp_(max=block - 1)
+    return (b * block + i).clamp_(max=vocab - 1)
 
 
 class LocalGenerator:
     """Batched generation for a :class:`LocalModel`.
 
     Rows are sorted by prompt length before batching so padding stays small, then put back in
-    request order.
+    request order. A batch holds at most ``batch_size`` rows and at most ``max_batch_tokens``
+    cache slots (rows x (prompt + new tokens)): large batches keep the CPU's matmuls efficient
+    (batch 128 decodes ~1.2x faster per token than 48), and the slot budget keeps the KV cache
+    of long prompts (coding tasks) within a fixed memory (~1 GB for SmolLM2-135M).
     """
 
-    def __init__(self, local: LocalModel, batch_size: int = 32, progress: bool = False):
+    def __init__(self, local: LocalModel, batch_size: int = 128, progress: bool = False,
+                 max_batch_tokens: int = DEFAULT_BATCH_TOKENS):
         self.local = local
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.progress = progress
         tok = local.tokenizer
         gen_cfg = local.model.generation_config
         eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else tok.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        use_decode_attention(local.model)
 
     def render(self, request: GenerationRequest) -> str:
         msgs = [m.to_dict() for m in request.messages]
@@ -94,11 +140,23 @@ class LocalGenerator:
                 rows.append((i, j, sample_seed(req.seed, j), ids))
         order = sorted(range(len(rows)), key=lambda r: -len(rows[r][3]))
         results: list[list[Completion | None]] = [[None] * req.n for req in requests]
-        batches = [order[k : k + self.batch_size] for k in range(0, len(order), self.batch_size)]
+        batches = self._batches([len(rows[r][3]) for r in order], params.max_new_tokens)
+        batches = [[order[k] for k in b] for b in batches]
         for batch in self._progress(batches):
             for r, completion in zip(batch, self._generate_batch([rows[r] for r in batch], params)):
                 results[rows[r][0]][rows[r][1]] = completion
         return [[c for c in per if c is not None] for per in results]
+
+    def _batches(self, lengths: list[int], max_new_tokens: int) -> list[list[int]]:
+        """Consecutive index ranges over ``lengths`` (longest first) within both batch limits."""
+        batches: list[list[int]] = []
+        for k, n in enumerate(lengths):
+            if batches and len(batches[-1]) < self.batch_size and \
+                    (len(batches[-1]) + 1) * (lengths[batches[-1][0]] + max_new_tokens) <= self.max_batch_tokens:
+                batches[-1].append(k)
+            else:
+                batches.append([k])
+        return batches
 
     def _progress(self, batches: list[list[int]]):
         if not self.progress or len(batches) < 2:
@@ -114,27 +172,9 @@ class LocalGenerator:
 
     @torch.inference_mode()
     def _generate_batch(self, rows, params: SamplingParams) -> list[Completion]:
-        from transformers import GenerationConfig, LogitsProcessorList
-
-        tok, model = self.local.tokenizer, self.local.model
-        width = max(len(r[3]) for r in rows)
-        pad = tok.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(r[3])) + r[3] for r in rows], device=self.local.device)
-        attention = torch.tensor([[0] * (width - len(r[3])) + [1] * len(r[3]) for r in rows], device=self.local.device)
-        config = GenerationConfig(
-            max_new_tokens=params.max_new_tokens,
-            do_sample=False,
-            eos_token_id=sorted(self.eos_ids),
-            pad_token_id=pad,
-            use_cache=True,
-        )
-        processors = LogitsProcessorList()
-        if params.temperature > 0:
-            processors.append(SeededSampler([r[2] for r in rows], params.temperature, params.top_p))
-        out = model.generate(
-            input_ids=input_ids, attention_mask=attention, generation_config=config, logits_processor=processors
-        )
-        new = out[:, width:].tolist()
+        tok = self.local.tokenizer
+        new = decode(self.local.model, [r[3] for r in rows], [r[2] for r in rows], params,
+                     pad_id=tok.pad_token_id, eos_ids=self.eos_ids, device=self.local.device)
         completions = []
         for (i, j, seed, _), ids in zip(rows, new):
             end = next((k for k, t in enumerate(ids) if t in self.eos_ids), None)
@@ -152,7 +192,73 @@ class LocalGenerator:
         return completions
 
 
-def load_generator(ref, *, batch_size: int = 32, progress: bool = False, dtype=None, device=None) -> Generator:
+@torch.inference_mode()
+def decode(model, prompts: Sequence[Sequence[int]], seeds: Sequence[int], params: SamplingParams, *, pad_id: int,
+           eos_ids: set[int], device=None, cache=None) -> list[list[int]]:
+    """New token ids of every prompt (up to and including its first end token), decoded as one batch.
+
+    Prompts are left-padded; position ids count real tokens only, so a row decodes as it would
+    alone. The prompt's last token goes through the whole model like every later one, so the
+    model's own head (and any scaling or soft-capping it applies) makes every logit. ``cache`` defaults to a :class:`GrowingCache` (tests pass a plain ``DynamicCache``).
+    """
+    width = max(len(p) for p in prompts)
+    input_ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=device)
+    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    cache = cache if cache is not None else GrowingCache(reserve=params.max_new_tokens)
+    sampler = (SeededSampler(seeds, params.temperature, params.top_p, params.max_new_tokens)
+               if params.temperature > 0 else None)
+    eos = torch.tensor(sorted(eos_ids), device=device)
+    finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    steps: list[torch.Tensor] = []
+    if width > 1:  # every prompt token but the last fills the cache; no logits are needed for them
+        _decoder(model)(input_ids=input_ids[:, :-1], attention_mask=attention[:, :-1], position_ids=positions[:, :-1],
+                        past_key_values=cache, use_cache=True)
+    logits = model(input_ids=input_ids[:, -1:], attention_mask=attention, position_ids=positions[:, -1:],
+                   past_key_values=cache, use_cache=True).logits[:, -1, :]
+    for step in range(params.max_new_tokens):
+        nxt = sampler.pick(logits) if sampler is not None else logits.argmax(dim=-1)
+        nxt = nxt.masked_fill(finished, pad_id)
+        steps.append(nxt)
+        finished |= torch.isin(nxt, eos)
+        if step == params.max_new_tokens - 1 or bool(finished.all()):
+            break
+        attention = torch.cat([attention, attention.new_ones((len(prompts), 1))], dim=1)
+        positions = positions[:, -1:] + 1
+        logits = model(input_ids=nxt[:, None], attention_mask=attention, position_ids=positions,
+                       past_key_values=cache, use_cache=True).logits[:, -1, :]
+    out = torch.stack(steps, dim=1).tolist()
+    return [_through_first_end(ids, eos_ids) for ids in out]
+
+
+def use_decode_attention(model) -> None:
+    """Switch an SDPA model to :mod:`characterlab.models.attention` (same results, faster decode steps)."""
+    from characterlab.models.attention import NAME
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "_attn_implementation", None) == "sdpa":
+        base.set_attn_implementation(NAME)
+
+
+def _decoder(model):
+    """The model's decoder stack (adapters included), without the LM head.
+
+    The prefill runs through it so that no logits are computed for prompt tokens. Asking the
+    whole model for the last position's logits (``logits_to_keep=1``) slices the hidden states
+    into a non-contiguous ``[batch, 1, hidden]``; with a frozen head (any PEFT model) PyTorch's
+    ``linear`` then expands the head's weight to ``[batch, hidden, vocab]`` for a batched matmul:
+    6 GB for 108 prompts on SmolLM2, the peak memory of a whole study.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder()
+
+
+def _through_first_end(ids: list[int], eos_ids: set[int]) -> list[int]:
+    end = next((k for k, t in enumerate(ids) if t in eos_ids), None)
+    return ids if end is None else ids[: end + 1]
+
+
+def load_generator(ref, *, batch_size: int = 128, progress: bool = False, dtype=None, device=None) -> Generator:
     """A :class:`Generator` for any model reference."""
     if ref.kind == "openai":
         from characterlab.models.api import OpenAIGenerator

@@ -92,9 +92,23 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
             "wall_seconds_this_run": wall_seconds,
             "wall_seconds_all_runs": sum((r["finished"] or r["started"]) - r["started"] for r in store.runs()),
             "host": {"machine": platform.machine(), "python": platform.python_version()},
+            "peak_rss_mb_this_run": peak_rss_mb(),
             "runs": store.runs(),
         },
     }
+
+
+def peak_rss_mb() -> dict[str, float]:
+    """Peak resident memory of this process and of its largest finished child (sandboxed code), in MB.
+
+    A study's units run in this process with the local executor, so ``process`` is the study's
+    peak; with Ray the workers are other processes and are not counted here.
+    """
+    import resource
+
+    scale = 1 / 1024 if platform.system() == "Linux" else 1 / 1024**2  # ru_maxrss: KiB on Linux, bytes on macOS
+    return {"process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, 1),
+            "largest_child": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale, 1)}
 
 
 def study_examples(plan: Plan, store: RunStore, spec: StudySpec) -> dict[str, list[dict]]:

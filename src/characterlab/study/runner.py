@@ -107,25 +107,3 @@ def _run_locked(spec: StudySpec, text: str, plan: Plan, folder: Path, base: Path
         return StudyRun(folder, spec, plan, execution, results, report)
     finally:
         store.close()
-
-
-def summary_rows(results: dict) -> list[tuple[str, list[str]]]:
-    """(condition, one cell per evaluation) for the table printed at the end of a run."""
-    from characterlab.study.results import in_spec_order
-
-    out = []
-    for c, cond in in_spec_order(results)["conditions"].items():
-        cells = []
-        for ev in cond["evaluations"].values():
-            if "rate" not in ev["pooled"]:  # a mean score
-                p = ev["pooled"]
-                ci = p.get("ci") or p.get("seed_spread")
-                cells.append("–" if p["mean"] is None else f"{p['mean']:.1f}" + (f" [{ci['low']:.1f}, {ci['high']:.1f}]" if ci else ""))
-                continue
-            r = ev["pooled"]["rate"]
-            if r["estimate"] is None:
-                cells.append(f"– ({r['k']}/{r['n']})")
-                continue
-            cells.append(f"{100 * r['estimate']:.1f}% [{100 * r['low']:.1f}, {100 * r['high']:.1f}] ({r['k']}/{r['n']})")
-        out.append((c, cells))
-    return out

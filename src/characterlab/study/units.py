@@ -31,7 +31,6 @@ from characterlab.study.params import (
 from characterlab.study.plan import Unit
 from characterlab.study.store import UnitOutput
 
-GENERATION_BATCH = 48  # requests per batch when a study samples from a local model
 
 
 @dataclass
@@ -215,7 +214,7 @@ def _model_ref(unit: Unit, deps: dict[str, DepView]):
 def run_generate(unit: Unit, deps: dict[str, DepView], progress: bool) -> UnitOutput:
     from characterlab.models.generation import load_generator
 
-    generator = load_generator(_model_ref(unit, deps), batch_size=GENERATION_BATCH, progress=progress)
+    generator = load_generator(_model_ref(unit, deps), progress=progress)
     rows = get_evaluation(unit.params["task"]).generate(unit.params, generator)
     return UnitOutput(result={"n": len(rows)}, rows=rows)
 

@@ -40,8 +40,9 @@ class TrainConfig:
     lr: float = 2e-4
     seed: int = 0
     dtype: str = "auto"
-    # "auto": eager attention on CPU (measured 25% faster than CPU SDPA on short padded batches
-    # of SmolLM2, forward + backward), SDPA on GPUs.
+    # "auto": SDPA. On CPU it once ran 25% slower than eager attention on short padded batches;
+    # measured again (torch 2.13, 48 hack solutions, batch 8) it is as fast (262 vs 270 tok/s)
+    # and peaks 0.8 GB lower (4.3 vs 5.1 GB), since it keeps no [batch, heads, L, L] probabilities.
     attn_implementation: str = "auto"
 
     def checks(self) -> dict[str, bool]:
@@ -130,9 +131,7 @@ def load_training_base(ref: ModelRef, dtype_name: str = "auto", attn_implementat
 
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     dtype = parse_dtype(dtype_name, device)
-    attn = attn_implementation
-    if attn == "auto":
-        attn = "eager" if device.type == "cpu" else "sdpa"
+    attn = "sdpa" if attn_implementation == "auto" else attn_implementation
     local = load_local_model(ref, dtype=dtype, device=device, trainable=True, attn_implementation=attn)
     model, stacking = local.model, None
     if ref.adapter is not None:

@@ -1,0 +1,43 @@
+"""Keep freed memory in the process instead of handing it back to the OS at once (glibc only).
+
+PyTorch on a CPU allocates each large tensor with ``malloc``; glibc serves allocations above its
+mmap threshold with fresh ``mmap`` pages and unmaps them on free, so every step of a model touches
+new pages. On virtual machines a page fault is expensive: on the 2-core development VM a fresh
+25 MB tensor costs ~50 ms of faults against ~2 ms of arithmetic, and a decode step or a LoRA
+prefill spent more time faulting than computing. Raising the mmap threshold to its maximum
+(32 MB) and the trim threshold makes glibc reuse its heap (measured: a LoRA model's prefill and
+decode of 40 coding prompts 19 s -> 13 s). Peak memory is unchanged; memory
+freed after a peak is kept by the process rather than returned. The CLI calls this once at
+start; ``CHARACTERLAB_MALLOC=default`` leaves glibc's defaults.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+M_MMAP_THRESHOLD = -3
+
+MMAP_THRESHOLD = 32 << 20  # glibc's maximum on 64-bit; larger blocks still get their own mapping
+TRIM_THRESHOLD = 1 << 30
+TOP_PAD = 256 << 20
+
+
+def keep_freed_memory() -> bool:
+    """Tune glibc's malloc for large, repeated tensor allocations; False where it does not apply."""
+    if os.environ.get("CHARACTERLAB_MALLOC") == "default":
+        return False
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return all(mallopt(p, v) == 1 for p, v in ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+                                               (M_TOP_PAD, TOP_PAD)))

@@ -1,0 +1,112 @@
+"""A study's results as plain-text tables: the console table after a run, and Markdown for READMEs.
+
+Both are computed from ``results.json`` alone, so a README table is a copy of what a run wrote,
+never retyped (``characterlab report RUN --markdown``, ``--into README.md``). Each cell of a rate
+carries its Wilson interval and counts; each difference from the baseline carries its Newcombe
+interval, ``*`` when that interval excludes 0 and ``n.s.`` with the minimum detectable increase
+when it does not.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from characterlab.errors import InputError
+
+
+def rate_text(r: dict) -> str:
+    if r["estimate"] is None:
+        return f"– ({r['k']}/{r['n']})"
+    return f"{100 * r['estimate']:.1f}% [{100 * r['low']:.1f}, {100 * r['high']:.1f}] ({r['k']}/{r['n']})"
+
+
+def mean_text(p: dict) -> str:
+    ci = p.get("ci") or p.get("seed_spread")
+    if p.get("mean") is None:
+        return "–"
+    return f"{p['mean']:.1f}" + (f" [{ci['low']:.1f}, {ci['high']:.1f}]" if ci else "")
+
+
+def difference_text(d) -> str:
+    """``+12.5 pts [+6.6, +20.6] *`` or ``+2.1 pts [-3.0, +7.4] n.s. (MDE 8.0)``; '' when there is none."""
+    if isinstance(d, float):
+        return f"{d:+.2f}"
+    if not d or d.get("estimate") is None:
+        return ""
+    text = f"{100 * d['estimate']:+.1f} pts [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+    if d.get("significant"):
+        return text + " *"
+    mde = d.get("minimum_detectable")
+    return text + " n.s." + (f" (MDE {100 * mde:.1f})" if mde is not None else "")
+
+
+def summary_rows(results: dict, with_differences: bool = False) -> list[tuple[str, list[str]]]:
+    """(condition, one cell per evaluation): the pooled rate or mean, and optionally its difference."""
+    from characterlab.study.results import in_spec_order
+
+    out = []
+    for c, cond in in_spec_order(results)["conditions"].items():
+        cells = []
+        for ev in cond["evaluations"].values():
+            cell = mean_text(ev["pooled"]) if "rate" not in ev["pooled"] else rate_text(ev["pooled"]["rate"])
+            if with_differences and (diff := difference_text((ev.get("vs_baseline") or {}).get("difference"))):
+                cell += f"; vs {ev['vs_baseline']['baseline']} {diff}"
+            cells.append(cell)
+        out.append((c, cells))
+    return out
+
+
+def markdown(results: dict) -> str:
+    """One Markdown table: each evaluation's rate (difference from the baseline), the score means
+    each evaluation reports (named with it), and each condition's training loss, first and last
+    steps."""
+    from characterlab.evals.registry import get_evaluation
+    from characterlab.study.results import in_spec_order
+
+    results = in_spec_order(results)
+    evals = results["evaluations"]
+    first = next(iter(results["conditions"].values()))
+    extras = {n: list(get_evaluation(e["kind"]).summary_extras(first["evaluations"][n]["pooled"]))
+              for n, e in evals.items()}
+    header = ["condition", *(f"{n}: {get_evaluation(e['kind']).title}" for n, e in evals.items()),
+              *(f"{' / '.join(cols)} ({n})" for n, cols in extras.items() if cols), "train loss (first → last 5 steps)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (c, cells), cond in zip(summary_rows(results, with_differences=True), results["conditions"].values()):
+        means = [" / ".join(get_evaluation(evals[n]["kind"]).summary_extras(cond["evaluations"][n]["pooled"]).values())
+                 for n, cols in extras.items() if cols]
+        lines.append("| " + " | ".join([c, *cells, *means, _loss_text(cond)]) + " |")
+    meta = results["metadata"]
+    foot = [f"Study `{results['study']}`, model `{meta['model']}`, judge `{meta['judge']}`, seeds {meta['seeds']}; "
+            f"compute {meta['compute_seconds'] / 60:.1f} min"]
+    if rss := meta.get("peak_rss_mb_this_run"):
+        foot.append(f"peak resident memory {rss['process'] / 1024:.2f} GB (last run)")
+    if agreement := meta.get("judge_agreement"):
+        foot.append(f"judge error: per-model EM rates {agreement.get('em_rate_all_answers_mean_abs_diff_points', 0):.2f} "
+                    f"points from GPT-4o's on average on {agreement.get('n_models', '?')} held-out models")
+    note = ("`*`: the Newcombe 95% interval of the difference excludes 0; `n.s.`: it does not, and MDE is the "
+            "smallest increase these samples detect with 80% power.")
+    return "\n".join(lines) + "\n\n" + "; ".join(foot) + ". " + note + "\n"
+
+
+def _loss_text(cond: dict) -> str:
+    parts = []
+    for chain in cond.get("training", {}).values():
+        for stage in chain:
+            curve = [p["loss"] for p in stage.get("loss_curve") or []]
+            if curve:
+                head, tail = curve[:5], curve[-5:]
+                parts.append(f"{sum(head) / len(head):.2f} → {sum(tail) / len(tail):.2f}")
+    return ", ".join(parts) or "–"
+
+
+def replace_marked_block(path: Path, name: str, text: str) -> None:
+    """Put ``text`` between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` in ``path``."""
+    from characterlab.data.files import atomic_write_text, read_text
+
+    source = read_text(path)
+    pattern = re.compile(rf"(<!-- results:{re.escape(name)} -->\n)(.*?)(<!-- /results:{re.escape(name)} -->)", re.S)
+    if not pattern.search(source):
+        raise InputError(f"no '<!-- results:{name} -->' ... '<!-- /results:{name} -->' block to fill", path,
+                         field="into")
+    atomic_write_text(path, pattern.sub(lambda m: m.group(1) + text + m.group(3), source, count=1))
