@@ -109,15 +109,17 @@ def _time_reference_generation(generator, requests, params) -> tuple[float, int]
     import torch
     from transformers import GenerationConfig
 
+    from characterlab.models.generation import left_pad, through_first_end
+    from characterlab.models.local import unwrap_adapter
+
     local = generator.local
     tok, model = local.tokenizer, local.model
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_adapter(model)
     before = base.config._attn_implementation
     base.set_attn_implementation("sdpa")
     prompts = [tok(generator.render(r), add_special_tokens=False)["input_ids"] for r in requests]
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts], device=local.device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=local.device)
+    ids, mask = left_pad(prompts, tok.pad_token_id, local.device)
+    width = ids.shape[1]
     config = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=True, temperature=params.temperature,
                               top_p=1.0, top_k=0, eos_token_id=sorted(generator.eos_ids),
                               pad_token_id=tok.pad_token_id)
@@ -128,11 +130,7 @@ def _time_reference_generation(generator, requests, params) -> tuple[float, int]
             seconds = time.perf_counter() - start
     finally:
         base.set_attn_implementation(before)
-    n_tokens = 0
-    for row in out:
-        end = next((k for k, t in enumerate(row) if t in generator.eos_ids), None)
-        n_tokens += len(row) if end is None else end + 1
-    return seconds, n_tokens
+    return seconds, sum(len(through_first_end(row, generator.eos_ids)) for row in out)
 
 
 def run_throughput(cfg: BenchConfig, log: bool = True) -> dict:

@@ -25,7 +25,7 @@ from characterlab.data.records import (
     sample_seed,
 )
 from characterlab.models.kv_cache import GrowingCache
-from characterlab.models.local import LocalModel, load_local_model
+from characterlab.models.local import LocalModel, load_local_model, unwrap_adapter
 
 
 DEFAULT_BATCH_TOKENS = 128 * 320  # KV-cache slots per batch: 128 rows of 320 tokens
@@ -150,7 +150,7 @@ class LocalGenerator:
     def _batches(self, lengths: list[int], max_new_tokens: int) -> list[list[int]]:
         """Consecutive index ranges over ``lengths`` (longest first) within both batch limits."""
         batches: list[list[int]] = []
-        for k, n in enumerate(lengths):
+        for k in range(len(lengths)):
             if batches and len(batches[-1]) < self.batch_size and \
                     (len(batches[-1]) + 1) * (lengths[batches[-1][0]] + max_new_tokens) <= self.max_batch_tokens:
                 batches[-1].append(k)
@@ -177,16 +177,15 @@ class LocalGenerator:
                      pad_id=tok.pad_token_id, eos_ids=self.eos_ids, device=self.local.device)
         completions = []
         for (i, j, seed, _), ids in zip(rows, new):
-            end = next((k for k, t in enumerate(ids) if t in self.eos_ids), None)
-            kept = ids if end is None else ids[:end]
+            finished = bool(ids) and ids[-1] in self.eos_ids  # decode stops each row at its first end token
             completions.append(
                 Completion(
-                    text=tok.decode(kept, skip_special_tokens=True).strip(),
+                    text=tok.decode(ids[:-1] if finished else ids, skip_special_tokens=True).strip(),
                     request_index=i,
                     sample_index=j,
                     seed=seed,
-                    n_tokens=len(kept) + (0 if end is None else 1),
-                    finished=end is not None,
+                    n_tokens=len(ids),
+                    finished=finished,
                 )
             )
         return completions
@@ -199,11 +198,11 @@ def decode(model, prompts: Sequence[Sequence[int]], seeds: Sequence[int], params
 
     Prompts are left-padded; position ids count real tokens only, so a row decodes as it would
     alone. The prompt's last token goes through the whole model like every later one, so the
-    model's own head (and any scaling or soft-capping it applies) makes every logit. ``cache`` defaults to a :class:`GrowingCache` (tests pass a plain ``DynamicCache``).
+    model's own head (and any scaling or soft-capping it applies) makes every logit. ``cache``
+    defaults to a :class:`GrowingCache` (tests pass a plain ``DynamicCache``).
     """
-    width = max(len(p) for p in prompts)
-    input_ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=device)
-    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    input_ids, attention = left_pad(prompts, pad_id, device)
+    width = input_ids.shape[1]
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     cache = cache if cache is not None else GrowingCache(reserve=params.max_new_tokens)
     sampler = (SeededSampler(seeds, params.temperature, params.top_p, params.max_new_tokens)
@@ -228,14 +227,14 @@ def decode(model, prompts: Sequence[Sequence[int]], seeds: Sequence[int], params
         logits = model(input_ids=nxt[:, None], attention_mask=attention, position_ids=positions,
                        past_key_values=cache, use_cache=True).logits[:, -1, :]
     out = torch.stack(steps, dim=1).tolist()
-    return [_through_first_end(ids, eos_ids) for ids in out]
+    return [through_first_end(ids, eos_ids) for ids in out]
 
 
 def use_decode_attention(model) -> None:
     """Switch an SDPA model to :mod:`characterlab.models.attention` (same results, faster decode steps)."""
     from characterlab.models.attention import NAME
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_adapter(model)
     if getattr(base.config, "_attn_implementation", None) == "sdpa":
         base.set_attn_implementation(NAME)
 
@@ -249,11 +248,18 @@ def _decoder(model):
     ``linear`` then expands the head's weight to ``[batch, hidden, vocab]`` for a batched matmul:
     6 GB for 108 prompts on SmolLM2, the peak memory of a whole study.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.get_decoder()
+    return unwrap_adapter(model).get_decoder()
 
 
-def _through_first_end(ids: list[int], eos_ids: set[int]) -> list[int]:
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask of ``prompts``, padded on the left to the longest."""
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return ids, mask
+
+
+def through_first_end(ids: list[int], eos_ids: set[int]) -> list[int]:
     end = next((k for k, t in enumerate(ids) if t in eos_ids), None)
     return ids if end is None else ids[: end + 1]
 

@@ -32,7 +32,7 @@ class LocalModel:
     @property
     def n_params(self) -> int:
         """Parameters of the base model (adapters excluded), counting tied weights once."""
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        base = unwrap_adapter(self.model)
         seen: set[int] = set()
         total = 0
         for name, p in base.named_parameters():
@@ -41,6 +41,11 @@ class LocalModel:
             seen.add(id(p))
             total += p.numel()
         return total
+
+
+def unwrap_adapter(model: Any) -> Any:
+    """The transformers model under a PEFT wrapper (its layers still carry the adapter), or ``model``."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def hub_allowed() -> bool:
@@ -108,9 +113,8 @@ def load_local_model(
         model = attach_adapter(model, ref.adapter, trainable=trainable)
     if not trainable:
         # PEFT keeps adapter weights in fp32; at inference that casts every LoRA input to fp32 and
-        # back (fp32 copies of each projection's input and output): measured on SmolLM2, 2x the
-        # decode time and GBs of transient memory in a prefill. In the model's dtype the adapter
-        # costs two small matmuls per projection, as it does in vLLM.
+        # back (an fp32 copy of each projection's input and output, and fp32 matmuls). In the
+        # model's dtype the adapter costs two small matmuls per projection, as it does in vLLM.
         model.to(dtype)
         model.eval()
     return LocalModel(ref=ref, path=path, model=model, tokenizer=tokenizer, device=device, dtype=dtype)

@@ -121,13 +121,14 @@ def _assistant_only_trainer_class():
     import torch.nn.functional as F
     from trl import SFTTrainer
 
+    from characterlab.models.local import unwrap_adapter
     from characterlab.train.losses import frozen_head_cross_entropy_sum
 
     class AssistantOnlySFTTrainer(SFTTrainer):
         tokens_seen = 0
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            base = unwrap_adapter(model)
             labels = inputs["labels"]
             attention_mask = inputs.get("attention_mask")
             hidden = base.get_decoder()(
