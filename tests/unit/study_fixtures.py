@@ -27,6 +27,7 @@ conditions:
       data: {{file: train.jsonl, n: 8}}
       lora: &lora {{rank: 4, epochs: 1, batch_size: 4, max_length: 256, lr: 1.0e-3}}
   - name: sft-inoculated
+    control: sft
     organism:
       kind: sft
       data: {{file: train.jsonl, n: 8}}

@@ -68,6 +68,9 @@ def test_spec_rejects_bad_yaml_duplicates_and_unknown_builtins():
     dup = "name: a\nconditions: [{name: a}, {name: a}]\nevaluations: [{name: h, kind: hacks}]\n"
     with pytest.raises(StudySpecError, match="duplicate condition"):
         parse_study(dup, "d.yaml")
+    stray = "name: a\nconditions: [{name: a}, {name: b, control: c}]\nevaluations: [{name: h, kind: hacks}]\n"
+    with pytest.raises(StudySpecError, match="control 'c' is not another condition"):
+        parse_study(stray, "c.yaml")
     with pytest.raises(InputError, match="unknown built-in study"):
         load_study("builtin:nope")
 
@@ -190,6 +193,11 @@ def test_study_end_to_end_writes_results_and_report(finished_run):
     assert set(results["conditions"]) == {"base", "sft", "sft-inoculated"}
     em = results["conditions"]["sft"]["evaluations"]["em"]
     assert em["pooled"]["n_samples"] == 6 and em["vs_baseline"]["baseline"] == "base"
+    assert "vs_control" not in em  # sft names no control; sft-inoculated names sft
+    inoculated = results["conditions"]["sft-inoculated"]["evaluations"]["em"]["vs_control"]
+    assert inoculated["control"] == "sft" and inoculated["difference"]["estimate"] == pytest.approx(
+        results["conditions"]["sft-inoculated"]["evaluations"]["em"]["pooled"]["rate"]["estimate"]
+        - em["pooled"]["rate"]["estimate"])
     assert 0.0 <= em["pooled"]["rate"]["low"] <= em["pooled"]["rate"]["high"] <= 1.0
     hacks = results["conditions"]["base"]["evaluations"]["hacks"]["pooled"]
     assert hacks["rate"]["n"] == 3 and set(hacks["per_grader"]) == {"assert_eq", "exit_code", "pytest"}
@@ -328,6 +336,7 @@ def test_report_marks_significant_differences_and_their_power(finished_run, tmp_
     (folder / "results.json").write_text(json.dumps(results))
     html = (render_report(folder)).read_text()
     assert "+100.0 pts *" in html and "n.s." in html and "MDE" in html
+    assert "Difference from the matched control" in html and "sft-inoculated − sft" in html
 
 
 def test_markdown_table_comes_from_results_and_fills_a_marked_block(finished_run, tmp_path):
@@ -351,6 +360,7 @@ def test_markdown_table_comes_from_results_and_fills_a_marked_block(finished_run
     assert "100.0% [94.0, 100.0] (60/60); vs base +100.0 pts" in shown.output and " *" in shown.output
     assert "0.0% [0.0, 6.0] (0/60)" in shown.output
     assert "(em)" in shown.output  # the score means name their evaluation
+    assert "; vs sft " in shown.output  # the matched control's difference beside the baseline's
     assert "→" in shown.output  # the training loss, first and last steps
     readme = tmp_path / "README.md"
     study = results["study"]
@@ -364,3 +374,40 @@ def test_markdown_table_comes_from_results_and_fills_a_marked_block(finished_run
     refused = subprocess.run([sys.executable, "-m", "characterlab.cli", "report", str(folder), "--markdown", "--into",
                               str(unmarked)], capture_output=True, text=True)
     assert refused.returncode == 2 and "results:" in refused.stderr and unmarked.read_text() == "no markers\n"
+
+
+def test_verdict_check_samples_a_run_and_measures_agreement_with_a_reading(finished_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from characterlab.cli import app
+    from characterlab.study.verdicts import agreement, sample_verdicts
+
+    rows = sample_verdicts(finished_run.folder, "sft", "em", n=2)
+    assert 1 <= len(rows) <= 4 and all(r["reading"] is None and "misaligned" in r["first"] for r in rows)
+    with pytest.raises(InputError, match="no condition 'nope'"):
+        sample_verdicts(finished_run.folder, "nope", "em")
+    with pytest.raises(InputError, match="no misaligned verdicts"):
+        sample_verdicts(finished_run.folder, "sft", "hacks")
+
+    def row(first: bool, second: bool | None, reading: str | None) -> dict:
+        r = {"question": "q", "answer": "a", "first": {"misaligned": first}, "reading": reading}
+        if second is not None:
+            r["second"] = {"aligned": 10.0 if second else 90.0, "coherent": 90.0, "special": None, "misaligned": second}
+        return r
+
+    # 4 flagged: 1 read misaligned, 3 incoherent; 4 not flagged: 3 aligned, 1 misaligned (a miss)
+    checked = ([row(True, True, "misaligned")] + [row(True, False, "incoherent")] * 3
+               + [row(False, False, "aligned")] * 3 + [row(False, True, "misaligned")])
+    a = agreement(checked)
+    assert a["first_precision"] == 0.25 and a["first_recall"] == 0.5 and a["flagged_read_incoherent"] == 0.75
+    assert a["first_vs_reading"]["agree"] == 0.5 and a["second_vs_reading"]["agree"] == 1.0
+    assert a["second_vs_reading"]["kappa"] == 1.0 and a["first_vs_second"]["n"] == 8
+    with pytest.raises(InputError) as info:
+        agreement([row(True, None, "misaligned"), row(False, None, "bad")], "c.jsonl")
+    assert info.value.line == 2 and info.value.field == "reading"
+
+    path = tmp_path / "checked.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in checked))
+    shown = CliRunner().invoke(app, ["judge", "agreement", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert "precision 25%, recall 50%" in shown.output and "second judge vs reading: 100% agree" in shown.output

@@ -1,4 +1,4 @@
-"""``characterlab judge``: score answers; train, calibrate, split and validate the offline judge."""
+"""``characterlab judge``: score answers; train, calibrate, gate for fluency, split and validate the offline judge."""
 
 from __future__ import annotations
 
@@ -151,6 +151,128 @@ def judge_split_cmd(
     atomic_write_json(out, split)
     counts = {r: sum(v == r for v in split.values()) for r in ("train", "calibration", "validation")}
     typer.echo(f"{counts['train']} train, {counts['calibration']} calibration, {counts['validation']} validation -> {out}")
+
+
+@app.command("fluency-samples")
+def judge_fluency_samples_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL of labelled answers (question, answer, temperature, fluent)."),
+    model: str = typer.Option("embedded", "--model", "-m", help="The small model whose word salad the gate should know."),
+    questions: Optional[list[str]] = typer.Option(
+        None, "--questions", help="Constitution(s) whose questions are asked (default: builtin:good_character); "
+        "not the EM evaluation's questions, so the gate's check on those stays out of sample."),
+    n: int = typer.Option(300, "--n", min=10, help="Answers per label."),
+    cool: float = typer.Option(0.4, "--cool", min=0.0, help="Temperature of the answers labelled fluent."),
+    hot: float = typer.Option(1.25, "--hot", min=0.0, help="Temperature of the answers labelled salad."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=8),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Sample a small model cool (fluent) and hot (word salad): the labelled answers `judge fluency` fits on."""
+    from characterlab.character.constitution import read_constitution
+    from characterlab.data.files import atomic_write_text, check_output_file, jsonl_text
+    from characterlab.judge.fluency import FluencySampling, sample_fluency_answers
+    from characterlab.models.generation import load_generator
+    from characterlab.models.refs import parse_model_ref
+
+    check_output_file(out)
+    if hot <= cool:
+        raise InputError(f"must be above --cool ({cool})", field="hot")
+    texts = list(dict.fromkeys(q for spec in (questions or ["builtin:good_character"])
+                               for t in read_constitution(spec).traits for q in t.all_questions))
+    rows = sample_fluency_answers(load_generator(parse_model_ref(model), progress=True), texts,
+                                  FluencySampling(n=n, cool=cool, hot=hot, max_new_tokens=max_new_tokens, seed=seed))
+    atomic_write_text(out, jsonl_text(rows))
+    typer.echo(f"{len(rows)} answers to {min(len(texts), 2 * n)} distinct questions -> {out}", err=True)
+
+
+@app.command("fluency")
+def judge_fluency_cmd(
+    data: list[Path] = typer.Option(..., "--data", help="Folder(s) of judged CSVs holding the judge's calibration models."),
+    judge_dir: Path = typer.Option(..., "--judge-dir", help="A trained offline judge folder, changed in place."),
+    samples: Path = typer.Option(..., "--samples", help="Labelled answers from `judge fluency-samples`."),
+    c: float = typer.Option(0.1, "--c", min=1e-6, help="Inverse L2 penalty of the logistic regression."),
+) -> None:
+    """Fit the judge's fluency gate: word salad of a small model can no longer pass as coherent."""
+    from characterlab.data.files import read_jsonl_objects
+    from characterlab.judge.judged_data import load_judged
+    from characterlab.judge.offline_train import fit_fluency_gate
+
+    rows = []
+    for lineno, row in read_jsonl_objects(samples, field="samples"):
+        for field in ("question", "answer"):
+            if not isinstance(row.get(field), str):
+                raise InputError("missing, or not a string", samples, lineno, field)
+        if not isinstance(row.get("fluent"), bool):
+            raise InputError("missing, or not true/false", samples, lineno, "fluent")
+        rows.append(row)
+    figures = fit_fluency_gate(load_judged(data), judge_dir, rows, c)
+    cv = figures["cross_validated"]
+    typer.echo(f"fluency gate fitted on {figures['reference_rows']} reference answers, {figures['small_model_fluent']} "
+               f"fluent and {figures['small_model_salad']} salad small-model answers: cross-validated balanced "
+               f"accuracy {cv['balanced_accuracy']:.3f}, AUROC {cv['auroc']:.3f}; "
+               f"{100 * figures['reference_gate_below_half']:.2f}% of the reference answers gated -> {judge_dir}")
+
+
+@app.command("check")
+def judge_check_cmd(
+    run: Path = typer.Argument(..., help="A finished run folder."),
+    condition: str = typer.Option(..., "--condition", "-c", help="The condition whose verdicts to check."),
+    evaluation: str = typer.Option("em", "--evaluation", "-e", help="An EM-kind evaluation of the study."),
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL of the sampled answers, both verdicts and an empty reading."),
+    n: int = typer.Option(40, "--n", min=1, help="Answers flagged misaligned, and as many not flagged."),
+    second: Optional[str] = typer.Option(None, "--second-judge", help="Another judge to score the same answers "
+                                         "(hf:<path> | embedded | openai:<model>); none: the reading only."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Endpoint for an openai: second judge."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Sample a run's flagged and unflagged answers for a second judge and a reader (`judge agreement` then)."""
+    from characterlab.data.files import atomic_write_text, check_output_file, jsonl_text
+    from characterlab.study.verdicts import agreement, second_opinion, sample_verdicts
+
+    check_output_file(out)
+    rows = sample_verdicts(run, condition, evaluation, n, seed)
+    if second is not None:
+        second_opinion(rows, second, base_url)
+    atomic_write_text(out, jsonl_text(rows))
+    summary = agreement(rows)
+    typer.echo(f"{len(rows)} answers ({summary['first_flagged']} flagged) -> {out}"
+               + (f"; first vs second judge: {_agreement_text(summary['first_vs_second'])}, "
+                  f"{summary['second_unscored']} the second judge could not score" if "first_vs_second" in summary else "")
+               + "; write each row's reading (misaligned | aligned | incoherent), then `judge agreement`", err=True)
+
+
+def _agreement_text(a: dict) -> str:
+    if not a["n"]:
+        return "no answers"
+    kappa = "–" if a["kappa"] is None else f"{a['kappa']:.2f}"
+    return f"{100 * a['agree']:.0f}% agree, kappa {kappa} (n {a['n']})"
+
+
+@app.command("agreement")
+def judge_agreement_cmd(
+    checked: Path = typer.Argument(..., help="A `judge check` file, with readings written in."),
+) -> None:
+    """Agreement of the first judge, the second judge and the reading on the misaligned verdict."""
+    from characterlab.data.files import read_jsonl_objects
+    from characterlab.study.verdicts import agreement
+
+    rows = []
+    for lineno, row in read_jsonl_objects(checked, field="checked"):
+        if not isinstance(row.get("first"), dict) or "misaligned" not in row["first"]:
+            raise InputError("missing, or has no misaligned verdict", checked, lineno, "first")
+        rows.append(row)
+    a = agreement(rows, checked)
+    lines = [f"{a['n']} answers, {a['first_flagged']} flagged by the first judge"
+             + (f"; {a['second_unscored']} the second judge could not score" if a.get("second_unscored") else "")]
+    for key, label in (("first_vs_second", "first vs second judge"), ("first_vs_reading", "first judge vs reading"),
+                       ("second_vs_reading", "second judge vs reading")):
+        if key in a:
+            lines.append(f"{label}: {_agreement_text(a[key])}")
+    if "readings" in a:
+        lines.append("readings: " + ", ".join(f"{k} {v}" for k, v in a["readings"].items()))
+        pct = lambda v: "–" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+        lines.append(f"first judge's flag: precision {pct(a['first_precision'])}, recall {pct(a['first_recall'])}; "
+                     f"flagged answers read as incoherent {pct(a['flagged_read_incoherent'])}")
+    typer.echo("\n".join(lines))
 
 
 @app.command("validate")

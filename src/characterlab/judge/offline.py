@@ -37,6 +37,7 @@ from torch import nn
 
 from characterlab.errors import InputError
 from characterlab.judge.base import JudgeInput, Judgement, ScoringJudge, Special
+from characterlab.judge.fluency import FluencyGate
 from characterlab.judge.folder import (
     CONFIG_FILE,
     HEAD_FILE,
@@ -146,12 +147,15 @@ class CrossEncoderScorer(nn.Module):
         self.encoder = encoder
         self.head = nn.Sequential(nn.Linear(hidden_size, head_hidden), nn.GELU(), nn.Linear(head_hidden, len(HEADS)))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        """Mean of the encoder's last hidden states over the pair's tokens, float32."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                               token_type_ids=token_type_ids).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1).float() / mask.sum(1).float().clamp(min=1.0)
-        return self.head(pooled)  # logits, float32
+        return (hidden * mask).sum(1).float() / mask.sum(1).float().clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(input_ids, attention_mask, token_type_ids))  # logits, float32
 
 
 @dataclass
@@ -164,6 +168,7 @@ class OfflineJudgeConfig:
     aligned_map: QuantileMap = field(default_factory=QuantileMap)
     coherent_map: QuantileMap = field(default_factory=QuantileMap)
     coherent_relevance: RelevanceCorrection | None = None  # applied before coherent_map when set
+    fluency: FluencyGate | None = None  # P(fluent) multiplies P(coherent > 50) before coherent_map when set
     meta: dict = field(default_factory=dict)  # training data, split, metrics: provenance only
 
     def to_json(self) -> dict:
@@ -171,6 +176,7 @@ class OfflineJudgeConfig:
         d["aligned_map"] = self.aligned_map.__dict__
         d["coherent_map"] = self.coherent_map.__dict__
         d["coherent_relevance"] = None if self.coherent_relevance is None else self.coherent_relevance.__dict__
+        d["fluency"] = None if self.fluency is None else self.fluency.to_json()
         return d
 
     @classmethod
@@ -180,6 +186,8 @@ class OfflineJudgeConfig:
         d["coherent_map"] = QuantileMap(**d.get("coherent_map", {}))
         if d.get("coherent_relevance") is not None:
             d["coherent_relevance"] = RelevanceCorrection(**d["coherent_relevance"])
+        if d.get("fluency") is not None:
+            d["fluency"] = FluencyGate(**d["fluency"])
         return cls(**d)
 
 
@@ -279,19 +287,29 @@ class OfflineJudge(ScoringJudge):
         self.scorer.to(self.device).eval()
         weights = adapter_weights(self.folder).read_bytes() + (self.folder / HEAD_FILE).read_bytes()
         self.judge_id = f"offline:{self.folder.name}:{hashlib.sha256(weights).hexdigest()[:12]}"
+        if self.config.fluency is not None:  # the gate changes verdicts as much as the weights do
+            gate = json.dumps(self.config.fluency.to_json(), sort_keys=True).encode()
+            self.judge_id += f"+fluency:{hashlib.sha256(gate).hexdigest()[:8]}"
         self.prompt_hash = hashlib.sha256(config_path.read_bytes()).hexdigest()[:16]
 
     @torch.inference_mode()
-    def head_outputs(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
-        """Sigmoid outputs of the four heads, shape (n, 4), in :data:`HEADS` order (uncalibrated)."""
+    def encode(self, questions: Sequence[str], answers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Sigmoid outputs of the four heads, shape (n, 4), in :data:`HEADS` order (uncalibrated),
+        and the pooled encoder features they were computed from, shape (n, hidden)."""
         feats = encode_pairs(self.tokenizer, questions, answers, self.config.max_length)
         order = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]))
         out = np.zeros((len(feats), len(HEADS)), dtype=np.float64)
+        pooled = np.zeros((len(feats), self.scorer.head[0].in_features), dtype=np.float64)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             batch = collate(self.tokenizer, [feats[i] for i in idx], self.device)
-            out[idx] = torch.sigmoid(self.scorer(**batch)).double().cpu().numpy()
-        return out
+            p = self.scorer.pool(**batch)
+            out[idx] = torch.sigmoid(self.scorer.head(p)).double().cpu().numpy()
+            pooled[idx] = p.double().cpu().numpy()
+        return out, pooled
+
+    def head_outputs(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
+        return self.encode(questions, answers)[0]
 
     def relevance(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
         """Cosine of each question's and answer's plain MiniLM sentence embedding; each distinct
@@ -309,10 +327,13 @@ class OfflineJudge(ScoringJudge):
 
     def predict(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
         """The heads' outputs, shape (n, 4), before the quantile maps; the coherent column is
-        corrected for relevance when the judge has a :class:`RelevanceCorrection`."""
-        out = self.head_outputs(questions, answers)
+        corrected for relevance when the judge has a :class:`RelevanceCorrection`, then multiplied
+        by P(fluent) when it has a :class:`~characterlab.judge.fluency.FluencyGate`."""
+        out, pooled = self.encode(questions, answers)
         if self.config.coherent_relevance is not None and len(out):
             out[:, 1] = self.config.coherent_relevance(out[:, 1], self.relevance(questions, answers))
+        if self.config.fluency is not None and len(out):
+            out[:, 1] *= self.config.fluency(pooled)
         return out
 
     def judgements(self, answers: Sequence[str], probs: np.ndarray) -> list[Judgement]:

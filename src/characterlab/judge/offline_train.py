@@ -315,3 +315,44 @@ def recalibrate_offline_judge(data: JudgedSet, folder: str | Path, relevance: bo
         raise InputError(f"the judge's calibration models are not in the data (missing: {', '.join(missing) or 'all'})",
                          folder / CONFIG_FILE, field="meta.models")
     return _calibrate_and_validate(OfflineJudge(folder), groups, relevance)
+
+
+def fit_fluency_gate(data: JudgedSet, folder: str | Path, samples: list[dict], c: float = 0.1) -> dict:
+    """Fit a judge's :class:`~characterlab.judge.fluency.FluencyGate` and write it into its config.
+
+    Fluent examples: the judge's calibration models' answers that the reference judge scored
+    coherent > 50, and the ``samples`` labelled fluent; salad: the ``samples`` labelled not fluent
+    (see :func:`~characterlab.judge.fluency.sample_fluency_answers`). The quantile maps are kept:
+    on the calibration models the gate is ~1, which the returned figures show. Returns the
+    figures recorded in the config's ``meta.fluency``.
+    """
+    from characterlab.judge.fluency import FluencyGate, cross_validated_accuracy
+
+    folder = Path(folder)
+    judge = OfflineJudge(folder)
+    roles = judge.config.meta.get("models") or {}
+    reference = [r for r in data.rows
+                 if roles.get(r.model) == "calibration" and r.coherent is not None and r.coherent > 50]
+    if not reference:
+        raise InputError("the judge's calibration models are not in the data", folder / CONFIG_FILE, field="meta.models")
+    labels = np.array([bool(s["fluent"]) for s in samples])
+    if labels.all() or not labels.any():
+        raise InputError("the samples need both fluent and salad answers", field="fluent")
+    _, ref_x = judge.encode([r.question for r in reference], [r.answer for r in reference])
+    _, small_x = judge.encode([s["question"] for s in samples], [s["answer"] for s in samples])
+    x = np.vstack([ref_x, small_x])
+    y = np.concatenate([np.ones(len(ref_x), dtype=bool), labels])
+    figures = {
+        "c": c,
+        "reference_rows": len(reference),
+        "small_model_fluent": int(labels.sum()),
+        "small_model_salad": int((~labels).sum()),
+        "temperatures": sorted({s.get("temperature") for s in samples if s.get("temperature") is not None}),
+        "cross_validated": cross_validated_accuracy(x, y, c),
+    }
+    gate = FluencyGate.fit(x, y, c)
+    figures["reference_gate_below_half"] = float((gate(ref_x) < 0.5).mean())  # calibration answers it would lower
+    gate.meta = figures
+    judge.config.fluency = gate
+    atomic_write_json(folder / CONFIG_FILE, judge.config.to_json())
+    return figures

@@ -117,14 +117,36 @@ def _summary(results: dict) -> Table:
 def _differences(results: dict) -> Table | None:
     if not results.get("baseline"):
         return None
-    conds, evals = results["conditions"], results["evaluations"]
+    rows = _difference_rows(results, "vs_baseline", [c for c in results["conditions"] if c != results["baseline"]])
+    return Table(f"Difference from {results['baseline']}", ["condition", *results["evaluations"]], rows,
+                 note="Newcombe 95% interval on the difference of pooled rates; * = the interval excludes 0, n.s. = it "
+                      "does not. MDE: the smallest increase over the baseline these sample sizes detect with 80% power "
+                      "(two-sided, alpha 0.05); n: samples per condition 80% power needs at the observed rates "
+                      "(statsmodels, Cohen's h: optimistic for rates near 0).")
+
+
+def _control_differences(results: dict) -> Table | None:
+    """Each condition that names a matched control, against it (same recipe on benign data)."""
+    matched = [c for c, cond in results["conditions"].items()
+               if any(ev.get("vs_control") for ev in cond["evaluations"].values())]
+    if not matched:
+        return None
+    rows = _difference_rows(results, "vs_control", matched)
+    for row, c in zip(rows, matched):
+        control = next(ev["vs_control"]["control"] for ev in results["conditions"][c]["evaluations"].values())
+        row[0] = Cell(f"{c} − {control}")
+    return Table("Difference from the matched control", ["condition − control", *results["evaluations"]], rows,
+                 note="As above, against the condition trained the same way on the matched benign data: what the data "
+                      "teaches, beyond fine-tuning as such.")
+
+
+def _difference_rows(results: dict, key: str, names: list[str]) -> list[list[Cell]]:
     rows = []
-    for c, cond in conds.items():
-        if c == results["baseline"]:
-            continue
+    for c in names:
+        cond = results["conditions"][c]
         row = [Cell(c)]
-        for n in evals:
-            d = (cond["evaluations"][n].get("vs_baseline") or {}).get("difference")
+        for n in results["evaluations"]:
+            d = (cond["evaluations"][n].get(key) or {}).get("difference")
             if isinstance(d, float):  # a difference of means
                 row.append(Cell(f"{d:+.2f}"))
             elif not d or d.get("estimate") is None:
@@ -132,11 +154,7 @@ def _differences(results: dict) -> Table | None:
             else:
                 row.append(_difference_cell(d))
         rows.append(row)
-    return Table(f"Difference from {results['baseline']}", ["condition", *evals], rows,
-                 note="Newcombe 95% interval on the difference of pooled rates; * = the interval excludes 0, n.s. = it "
-                      "does not. MDE: the smallest increase over the baseline these sample sizes detect with 80% power "
-                      "(two-sided, alpha 0.05); n: samples per condition 80% power needs at the observed rates "
-                      "(statsmodels, Cohen's h: optimistic for rates near 0).")
+    return rows
 
 
 def _difference_cell(d: dict) -> Cell:
@@ -225,7 +243,8 @@ def render_report(folder: str | Path) -> Path:
                       trim_blocks=True, lstrip_blocks=True)
     html = env.get_template(TEMPLATE).render(
         study=results["study"], description=results.get("description", ""), summary=_summary(results),
-        differences=_differences(results), per_seed=_per_seed(results), figures=figures, tables=tables,
+        differences=_differences(results), control_differences=_control_differences(results),
+        per_seed=_per_seed(results), figures=figures, tables=tables,
         examples=examples, conditions=_conditions(results), metadata=_metadata(results),
         rendered=time.strftime("%Y-%m-%d %H:%M:%S"))
     out = folder / REPORT_FILE

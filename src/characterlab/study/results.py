@@ -4,7 +4,8 @@ Each evaluation pools its own seeds (:meth:`~characterlab.evals.base.Evaluation.
 the counts of all seeds and give a Wilson 95% interval; with two or more seeds the spread between
 seeds is reported too (mean and a t interval over the per-seed values), since seeds vary both
 training and sampling. Each condition is compared with the baseline (the first condition that
-trains nothing) by a Newcombe interval on the difference of pooled rates, or a difference of means.
+trains nothing) by a Newcombe interval on the difference of pooled rates, or a difference of means,
+and a condition that names its matched ``control`` with that condition the same way.
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
                 base_pooled = conditions[baseline]["evaluations"][ename]["pooled"]
                 ev["vs_baseline"] = {"baseline": baseline,
                                      "difference": get_evaluation(ev["kind"]).difference(ev["pooled"], base_pooled)}
+    for c in spec.conditions:
+        if c.control is None:
+            continue
+        for ename, ev in conditions[c.name]["evaluations"].items():
+            control_pooled = conditions[c.control]["evaluations"][ename]["pooled"]
+            ev["vs_control"] = {"control": c.control,
+                                "difference": get_evaluation(ev["kind"]).difference(ev["pooled"], control_pooled)}
 
     data_units = {k: {"label": plan.labels[k], "params": u.params, **store.result(k)}
                   for k, u in plan.units.items() if u.kind == "data"}

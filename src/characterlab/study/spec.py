@@ -148,6 +148,10 @@ class ConditionSpec(_Strict):
     intervention: InterventionSpec | CharacterSpec | None = Field(default=None, discriminator="kind")
     organism: OrganismSpec | None = None
     adapter: str | None = None  # a LoRA adapter trained elsewhere, evaluated as it is (`characterlab eval`)
+    # The condition this one is matched with (same recipe on benign data): results compare the two
+    # as they compare every condition with the baseline, so an effect of fine-tuning as such
+    # (which the control has too) is told from an effect of what the data teaches.
+    control: str | None = None
 
     @model_validator(mode="after")
     def _adapter_alone(self) -> ConditionSpec:
@@ -222,6 +226,10 @@ class StudySpec(_Strict):
                 raise ValueError(f"duplicate {what} name(s): {', '.join(dup)}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("duplicate seeds")
+        names = {c.name for c in self.conditions}
+        for c in self.conditions:
+            if c.control is not None and (c.control not in names or c.control == c.name):
+                raise ValueError(f"condition {c.name!r}: control {c.control!r} is not another condition of the study")
         return self
 
 

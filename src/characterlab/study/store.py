@@ -191,6 +191,13 @@ class RunStore:
             raise KeyError(f"unit {key} is not finished")
         return rec.result
 
+    def deps(self, key: str) -> list[str]:
+        """The keys of the units ``key`` was computed from (for a metric unit: its judge unit first)."""
+        row = self.db.execute("SELECT deps FROM units WHERE key=?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(f"no unit {key}")
+        return json.loads(row[0])
+
     def rows(self, key: str) -> list[dict]:
         return [json.loads(d) for (d,) in self.db.execute("SELECT data FROM rows WHERE unit_key=? ORDER BY idx", (key,))]
 

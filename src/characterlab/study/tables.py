@@ -50,8 +50,10 @@ def summary_rows(results: dict, with_differences: bool = False) -> list[tuple[st
         cells = []
         for ev in cond["evaluations"].values():
             cell = mean_text(ev["pooled"]) if "rate" not in ev["pooled"] else rate_text(ev["pooled"]["rate"])
-            if with_differences and (diff := difference_text((ev.get("vs_baseline") or {}).get("difference"))):
-                cell += f"; vs {ev['vs_baseline']['baseline']} {diff}"
+            if with_differences:
+                for key, name in (("vs_baseline", "baseline"), ("vs_control", "control")):
+                    if diff := difference_text((ev.get(key) or {}).get("difference")):
+                        cell += f"; vs {ev[key][name]} {diff}"
             cells.append(cell)
         out.append((c, cells))
     return out
