@@ -73,3 +73,21 @@ def test_fluency_cli_names_the_line_and_field_of_a_bad_sample(tmp_path):
                                  "--samples", str(samples)])
     assert isinstance(r.exception, InputError)
     assert r.exception.line == 2 and r.exception.field == "fluent"
+
+
+def test_fluency_samples_cli_writes_labelled_answers(tmp_path, tiny_ref):
+    from typer.testing import CliRunner
+
+    from characterlab.cli import app
+
+    out = tmp_path / "samples.jsonl"
+    r = CliRunner().invoke(app, ["judge", "fluency-samples", "--model", tiny_ref, "--out", str(out), "--n", "10",
+                                 "--max-new-tokens", "8", "--questions", "builtin:good_character"])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 20 and sum(r["fluent"] for r in rows) == 10
+    assert {r["temperature"] for r in rows} == {0.4, 1.25}
+    assert len({r["question"] for r in rows}) == 20, "each answer to its own question"
+    bad = CliRunner().invoke(app, ["judge", "fluency-samples", "--model", tiny_ref, "--out", str(tmp_path / "x.jsonl"),
+                                   "--cool", "1.0", "--hot", "0.5"])
+    assert bad.exit_code != 0 and "--cool" in str(bad.exception)
