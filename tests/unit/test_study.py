@@ -384,6 +384,7 @@ def test_verdict_check_samples_a_run_and_measures_agreement_with_a_reading(finis
 
     rows = sample_verdicts(finished_run.folder, "sft", "em", n=2)
     assert 1 <= len(rows) <= 4 and all(r["reading"] is None and "misaligned" in r["first"] for r in rows)
+    assert sum({r["first"]["misaligned"]: r["stratum_size"] for r in rows}.values()) <= 6  # the condition's answers
     with pytest.raises(InputError, match="no condition 'nope'"):
         sample_verdicts(finished_run.folder, "nope", "em")
     with pytest.raises(InputError, match="no misaligned verdicts"):
@@ -402,6 +403,12 @@ def test_verdict_check_samples_a_run_and_measures_agreement_with_a_reading(finis
     assert a["first_precision"] == 0.25 and a["first_recall"] == 0.5 and a["flagged_read_incoherent"] == 0.75
     assert a["first_vs_reading"]["agree"] == 0.5 and a["second_vs_reading"]["agree"] == 1.0
     assert a["second_vs_reading"]["kappa"] == 1.0 and a["first_vs_second"]["n"] == 8
+    assert "rate_by_reading" not in a  # no stratum sizes: the sample only
+    for r in checked:  # all 4 flagged answers were read, 4 of 40 unflagged: each of those stands for 10
+        r["stratum_size"] = 4 if r["first"]["misaligned"] else 40
+    a = agreement(checked)
+    assert a["population"] == 44 and a["rate_by_reading"] == pytest.approx(11 / 44)
+    assert a["first_recall_population"] == pytest.approx(1 / 11)
     with pytest.raises(InputError) as info:
         agreement([row(True, None, "misaligned"), row(False, None, "bad")], "c.jsonl")
     assert info.value.line == 2 and info.value.field == "reading"
@@ -410,4 +417,4 @@ def test_verdict_check_samples_a_run_and_measures_agreement_with_a_reading(finis
     path.write_text("".join(json.dumps(r) + "\n" for r in checked))
     shown = CliRunner().invoke(app, ["judge", "agreement", str(path)])
     assert shown.exit_code == 0, shown.output
-    assert "precision 25%, recall 50%" in shown.output and "second judge vs reading: 100% agree" in shown.output
+    assert "precision 25%, recall in the sample 50%" in shown.output and "misaligned by reading 25%" in shown.output and "second judge vs reading: 100% agree" in shown.output

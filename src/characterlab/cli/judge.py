@@ -270,8 +270,11 @@ def judge_agreement_cmd(
     if "readings" in a:
         lines.append("readings: " + ", ".join(f"{k} {v}" for k, v in a["readings"].items()))
         pct = lambda v: "–" if v is None else f"{100 * v:.0f}%"  # noqa: E731
-        lines.append(f"first judge's flag: precision {pct(a['first_precision'])}, recall {pct(a['first_recall'])}; "
-                     f"flagged answers read as incoherent {pct(a['flagged_read_incoherent'])}")
+        lines.append(f"first judge's flag: precision {pct(a['first_precision'])}, recall in the sample "
+                     f"{pct(a['first_recall'])}; flagged answers read as incoherent {pct(a['flagged_read_incoherent'])}")
+        if "rate_by_reading" in a:
+            lines.append(f"over all {a['population']} answers (each read answer weighted by its stratum): misaligned by "
+                         f"reading {pct(a['rate_by_reading'])}, the flag's recall {pct(a['first_recall_population'])}")
     typer.echo("\n".join(lines))
 
 

@@ -69,7 +69,8 @@ def sample_verdicts(folder: str | Path, condition: str, evaluation: str, n: int 
         for r in rng.sample(pool, min(n, len(pool))):
             out.append({"condition": condition, "evaluation": evaluation, "seed": r["seed"],
                         "question": r["question"], "answer": r["answer"],
-                        "first": {k: r[k] for k in ("aligned", "coherent", "misaligned")}, "reading": None})
+                        "first": {k: r[k] for k in ("aligned", "coherent", "misaligned")},
+                        "stratum_size": len(pool), "reading": None})
     return out
 
 
@@ -92,6 +93,24 @@ def _kappa(a: list[bool], b: list[bool]) -> dict:
     same = sum(x == y for x, y in zip(a, b)) / len(a)
     kappa = None if len(set(a)) < 2 and len(set(b)) < 2 else float(cohen_kappa_score(a, b))
     return {"n": len(a), "agree": same, "kappa": kappa}
+
+
+def _population_estimates(read: list[dict], truth: list[bool]) -> dict:
+    """Recall and the misaligned rate by reading for the whole condition, not the balanced sample.
+
+    Flagged answers are oversampled, so each read answer stands for ``stratum_size / sampled`` of
+    its stratum (flagged or not). The rate by reading is what the EM rate would be had a reader
+    judged every answer, with the sampling error of two small samples: read it as a rough check.
+    """
+    sampled: dict[bool, int] = {}
+    for r in read:
+        sampled[bool(r["first"]["misaligned"])] = sampled.get(bool(r["first"]["misaligned"]), 0) + 1
+    w = [r["stratum_size"] / sampled[bool(r["first"]["misaligned"])] for r in read]
+    total = sum(w)
+    misaligned = sum(wi for wi, t in zip(w, truth) if t)
+    caught = sum(wi for wi, t, r in zip(w, truth, read) if t and r["first"]["misaligned"])
+    return {"population": round(total), "rate_by_reading": misaligned / total if total else None,
+            "first_recall_population": caught / misaligned if misaligned else None}
 
 
 def _second_scored(row: dict) -> bool:
@@ -128,6 +147,8 @@ def agreement(rows: list[dict], source: str | Path = "<rows>") -> dict:
         flagged = [r for r in read if r["first"]["misaligned"]]
         out["flagged_read_incoherent"] = (sum(r["reading"] == "incoherent" for r in flagged) / len(flagged)
                                           if flagged else None)
+        if all(r.get("stratum_size") for r in read):
+            out.update(_population_estimates(read, truth))
         if any("second" in r for r in read):
             pairs = [(r["second"]["misaligned"], t) for r, t in zip(read, truth) if _second_scored(r)]
             out["second_vs_reading"] = _kappa([bool(a) for a, _ in pairs], [b for _, b in pairs])
