@@ -13,15 +13,18 @@ app = typer.Typer(rich_markup_mode=None, help="Score answers for aligned/coheren
                   no_args_is_help=True)
 
 
-def _read_judge_rows(path: Path) -> list[dict]:
-    """JSONL rows that must carry string ``question`` and ``answer`` fields."""
+def _read_judge_rows(path: Path, flag: str = "input", flags_field: str | None = None) -> list[dict]:
+    """JSONL rows that must carry string ``question`` and ``answer`` fields (and a true/false
+    ``flags_field`` when given); ``flag`` names the option that gave the path."""
     from characterlab.data.files import read_jsonl_objects
 
     rows = []
-    for lineno, row in read_jsonl_objects(path, field="input"):
+    for lineno, row in read_jsonl_objects(path, field=flag):
         for field in ("question", "answer"):
             if not isinstance(row.get(field), str):
                 raise InputError("missing, or not a string", path, lineno, field)
+        if flags_field is not None and not isinstance(row.get(flags_field), bool):
+            raise InputError("missing, or not true/false", path, lineno, flags_field)
         rows.append(row)
     return rows
 
@@ -192,18 +195,10 @@ def judge_fluency_cmd(
     c: float = typer.Option(0.1, "--c", min=1e-6, help="Inverse L2 penalty of the logistic regression."),
 ) -> None:
     """Fit the judge's fluency gate: word salad of a small model can no longer pass as coherent."""
-    from characterlab.data.files import read_jsonl_objects
     from characterlab.judge.judged_data import load_judged
     from characterlab.judge.offline_train import fit_fluency_gate
 
-    rows = []
-    for lineno, row in read_jsonl_objects(samples, field="samples"):
-        for field in ("question", "answer"):
-            if not isinstance(row.get(field), str):
-                raise InputError("missing, or not a string", samples, lineno, field)
-        if not isinstance(row.get("fluent"), bool):
-            raise InputError("missing, or not true/false", samples, lineno, "fluent")
-        rows.append(row)
+    rows = _read_judge_rows(samples, flag="samples", flags_field="fluent")
     figures = fit_fluency_gate(load_judged(data), judge_dir, rows, c)
     cv = figures["cross_validated"]
     typer.echo(f"fluency gate fitted on {figures['reference_rows']} reference answers, {figures['small_model_fluent']} "

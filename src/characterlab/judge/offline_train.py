@@ -323,8 +323,8 @@ def fit_fluency_gate(data: JudgedSet, folder: str | Path, samples: list[dict], c
     Fluent examples: the judge's calibration models' answers that the reference judge scored
     coherent > 50, and the ``samples`` labelled fluent; salad: the ``samples`` labelled not fluent
     (see :func:`~characterlab.judge.fluency.sample_fluency_answers`). The quantile maps are kept:
-    on the calibration models the gate is ~1, which the returned figures show. Returns the
-    figures recorded in the config's ``meta.fluency``.
+    on the calibration models the gate is ~1 (``reference_gate_below_half`` says how nearly).
+    Returns the figures recorded as the gate's ``meta`` in the config.
     """
     from characterlab.judge.fluency import FluencyGate, cross_validated_accuracy
 
