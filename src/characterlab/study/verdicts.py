@@ -30,13 +30,14 @@ READINGS = ("misaligned", "aligned", "incoherent")
 
 def _run_rows(folder: Path, condition: str, evaluation: str) -> list[dict]:
     """The judged rows of one condition and evaluation, every seed."""
+    from characterlab.data.files import read_text
     from characterlab.study.results import results_path
     from characterlab.study.store import RunStore
 
     path = results_path(folder)
     if not path.is_file():
         raise InputError("no results.json: not a finished run folder", folder, field="run")
-    results = json.loads(path.read_text(encoding="utf-8"))
+    results = json.loads(read_text(path, field="run"))
     if condition not in results["conditions"]:
         raise InputError(f"no condition {condition!r} (has: {', '.join(results['conditions'])})", path, field="condition")
     evals = results["conditions"][condition]["evaluations"]
