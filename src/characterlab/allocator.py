@@ -9,12 +9,18 @@ prefill spent more time faulting than computing. Raising the mmap threshold to i
 decode of 40 coding prompts 19 s -> 13 s). Peak memory is unchanged; memory
 freed after a peak is kept by the process rather than returned. The CLI calls this once at
 start; ``CHARACTERLAB_MALLOC=default`` leaves glibc's defaults.
+
+What is kept must be given back where a phase ends: a study runs many units (train, generate,
+judge) one after another in one process, and each unit's freed heap, cut into pieces that the next,
+differently shaped unit often cannot reuse, stayed resident: the organism sweep held 12.7 GB
+after four organisms, for a 135M model. :func:`release_freed_memory` runs after every unit.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 
 M_TRIM_THRESHOLD = -1
@@ -41,3 +47,17 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return all(mallopt(p, v) == 1 for p, v in ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
                                                (M_TOP_PAD, TOP_PAD)))
+
+
+def release_freed_memory() -> None:
+    """Collect unreachable cycles now (trainers and their callbacks hold some) and return the heap's
+    free pages to the system: ``malloc_trim`` releases free pages inside the heap too, whatever the
+    trim threshold. A no-op beyond the collection where the C library is not glibc."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

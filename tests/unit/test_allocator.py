@@ -19,3 +19,22 @@ def test_thresholds_fit_mallopt():
 
     assert allocator.MMAP_THRESHOLD <= 32 << 20  # glibc's cap on 64-bit
     assert all(0 < v < 2**31 for v in (allocator.MMAP_THRESHOLD, allocator.TRIM_THRESHOLD, allocator.TOP_PAD))
+
+
+def test_release_freed_memory_hands_kept_memory_back():
+    """With the kept-memory settings, freed tensors stay resident until a unit ends and
+    ``release_freed_memory`` trims the heap."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+    import psutil
+    import torch
+
+    from characterlab.allocator import keep_freed_memory, release_freed_memory
+
+    assert keep_freed_memory()
+    proc = psutil.Process()
+    blocks = [torch.ones(1 << 18) for _ in range(400)]  # 400 x 1 MB, each below the mmap threshold
+    del blocks
+    kept = proc.memory_info().rss
+    release_freed_memory()
+    assert kept - proc.memory_info().rss > 200 << 20

@@ -119,3 +119,35 @@ def test_a_huge_example_is_cut_before_it_is_tokenised(tiny_local):
     ds, dropped = build_dataset(tiny_local.tokenizer, [huge, ok], max_length=64, stats=stats)
     assert dropped == 0 and len(ds) == 2 and len(ds[0]["input_ids"]) == 64
     assert stats == {"n_cut_before_tokenising": 1, "n_truncated_to_max_length": 1}
+
+
+def test_micro_batches_split_a_batch_into_whole_divisors():
+    from characterlab.train.base import micro_batches
+
+    assert micro_batches(8, 1, 512, 2048) == (4, 2)
+    assert micro_batches(8, 2, 512, 2048) == (4, 4)  # the user's own accumulation multiplies
+    assert micro_batches(8, 1, 512, None) == (8, 1)
+    assert micro_batches(6, 1, 512, 2048) == (3, 2)  # a divisor, so every step keeps all its rows
+    assert micro_batches(8, 1, 4096, 2048) == (1, 8)  # one row over budget still runs, alone
+
+
+def test_micro_batching_leaves_the_trained_adapter_unchanged(tiny_ref, chat_file, tmp_path):
+    """Splitting each batch of 4 into passes of 1 row must give the same optimizer steps: the same
+    rows per step (the length-grouped sampler draws rows per pass x passes) and the same gradient
+    (the token-sum loss is normalised by the whole step's trained tokens)."""
+    from safetensors.torch import load_file
+
+    whole = train_sft(_cfg(tiny_ref, epochs=2, lr=3e-2, micro_batch_tokens=None), chat_file, tmp_path / "whole",
+                      progress=False)
+    split = train_sft(_cfg(tiny_ref, epochs=2, lr=3e-2, micro_batch_tokens=128), chat_file, tmp_path / "split",
+                      progress=False)
+    assert (whole.meta["rows_per_pass"], whole.meta["passes_per_step"]) == (4, 1)
+    assert (split.meta["rows_per_pass"], split.meta["passes_per_step"]) == (1, 4)
+    assert whole.meta["steps"] == split.meta["steps"]
+    a = load_file(str(tmp_path / "whole" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+    for x, y in zip(whole.meta["loss_curve"], split.meta["loss_curve"]):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-4)

@@ -27,6 +27,10 @@ def train_sft_cmd(
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     grad_accum: int = typer.Option(1, "--grad-accum", min=1),
     max_length: int = typer.Option(1024, "--max-length"),
+    micro_batch_tokens: int = typer.Option(
+        512, "--micro-batch-tokens", min=0,
+        help="Most tokens per forward/backward pass; larger batches are split and their gradients "
+             "accumulated (same optimizer steps, less memory). 0: never split."),
     max_examples: Optional[int] = typer.Option(None, "--max-examples", min=1),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -50,6 +54,7 @@ def train_sft_cmd(
         batch_size=batch_size,
         grad_accum=grad_accum,
         max_length=max_length,
+        micro_batch_tokens=micro_batch_tokens or None,
         max_examples=max_examples,
         seed=seed,
     )

@@ -234,7 +234,18 @@ def run_metric(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
 
 
 def execute_unit(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool = False) -> UnitOutput:
-    """Run ``unit`` given its finished dependencies; ``workdir`` is an empty scratch folder."""
+    """Run ``unit`` given its finished dependencies; ``workdir`` is an empty scratch folder. The
+    memory the unit freed goes back to the system before the next unit runs (see
+    :mod:`characterlab.allocator`)."""
+    from characterlab.allocator import release_freed_memory
+
+    try:
+        return _execute(unit, deps, workdir, progress)
+    finally:
+        release_freed_memory()
+
+
+def _execute(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool) -> UnitOutput:
     if unit.kind == "data":
         return run_data(unit, deps)
     if unit.kind == "train":

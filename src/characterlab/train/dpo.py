@@ -15,6 +15,7 @@ from characterlab.errors import InputError
 from characterlab.train.base import (
     TrainConfig,
     load_training_base,
+    micro_batches,
     prepare_training,
     quiet,
     quiet_datasets,
@@ -48,7 +49,10 @@ def train_dpo(cfg: LoraDPOConfig, pairs: list[dict], out: str | Path, progress: 
     base = load_training_base(ref, cfg.dtype)
     cfg.check_targets(base.model)
     with staged_dir(out) as stage:
-        args = DPOConfig(**trainer_args(cfg, stage, base, progress), per_device_train_batch_size=cfg.batch_size,
+        # A pair is two sequences (chosen and rejected) of up to max_length tokens in one pass.
+        rows_per_pass, passes = micro_batches(cfg.batch_size, 1, 2 * cfg.max_length, cfg.micro_batch_tokens)
+        args = DPOConfig(**trainer_args(cfg, stage, base, progress), per_device_train_batch_size=rows_per_pass,
+                         gradient_accumulation_steps=passes,
                          num_train_epochs=cfg.epochs, beta=cfg.beta, max_length=cfg.max_length, data_seed=cfg.seed,
                          lr_scheduler_type="cosine", warmup_steps=0.1)
         trainer = DPOTrainer(model=base.model, args=args, train_dataset=Dataset.from_list(pairs),
@@ -60,7 +64,8 @@ def train_dpo(cfg: LoraDPOConfig, pairs: list[dict], out: str | Path, progress: 
         logs = [h for h in trainer.state.log_history if "loss" in h]
         meta = {
             "kind": "lora_dpo", "model": str(ref), "stacking": base.stacking, "config": asdict(cfg),
-            "n_pairs": len(pairs), "steps": trainer.state.global_step, "seconds": seconds,
+            "n_pairs": len(pairs), "rows_per_pass": rows_per_pass, "passes_per_step": passes,
+            "steps": trainer.state.global_step, "seconds": seconds,
             "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in logs],
             "final_loss": logs[-1]["loss"] if logs else None,
             "reward_accuracy_curve": [{"step": h["step"], "accuracy": h.get("rewards/accuracies")} for h in logs

@@ -24,6 +24,7 @@ from characterlab.train.base import (
     TrainConfig,
     host_info,
     load_training_base,
+    micro_batches,
     prepare_training,
     quiet,
     quiet_datasets,
@@ -208,10 +209,11 @@ def train_sft(cfg: LoraSFTConfig, data: list[ChatExample] | str | Path, out: str
     n_trained_per_epoch = sum(sum(m) for m in dataset["assistant_masks"])
 
     with staged_dir(out) as stage:
+        rows_per_pass, passes = micro_batches(cfg.batch_size, cfg.grad_accum, cfg.max_length, cfg.micro_batch_tokens)
         args = SFTConfig(
             **trainer_args(cfg, stage, base, progress),
-            per_device_train_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=cfg.grad_accum,
+            per_device_train_batch_size=rows_per_pass,
+            gradient_accumulation_steps=passes,
             num_train_epochs=cfg.epochs,
             max_steps=cfg.max_steps if cfg.max_steps is not None else -1,
             lr_scheduler_type="cosine",
@@ -248,6 +250,8 @@ def train_sft(cfg: LoraSFTConfig, data: list[ChatExample] | str | Path, out: str
                 "trained_tokens_per_epoch": n_trained_per_epoch,
             },
             "config": asdict(cfg),
+            "rows_per_pass": rows_per_pass,
+            "passes_per_step": passes,
             "train_system_prompt": cfg.system_prompt,
             "steps": trainer.state.global_step,
             "epochs": trainer.state.epoch or 0.0,
