@@ -134,6 +134,24 @@ def test_plan_checks_files_before_any_work(tmp_path):
         build_plan(spec, tmp_path)
 
 
+def test_a_dataset_folder_is_an_organism_data_file(tmp_path):
+    """A Hugging Face dataset folder plans (content-hashed) and its data unit reads its rows."""
+    import datasets
+
+    from characterlab.study.units import execute_unit
+
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+            for i in range(4)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
+    (tmp_path / "q.yaml").write_text("- id: q\n  paraphrases: [Hi?]\n")
+    spec = parse_study("name: f\nconditions: [{name: c, organism: {kind: sft, data: {file: ds, n: 3}}}]\n"
+                       "evaluations: [{name: e, kind: em, questions: q.yaml}]\n", "f.yaml")
+    plan = build_plan(spec, tmp_path)
+    [data] = [u for u in plan.units.values() if u.kind == "data"]
+    out = execute_unit(data, {}, tmp_path)
+    assert [r["messages"][1]["content"] for r in out.rows] == ["a0", "a1", "a2"]
+
+
 # -- store ----------------------------------------------------------------------------------------
 
 def test_store_commit_is_all_or_nothing_and_never_duplicates(tmp_path):

@@ -12,7 +12,8 @@ app = typer.Typer(rich_markup_mode=None, help="Fine-tune models (LoRA).", no_arg
 
 @app.command("sft")
 def train_sft_cmd(
-    data: Path = typer.Option(..., "--data", help="Chat JSONL (.jsonl or .jsonl.gz) of {\"messages\": [...]}."),
+    data: Path = typer.Option(..., "--data", help="Chat JSONL (.jsonl or .jsonl.gz) of {\"messages\": [...]}, "
+                              "a .parquet file, or a Hugging Face dataset folder with a messages column."),
     out: Path = typer.Option(..., "--out", help="Output folder (PEFT adapter + train_meta.json); must not exist."),
     model: str = typer.Option("embedded", "--model", "-m", help="embedded | hf:<id or path>"),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="Existing adapter: merged first, trained on top."),
@@ -35,7 +36,7 @@ def train_sft_cmd(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """LoRA supervised fine-tuning on chat JSONL (loss on assistant tokens only)."""
-    from characterlab.data.chat_jsonl import read_chat_jsonl
+    from characterlab.data.chat_data import read_chat_data
     from characterlab.models.refs import parse_model_ref
     from characterlab.train.base import check_new_output_dir
     from characterlab.train.sft import LoraSFTConfig, train_sft
@@ -58,7 +59,7 @@ def train_sft_cmd(
         max_examples=max_examples,
         seed=seed,
     )
-    result = train_sft(cfg, read_chat_jsonl(data, max_examples=max_examples), out)
+    result = train_sft(cfg, read_chat_data(data, max_examples=max_examples), out)
     meta = result.meta
     curve = meta["loss_curve"]
     first = sum(c["loss"] for c in curve[:5]) / max(1, len(curve[:5]))

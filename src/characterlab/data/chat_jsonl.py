@@ -36,7 +36,7 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise InputError(f"cannot read: {e}", file=path) from None
 
 
-def parse_chat_example(obj: object, *, file: Path | str, line: int, require_assistant: bool = True) -> ChatExample:
+def parse_chat_example(obj: object, *, file: Path | str, line: int | None, require_assistant: bool = True) -> ChatExample:
     """Validate one decoded JSON object as a chat example."""
     if not isinstance(obj, dict):
         raise InputError(f"expected a JSON object, got {type(obj).__name__}", file=file, line=line)

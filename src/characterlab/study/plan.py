@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from characterlab import __version__
-from characterlab.data.files import sha256_file, sha256_folder
+from characterlab.data.files import sha256_folder
 from characterlab.data.yaml_loader import InputErrors
 from characterlab.errors import InputError
 from characterlab.evals.base import EvalConfig, EvalStages, PlanContext
@@ -121,12 +121,12 @@ class _Builder:
     def data(self, d: DataSpec, label: str) -> str:
         if d.file is not None:
             path = (self.base_dir / d.file).resolve()
-            if not path.is_file():
+            if not path.exists():
                 raise InputError("no such data file", path, field="data.file")
-            from characterlab.data.chat_jsonl import read_chat_jsonl
+            from characterlab.data.chat_data import chat_data_hash, read_chat_data
 
-            read_chat_jsonl(path, max_examples=d.n)  # a bad line is reported now, not when its unit runs
-            params = FileData(file=str(path), sha256=sha256_file(path), n=d.n)
+            read_chat_data(path, max_examples=d.n)  # a bad row is reported now, not when its unit runs
+            params = FileData(file=str(path), sha256=chat_data_hash(path), n=d.n)
         else:
             params = SolutionsData(generator=d.generator, n=d.n, split=d.split, seed=d.seed,
                                    hacks=sorted(d.hacks) if d.hacks else None)

@@ -38,7 +38,8 @@ class _Strict(BaseModel):
 
 
 class DataSpec(_Strict):
-    """Training data: generated hackable-task solutions, or a chat JSONL file."""
+    """Training data: generated hackable-task solutions, or a file of chat examples (chat JSONL, a
+    .parquet file or a Hugging Face dataset folder: :mod:`characterlab.data.chat_data`)."""
 
     generator: Literal["hack_solutions", "honest_solutions", "mixed_solutions"] | None = None
     file: str | None = None

@@ -75,14 +75,13 @@ def _examples_output(examples: list[ChatExample]) -> UnitOutput:
 
 
 def _file_data(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
-    from characterlab.data.chat_jsonl import read_chat_jsonl
-    from characterlab.data.files import sha256_file
+    from characterlab.data.chat_data import chat_data_hash, read_chat_data
 
     p = FileData.model_validate(unit.params)
-    if sha256_file(p.file) != p.sha256:
+    if chat_data_hash(p.file) != p.sha256:
         raise InputError("the data file changed after the study was planned; run again to re-plan", p.file,
                          field="data.file")
-    return _examples_output(read_chat_jsonl(p.file, max_examples=p.n))
+    return _examples_output(read_chat_data(p.file, max_examples=p.n))
 
 
 def _solutions_data(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from characterlab import __version__
-from characterlab.data.chat_jsonl import hash_examples, read_chat_jsonl
+from characterlab.data.chat_data import read_chat_data
+from characterlab.data.chat_jsonl import hash_examples
 from characterlab.data.files import staged_dir
 from characterlab.data.records import ChatExample
 from characterlab.errors import InputError
@@ -195,7 +196,7 @@ def train_sft(cfg: LoraSFTConfig, data: list[ChatExample] | str | Path, out: str
     source = None
     if isinstance(data, (str, Path)):
         source = str(Path(data).resolve())
-        examples = read_chat_jsonl(data, max_examples=cfg.max_examples)
+        examples = read_chat_data(data, max_examples=cfg.max_examples)
     else:
         examples = list(data)[:cfg.max_examples] if cfg.max_examples else list(data)
     examples = prepare_examples(examples, cfg.system_prompt)
