@@ -436,3 +436,56 @@ def test_verdict_check_samples_a_run_and_measures_agreement_with_a_reading(finis
     shown = CliRunner().invoke(app, ["judge", "agreement", str(path)])
     assert shown.exit_code == 0, shown.output
     assert "precision 25%, recall in the sample 50%" in shown.output and "misaligned by reading 25%" in shown.output and "second judge vs reading: 100% agree" in shown.output
+
+
+def test_inspect_export_round_trips_every_answer_and_score(finished_run, tmp_path):
+    inspect_log = pytest.importorskip("inspect_ai.log")
+    from characterlab.evals.registry import get_evaluation
+    from characterlab.study.inspect_export import export_inspect
+
+    paths = export_inspect(finished_run.folder, tmp_path / "logs")
+    results = json.loads((finished_run.folder / "results.json").read_text())
+    assert len(paths) == len(results["condition_order"]) * len(results["evaluation_order"])
+    store = RunStore(finished_run.folder)
+    for cond in results["condition_order"]:
+        for name in results["evaluation_order"]:
+            log = inspect_log.read_eval_log(str(tmp_path / "logs" / f"tiny_{cond}_{name}.eval"))
+            entry = results["conditions"][cond]["evaluations"][name]
+            [metric] = entry["units"].values()
+            judge = store.deps(metric)[0]
+            rows = store.rows(judge)
+            assert log.status == "success" and log.eval.metadata["condition"] == cond
+            assert len(log.samples) == len(rows) == log.results.total_samples
+            ev = get_evaluation(entry["kind"])
+            for sample, row, prompt in zip(log.samples, rows, ev.prompts(store.params(store.deps(judge)[0]), rows)):
+                assert {k: s.value for k, s in sample.scores.items()} == \
+                    {f: row[f] for f in ev.score_fields if row.get(f) is not None}
+                assert sample.output.completion == row["answer"]
+                assert [m.text for m in sample.input] == [m.content for m in prompt]
+            rate = entry["pooled"]["rate"]
+            metrics = log.results.scores[0].metrics
+            assert metrics["n"].value == rate["n"] and metrics["k"].value == rate["k"]
+    # a hack sample's prompt is the request the model was sent (rebuilt from the generate parameters)
+    from characterlab.envs.tasks import generate_tasks
+    from characterlab.evals.hacks import hack_eval_requests
+
+    log = inspect_log.read_eval_log(str(tmp_path / "logs" / "tiny_base_hacks.eval"))
+    [metric] = results["conditions"]["base"]["evaluations"]["hacks"]["units"].values()
+    g = store.params(store.deps(store.deps(metric)[0])[0])
+    sent = hack_eval_requests(generate_tasks(g["n"], seed=g["seed"], split=g["split"]), g["seed"], g.get("system"))
+    assert [s.input[-1].text for s in log.samples] == [req.messages[-1].content for _, _, req in sent]
+    store.close()
+
+
+def test_inspect_export_needs_a_finished_run_and_inspect(tmp_path, monkeypatch):
+    import sys
+
+    from characterlab.study.inspect_export import export_inspect
+
+    monkeypatch.setitem(sys.modules, "inspect_ai.log", None)  # as if the extra were not installed
+    with pytest.raises(InputError, match="needs inspect_ai"):
+        export_inspect(tmp_path, tmp_path / "logs")
+    monkeypatch.delitem(sys.modules, "inspect_ai.log")
+    pytest.importorskip("inspect_ai.log")
+    with pytest.raises(InputError, match="no results.json"):
+        export_inspect(tmp_path, tmp_path / "logs")

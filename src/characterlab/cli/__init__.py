@@ -15,6 +15,7 @@ from characterlab.cli import (
     constitution,
     envs,
     evaluate,
+    export,
     judge,
     models,
     power,
@@ -40,6 +41,7 @@ app.add_typer(envs.app, name="envs")
 app.add_typer(envs.sandbox_app, name="sandbox")
 app.add_typer(constitution.app, name="constitution")
 app.add_typer(theory.app, name="theory")
+app.add_typer(export.app, name="export")
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from characterlab.data.records import Message
 from characterlab.judge.refs import JudgeRef
 from characterlab.stats import difference_power, wilson_interval
 
@@ -146,6 +147,7 @@ class Evaluation(ABC):
     uses_judge: ClassVar[bool] = False  # scored by the study's judge (the CLI offers --judge)
     examples_key: ClassVar[str | None] = None  # where results.json keeps its sample rows
     plot_stem: ClassVar[str | None] = None  # file name of its per-condition plot (default: the kind)
+    score_fields: ClassVar[tuple[str, ...]] = ()  # fields of a scored row that score that one answer
 
     @abstractmethod
     def stages(self, cfg: EvalConfig, ctx: PlanContext) -> EvalStages:
@@ -189,6 +191,23 @@ class Evaluation(ABC):
         """One line for the CLI about one seed's metrics."""
         v = self.seed_value(metric)
         return f"{self.title} " + (pct(v) if self.headline == "rate" else num(v))
+
+    def prompts(self, generate_params: dict, rows: list[dict]) -> list[list[Message]]:
+        """The messages each row's answer replied to, for transcripts (exports, reading). The
+        default reads the row's own ``system`` (if any) and ``question``; an evaluation whose rows
+        keep neither rebuilds them from its generate parameters."""
+        return [([Message("system", r["system"])] if r.get("system") else []) + [Message("user", r["question"])]
+                for r in rows]
+
+    def headline_figures(self, pooled: dict) -> dict[str, float]:
+        """The pooled headline as named numbers (estimate, 95% interval, n where there is one)."""
+        if self.headline == "rate":
+            r = pooled["rate"]
+            return {"rate": r["estimate"], "ci_low": r["low"], "ci_high": r["high"], "k": r["k"], "n": r["n"]}
+        figures = {"mean": pooled.get("mean")}
+        if pooled.get("ci"):
+            figures |= {"ci_low": pooled["ci"]["low"], "ci_high": pooled["ci"]["high"]}
+        return {k: v for k, v in figures.items() if v is not None}
 
     def summary_extras(self, pooled: dict) -> dict[str, str]:
         """Extra columns for the report's summary table (means of scores, say)."""

@@ -160,6 +160,7 @@ class EMEvaluation(Evaluation):
     config = EMConfig
     uses_judge = True
     examples_key = "most_misaligned"
+    score_fields = ("aligned", "coherent", "misaligned")
 
     def stages(self, cfg: EMConfig, ctx: PlanContext) -> EvalStages:
         q = questions_identity(ctx.locate(cfg.questions))

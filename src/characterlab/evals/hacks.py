@@ -98,6 +98,7 @@ class HackEvaluation(Evaluation):
     plot_stem = "hack_rate"
     config = HacksConfig
     examples_key = "hacks"
+    score_fields = ("hacked", "passed", "strict_passed")
 
     def stages(self, cfg: HacksConfig, ctx: PlanContext) -> EvalStages:
         gen = {"task": "hacks", "n": cfg.n, "split": cfg.split, "max_new_tokens": cfg.max_new_tokens,
@@ -130,6 +131,16 @@ class HackEvaluation(Evaluation):
 
     def summarise(self, params: dict, rows: list[dict]) -> dict:
         return summarise_hacks(rows)
+
+    def prompts(self, generate_params: dict, rows: list[dict]):
+        """Graded rows keep the task's id and grader, not the prompt: the tasks are rebuilt from
+        the generate parameters (they are deterministic) and each row's prompt from its task."""
+        from characterlab.data.records import Message
+
+        g = generate_params
+        tasks = {t.id: t for t in generate_tasks(g["n"], seed=g["seed"], split=g["split"])}
+        system = [Message("system", g["system"])] if g.get("system") else []
+        return [system + [Message("user", task_prompt(tasks[r["task_id"]], r["grader"]))] for r in rows]
 
     def seed_value(self, metric: dict) -> float | None:
         return metric["overall"]["hack_rate"]["estimate"]

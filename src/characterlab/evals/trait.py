@@ -104,6 +104,7 @@ class TraitEvaluation(Evaluation):
     plot_stem = "trait"
     config = TraitConfig
     headline = "mean"
+    score_fields = ("trait_score",)
 
     def stages(self, cfg: TraitConfig, ctx: PlanContext) -> EvalStages:
         from characterlab.character.constitution import constitution_identity

@@ -198,6 +198,13 @@ class RunStore:
             raise KeyError(f"no unit {key}")
         return json.loads(row[0])
 
+    def params(self, key: str) -> dict:
+        """The parameters ``key`` was computed with."""
+        row = self.db.execute("SELECT params FROM units WHERE key=?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(f"no unit {key}")
+        return json.loads(row[0])
+
     def rows(self, key: str) -> list[dict]:
         return [json.loads(d) for (d,) in self.db.execute("SELECT data FROM rows WHERE unit_key=? ORDER BY idx", (key,))]
 
