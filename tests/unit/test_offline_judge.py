@@ -259,6 +259,14 @@ def test_training_a_tiny_judge_end_to_end(tmp_path):
     assert gated.judge_id.startswith(judge.judge_id + "+fluency:")
     _, pooled = gated.encode([q for q, _ in SALAD], [a for _, a in SALAD])
     assert (gate(pooled) < 0.5).all()
+    # Its effect on the calibration models' flags, with and without it (the README's ablation).
+    r = CliRunner().invoke(app, ["judge", "gate-effect", "--data", str(data_dir), "--judge-dir", str(out)])
+    assert r.exit_code == 0, r.output
+    effect = json.loads(r.output[r.output.index("{\n"):])  # after any model-loading bar (main() hides them)
+    calibration = [m for m, role in read_judge_config(out).meta["models"].items() if role == "calibration"]
+    assert effect["models"] == sorted(calibration) and effect["judge"] == gated.judge_id
+    assert effect["flags_removed"] == effect["without_gate"]["flags"] - effect["with_gate"]["flags"] >= 0
+    assert 0 <= effect["with_gate"]["recall"] <= effect["without_gate"]["recall"] <= 1
     other = tmp_path / "other"
     _write_judged(other, "elsewhere.csv", [(q, a, 95, 95) for q, a in ALIGNED])
     r = CliRunner().invoke(app, ["judge", "calibrate", "--data", str(other), "--judge-dir", str(out)])

@@ -207,6 +207,21 @@ def judge_fluency_cmd(
                f"{100 * figures['reference_gate_below_half']:.2f}% of the reference answers gated -> {judge_dir}")
 
 
+@app.command("gate-effect")
+def judge_gate_effect_cmd(
+    data: list[Path] = typer.Option(..., "--data", help="Folder(s) of judged CSVs holding the judge's calibration models."),
+    judge_dir: Optional[Path] = typer.Option(None, "--judge-dir", help="An offline judge folder (default: the shipped one)."),
+) -> None:
+    """The fluency gate's effect on the calibration models' answers: misaligned flags with and
+    without it, and the flag's precision and recall against the reference judge."""
+    import json
+
+    from characterlab.judge.judged_data import load_judged
+    from characterlab.judge.offline_validate import fluency_gate_effect
+
+    typer.echo(json.dumps(fluency_gate_effect(load_judged(data), judge_dir), indent=2))
+
+
 @app.command("check")
 def judge_check_cmd(
     run: Path = typer.Argument(..., help="A finished run folder."),
