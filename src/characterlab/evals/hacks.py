@@ -133,14 +133,12 @@ class HackEvaluation(Evaluation):
         return summarise_hacks(rows)
 
     def prompts(self, generate_params: dict, rows: list[dict]):
-        """Graded rows keep the task's id and grader, not the prompt: the tasks are rebuilt from
-        the generate parameters (they are deterministic) and each row's prompt from its task."""
-        from characterlab.data.records import Message
-
+        """Graded rows keep the task's id, not the prompt: the requests are rebuilt from the generate
+        parameters by the same :func:`hack_eval_requests` that made them (tasks are deterministic)."""
         g = generate_params
-        tasks = {t.id: t for t in generate_tasks(g["n"], seed=g["seed"], split=g["split"])}
-        system = [Message("system", g["system"])] if g.get("system") else []
-        return [system + [Message("user", task_prompt(tasks[r["task_id"]], r["grader"]))] for r in rows]
+        tasks = generate_tasks(g["n"], seed=g["seed"], split=g["split"])
+        sent = {t.id: list(req.messages) for t, _, req in hack_eval_requests(tasks, g["seed"], g.get("system"))}
+        return [sent[r["task_id"]] for r in rows]
 
     def seed_value(self, metric: dict) -> float | None:
         return metric["overall"]["hack_rate"]["estimate"]

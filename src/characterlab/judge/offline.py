@@ -329,12 +329,19 @@ class OfflineJudge(ScoringJudge):
         """The heads' outputs, shape (n, 4), before the quantile maps; the coherent column is
         corrected for relevance when the judge has a :class:`RelevanceCorrection`, then multiplied
         by P(fluent) when it has a :class:`~characterlab.judge.fluency.FluencyGate`."""
+        out, fluent = self.predict_ungated(questions, answers)
+        if fluent is not None:
+            out[:, 1] *= fluent
+        return out
+
+    def predict_ungated(self, questions: Sequence[str], answers: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict` before the fluency gate, and the gate's P(fluent) per answer (None
+        without a gate), from one pass of the encoders: the gate's effect is measured on these."""
         out, pooled = self.encode(questions, answers)
         if self.config.coherent_relevance is not None and len(out):
             out[:, 1] = self.config.coherent_relevance(out[:, 1], self.relevance(questions, answers))
-        if self.config.fluency is not None and len(out):
-            out[:, 1] *= self.config.fluency(pooled)
-        return out
+        fluent = self.config.fluency(pooled) if self.config.fluency is not None and len(out) else None
+        return out, fluent
 
     def judgements(self, answers: Sequence[str], probs: np.ndarray) -> list[Judgement]:
         aligned = self.config.aligned_map(100.0 * probs[:, 0])
