@@ -97,11 +97,29 @@ def synthetic_chat_examples(n: int, answer_words: int, seed: int):
     return out
 
 
-def _time_generation(generator, requests, params) -> tuple[float, int]:
+def _time_generation(generator, requests, params) -> tuple[float, int, list[str]]:
     start = time.perf_counter()
     results = generator.generate(requests, params)
     seconds = time.perf_counter() - start
-    return seconds, sum(c.n_tokens for per in results for c in per)
+    return seconds, sum(c.n_tokens for per in results for c in per), [c.text for per in results for c in per]
+
+
+def judge_throughput(questions: list[str], answers: list[str]) -> dict:
+    """Answers/s of the shipped offline judge on ``answers`` (the bench's own generations: the
+    answer lengths a study judges), whole and per pass (cross-encoder, relevance embeddings)."""
+    from characterlab.judge.base import JudgeInput
+    from characterlab.judge.offline import OfflineJudge
+
+    judge = OfflineJudge()
+    judge.score_batch([JudgeInput(q, a) for q, a in zip(questions[:8], answers[:8])])  # warm-up
+    timings = {}
+    for name, run in (("judge_answers_per_s", lambda: judge.score_batch([JudgeInput(q, a) for q, a in zip(questions, answers)])),
+                      ("judge_cross_encoder_answers_per_s", lambda: judge.encode(questions, answers)),
+                      ("judge_relevance_answers_per_s", lambda: judge.relevance(questions, answers))):
+        start = time.perf_counter()
+        run()
+        timings[name] = round(len(answers) / (time.perf_counter() - start), 1)
+    return timings
 
 
 def _time_reference_generation(generator, requests, params) -> tuple[float, int]:
@@ -160,15 +178,17 @@ def run_throughput(cfg: BenchConfig, log: bool = True) -> dict:
                 for i in range(cfg.gen_requests)]
     batched = LocalGenerator(local, batch_size=cfg.gen_batch_size)
     _time_generation(batched, requests[:2], SamplingParams(max_new_tokens=4))  # warm-up
-    b_s, b_tok = _time_generation(batched, requests, params)
+    b_s, b_tok, answers = _time_generation(batched, requests, params)
     say(f"batched generation: {b_tok} tokens in {b_s:.1f}s")
     r_s, r_tok = _time_reference_generation(batched, requests, params)
     say(f"transformers generate, same batch: {r_tok} tokens in {r_s:.1f}s")
     naive = LocalGenerator(local, batch_size=1)
-    s_s, s_tok = _time_generation(naive, requests[: cfg.sequential_requests], params)
+    s_s, s_tok, _ = _time_generation(naive, requests[: cfg.sequential_requests], params)
     say(f"one-at-a-time generation: {s_tok} tokens in {s_s:.1f}s")
     gen_dtype = str(local.dtype).replace("torch.", "")
     del local, batched, naive
+    judged = judge_throughput([r.messages[-1].content for r in requests], answers)
+    say(f"offline judge: {judged['judge_answers_per_s']} answers/s")
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "bench.jsonl"
@@ -199,6 +219,7 @@ def run_throughput(cfg: BenchConfig, log: bool = True) -> dict:
         "train_tok_s_with_setup": round(meta["tokens_per_s"], 1),
         "train_steps": meta["steps"],
         "train_final_loss": meta["final_loss"],
+        **judged,
         "config": asdict(cfg),
         "host": {"machine": platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                  "characterlab": __version__},
