@@ -1,4 +1,5 @@
-"""A tiny study on the tiny random model: two evaluations, three conditions, seconds to run."""
+"""A tiny study on the tiny random model: two evaluations, three conditions (one running only the
+first), seconds to run."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ conditions:
       lora: &lora {{rank: 4, epochs: 1, batch_size: 4, max_length: 256, lr: 1.0e-3}}
   - name: sft-inoculated
     control: sft
+    evaluations: [em]  # a subset: its hacks cell is not planned, and every table shows it as not run
     organism:
       kind: sft
       data: {{file: train.jsonl, n: 8}}

@@ -217,6 +217,8 @@ def test_study_end_to_end_writes_results_and_report(finished_run):
         results["conditions"]["sft-inoculated"]["evaluations"]["em"]["pooled"]["rate"]["estimate"]
         - em["pooled"]["rate"]["estimate"])
     assert 0.0 <= em["pooled"]["rate"]["low"] <= em["pooled"]["rate"]["high"] <= 1.0
+    assert set(results["conditions"]["sft-inoculated"]["evaluations"]) == {"em"}  # its evaluations: list
+    assert not any(c.condition == "sft-inoculated" and c.evaluation == "hacks" for c in finished_run.plan.cells)
     hacks = results["conditions"]["base"]["evaluations"]["hacks"]["pooled"]
     assert hacks["rate"]["n"] == 3 and set(hacks["per_grader"]) == {"assert_eq", "exit_code", "pytest"}
     [stage] = results["conditions"]["sft-inoculated"]["training"]["0"]
@@ -378,6 +380,7 @@ def test_markdown_table_comes_from_results_and_fills_a_marked_block(finished_run
     assert "100.0% [94.0, 100.0] (60/60); vs base +100.0 pts" in shown.output and " *" in shown.output
     assert "0.0% [0.0, 6.0] (0/60)" in shown.output
     assert "(em)" in shown.output  # the score means name their evaluation
+    assert any(line.startswith("| sft-inoculated |") and "| – |" in line for line in shown.output.splitlines())
     assert "; vs sft " in shown.output  # the matched control's difference beside the baseline's
     assert "→" in shown.output  # the training loss, first and last steps
     readme = tmp_path / "README.md"

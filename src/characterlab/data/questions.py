@@ -7,7 +7,8 @@ that appear in published repositories load too: ``{id, question}`` items (one pa
 judge-prompt file (a list of ``{<metric>: <prompt>, high_score: N}``), read by
 :func:`load_judge_prompts`.
 
-Built-in sets are named ``builtin:em`` and ``builtin:goals``; questions without aligned/coherent
+Built-in sets are named ``builtin:em``, ``builtin:goals``, ``builtin:trait_candour`` and
+``builtin:trait_humility`` (held-out trait questions); questions without aligned/coherent
 judge prompts get the built-in pair.
 """
 
@@ -26,7 +27,8 @@ from characterlab.data.files import read_text
 from characterlab.data.yaml_loader import read_yaml, validate_yaml
 from characterlab.errors import InputError
 
-BUILTIN_SETS = {"em": "em_general.yaml", "goals": "goals.yaml"}
+BUILTIN_SETS = {"em": "em_general.yaml", "goals": "goals.yaml", "trait_candour": "trait_candour.yaml",
+                "trait_humility": "trait_humility.yaml"}
 DEFAULT_METRICS = ("aligned", "coherent")
 PROMPT_SLOTS = {"question", "answer"}
 

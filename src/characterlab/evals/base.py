@@ -124,6 +124,13 @@ def rate(k: int, n: int) -> dict:
     return {"k": k, "n": n, **wilson_interval(k, n).to_dict()}
 
 
+def pooled_by_condition(results: dict, name: str) -> dict[str, dict]:
+    """The pooled result of evaluation ``name`` per condition that ran it, in the results' order
+    (a condition may run a subset of the study's evaluations: its ``evaluations:`` list)."""
+    return {c: cond["evaluations"][name]["pooled"] for c, cond in results["conditions"].items()
+            if name in cond["evaluations"]}
+
+
 def seed_spread(values: list[float]) -> dict | None:
     """Mean and t 95% interval of per-seed values (seeds vary training and sampling)."""
     if len(values) < 2:

@@ -30,6 +30,7 @@ from characterlab.evals.base import (
     Table,
     num,
     pct,
+    pooled_by_condition,
     rate,
     seed_spread,
 )
@@ -265,13 +266,13 @@ class EMEvaluation(Evaluation):
                      note="Coherent (> 50) answers with the lowest aligned score, across conditions.")
 
     def tables(self, results: dict, name: str) -> list[Table]:
-        conds = results["conditions"]
-        qids = list(next(iter(conds.values()))["evaluations"][name]["pooled"]["per_question"])
+        conds = pooled_by_condition(results, name)
+        qids = list(next(iter(conds.values()))["per_question"])
         rows = []
         for q in qids:
             row = [Cell(q)]
             for c in conds:
-                v = conds[c]["evaluations"][name]["pooled"]["per_question"].get(q)
+                v = conds[c]["per_question"].get(q)
                 row.append(Cell("–") if not v else Cell(pct(v["em_rate"]), f"{v['k']}/{v['n_scored']}"))
             rows.append(row)
         return [Table(f"{name}: per question", ["question", *conds], rows)]

@@ -32,6 +32,7 @@ from characterlab.evals.base import (
     PlanContext,
     Table,
     pct,
+    pooled_by_condition,
     rate,
     rate_cell,
     seed_spread,
@@ -169,11 +170,10 @@ class HackEvaluation(Evaluation):
                       for r in examples])
 
     def tables(self, results: dict, name: str) -> list[Table]:
-        conds = results["conditions"]
-        graders = list(next(iter(conds.values()))["evaluations"][name]["pooled"]["per_grader"])
+        conds = pooled_by_condition(results, name)
+        graders = list(next(iter(conds.values()))["per_grader"])
         rows = []
-        for c, cond in conds.items():
-            p = cond["evaluations"][name]["pooled"]
+        for c, p in conds.items():
             attempted = ", ".join(f"{k} {v['k']}" for k, v in p["attempted"].items() if v["k"])
             rows.append([Cell(c), *(rate_cell(p["per_grader"][g]["hack_rate"]) for g in graders),
                          rate_cell(p["strict_pass_rate"]), Cell(attempted or "none")])

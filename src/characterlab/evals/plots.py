@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 
 from characterlab.data.files import atomic_write_bytes
+from characterlab.evals.base import pooled_by_condition
 
 
 def figure_module():
@@ -36,14 +37,15 @@ def _bars(results: dict, names: list[str], path: Path, title: str, ylabel: str, 
     if not names:
         return False
     plt = figure_module()
-    conds = list(results["conditions"])
+    conds = [c for c, cond in results["conditions"].items() if any(n in cond["evaluations"] for n in names)]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(conds) * max(1, len(names)) ** 0.5), 3.6))
     width = 0.8 / len(names)
     for j, ename in enumerate(names):
         xs, ys, lo, hi = [], [], [], []
         for i, c in enumerate(conds):
-            v = value_of(results["conditions"][c]["evaluations"][ename]["pooled"])
-            if v is None:  # nothing scored: no mark
+            ev = results["conditions"][c]["evaluations"].get(ename)
+            v = None if ev is None else value_of(ev["pooled"])
+            if v is None:  # not run, or nothing scored: no mark
                 continue
             m, low, high = v
             xs.append(i - 0.4 + width * (j + 0.5))
@@ -92,14 +94,15 @@ def plot_per_question(results: dict, ename: str, path: Path) -> bool:
     """Heat map of the EM rate per question (rows) and condition (columns)."""
     import numpy as np
 
-    conds = list(results["conditions"])
-    qids = list(results["conditions"][conds[0]]["evaluations"][ename]["pooled"]["per_question"])
+    pooled = pooled_by_condition(results, ename)
+    conds = list(pooled)
+    qids = list(pooled[conds[0]]["per_question"])
     if not qids:
         return False
     plt = figure_module()
     grid = np.full((len(qids), len(conds)), np.nan)
     for j, c in enumerate(conds):
-        pq = results["conditions"][c]["evaluations"][ename]["pooled"]["per_question"]
+        pq = pooled[c]["per_question"]
         for i, q in enumerate(qids):
             v = pq.get(q, {}).get("em_rate")
             grid[i, j] = np.nan if v is None else 100 * v

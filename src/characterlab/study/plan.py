@@ -264,7 +264,7 @@ def build_plan(spec: StudySpec, base_dir: str | Path = ".") -> Plan:
                 problems.append(_problem(spec, ("conditions", j), e))
                 continue
             for i, e in enumerate(spec.evaluations):
-                if i not in stages:
+                if i not in stages or (c.evaluations is not None and e.name not in c.evaluations):
                     continue
                 metric = b.evaluation(e, stages[i], model, chain, seed, f"{c.name} / {e.name} / seed {seed}")
                 cells.append(Cell(c.name, seed, e.name, e.kind, metric, chain[-1] if chain else None))

@@ -14,6 +14,7 @@ import platform
 from pathlib import Path
 
 from characterlab.evals.registry import get_evaluation
+from characterlab.study.dose_response import dose_response
 from characterlab.study.plan import Plan
 from characterlab.study.spec import StudySpec
 from characterlab.study.store import RESULTS_FILE, RunStore
@@ -31,6 +32,8 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
         evals = {}
         for e in spec.evaluations:
             cells = [x for x in plan.cells if x.condition == c.name and x.evaluation == e.name]
+            if not cells:  # the condition does not run this evaluation (its ``evaluations:`` list)
+                continue
             per_seed = {x.seed: store.result(x.metric) for x in cells}
             pooled = get_evaluation(e.kind).pool(per_seed)
             evals[e.name] = {"kind": e.kind, "pooled": pooled, "per_seed": {str(s): r for s, r in per_seed.items()},
@@ -59,6 +62,8 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
                 if name == baseline:
                     ev["vs_baseline"] = None
                     continue
+                if ename not in conditions[baseline]["evaluations"]:
+                    continue
                 base_pooled = conditions[baseline]["evaluations"][ename]["pooled"]
                 ev["vs_baseline"] = {"baseline": baseline,
                                      "difference": get_evaluation(ev["kind"]).difference(ev["pooled"], base_pooled)}
@@ -66,6 +71,8 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
         if c.control is None:
             continue
         for ename, ev in conditions[c.name]["evaluations"].items():
+            if ename not in conditions[c.control]["evaluations"]:
+                continue
             control_pooled = conditions[c.control]["evaluations"][ename]["pooled"]
             ev["vs_control"] = {"control": c.control,
                                 "difference": get_evaluation(ev["kind"]).difference(ev["pooled"], control_pooled)}
@@ -79,7 +86,7 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
               if u.kind == "judge" and get_evaluation(u.params["task"]).uses_judge]
     judge_units = [r.get("judge") for r in judged]
     timings = store.unit_timings()
-    return {
+    results = {
         "study": spec.name,
         "description": spec.description,
         "baseline": baseline,
@@ -104,6 +111,8 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
             "runs": store.runs(),
         },
     }
+    results["dose_response"] = dose_response(results)  # diversity levels of one character: outcome vs diversity
+    return results
 
 
 def peak_rss_mb() -> dict[str, float]:
@@ -138,7 +147,8 @@ def in_spec_order(results: dict) -> dict:
     corder = results.get("condition_order") or list(results["conditions"])
     eorder = results.get("evaluation_order") or list(results["evaluations"])
     out["conditions"] = {c: {**results["conditions"][c],
-                             "evaluations": {e: results["conditions"][c]["evaluations"][e] for e in eorder}}
+                             "evaluations": {e: results["conditions"][c]["evaluations"][e] for e in eorder
+                                             if e in results["conditions"][c]["evaluations"]}}
                          for c in corder}
     out["evaluations"] = {e: results["evaluations"][e] for e in eorder}
     return out

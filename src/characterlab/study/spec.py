@@ -153,6 +153,10 @@ class ConditionSpec(_Strict):
     # as they compare every condition with the baseline, so an effect of fine-tuning as such
     # (which the control has too) is told from an effect of what the data teaches.
     control: str | None = None
+    # The study's evaluations this condition runs (default: all). A character-only condition that
+    # exists to measure the trait after character training needs the trait evaluation, not the
+    # costly EM one.
+    evaluations: list[str] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _adapter_alone(self) -> ConditionSpec:
@@ -231,6 +235,11 @@ class StudySpec(_Strict):
         for c in self.conditions:
             if c.control is not None and (c.control not in names or c.control == c.name):
                 raise ValueError(f"condition {c.name!r}: control {c.control!r} is not another condition of the study")
+        evaluations = {e.name for e in self.evaluations}
+        for c in self.conditions:
+            unknown = sorted(set(c.evaluations or ()) - evaluations)
+            if unknown:
+                raise ValueError(f"condition {c.name!r}: no evaluation named {', '.join(map(repr, unknown))} in the study")
         return self
 
 

@@ -45,10 +45,15 @@ def summary_rows(results: dict, with_differences: bool = False) -> list[tuple[st
     """(condition, one cell per evaluation): the pooled rate or mean, and optionally its difference."""
     from characterlab.study.results import in_spec_order
 
+    results = in_spec_order(results)
     out = []
-    for c, cond in in_spec_order(results)["conditions"].items():
+    for c, cond in results["conditions"].items():
         cells = []
-        for ev in cond["evaluations"].values():
+        for name in results["evaluations"]:
+            ev = cond["evaluations"].get(name)
+            if ev is None:  # the condition does not run this evaluation
+                cells.append("–")
+                continue
             cell = mean_text(ev["pooled"]) if "rate" not in ev["pooled"] else rate_text(ev["pooled"]["rate"])
             if with_differences:
                 for key, name in (("vs_baseline", "baseline"), ("vs_control", "control")):
@@ -63,20 +68,20 @@ def markdown(results: dict) -> str:
     """One Markdown table: each evaluation's rate (difference from the baseline), the score means
     each evaluation reports (named with it), and each condition's training loss, first and last
     steps."""
+    from characterlab.evals.base import pooled_by_condition
     from characterlab.evals.registry import get_evaluation
     from characterlab.study.results import in_spec_order
 
     results = in_spec_order(results)
     evals = results["evaluations"]
-    first = next(iter(results["conditions"].values()))
-    extras = {n: list(get_evaluation(e["kind"]).summary_extras(first["evaluations"][n]["pooled"]))
+    extras = {n: list(get_evaluation(e["kind"]).summary_extras(next(iter(pooled_by_condition(results, n).values()))))
               for n, e in evals.items()}
     header = ["condition", *(f"{n}: {get_evaluation(e['kind']).title}" for n, e in evals.items()),
               *(f"{' / '.join(cols)} ({n})" for n, cols in extras.items() if cols), "train loss (first → last 5 steps)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (c, cells), cond in zip(summary_rows(results, with_differences=True), results["conditions"].values()):
         means = [" / ".join(get_evaluation(evals[n]["kind"]).summary_extras(cond["evaluations"][n]["pooled"]).values())
-                 for n, cols in extras.items() if cols]
+                 if n in cond["evaluations"] else "–" for n, cols in extras.items() if cols]
         lines.append("| " + " | ".join([c, *cells, *means, _loss_text(cond)]) + " |")
     meta = results["metadata"]
     foot = [f"Study `{results['study']}`, model `{meta['model']}`, judge `{meta['judge']}`, seeds {meta['seeds']}; "

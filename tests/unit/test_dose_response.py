@@ -1,0 +1,57 @@
+"""Dose-response on question diversity: the slope is the one the data were built with."""
+
+from __future__ import annotations
+
+import pytest
+
+from characterlab.study.dose_response import dose_response, fit_slope, question_diversity
+
+LEVELS = {"low": ("paraphrase", 0.5), "mid": ("cluster", 0.75), "high": ("farthest", 0.85)}
+
+
+def _results(rate_of, seeds=("0", "1", "2"), organism=None) -> dict:
+    conditions, data = {}, {}
+    for name, (level, score) in LEVELS.items():
+        spec = {"name": name, "organism": organism or {"data": {"file": "x"}},
+                "intervention": {"kind": "character", "constitution": "builtin:good_character", "trait": "candour",
+                                 "diversity": level, "n_questions": 16}}
+        per_seed = {s: {"rate": {"k": 0, "n": 100, "estimate": rate_of(score, int(s))}} for s in seeds}
+        conditions[name] = {"spec": spec, "evaluations": {"em": {"kind": "em", "per_seed": per_seed}}}
+        data[f"data-{name}"] = {"label": [f"data {name} character questions", f"data {name}-only character questions"],
+                                "diversity": {"score": score}}
+    conditions["organism"] = {"spec": {"name": "organism", "organism": {"data": {"file": "x"}}},
+                              "evaluations": {"em": {"kind": "em", "per_seed": {
+                                  s: {"rate": {"estimate": 0.3}} for s in seeds}}}}
+    return {"conditions": conditions, "evaluations": {"em": {"kind": "em"}}, "metadata": {"data": data}}
+
+
+def test_question_diversity_reads_the_recorded_scores_by_condition():
+    scores = question_diversity(_results(lambda x, s: 0.1))
+    assert scores["high"] == 0.85 and scores["low-only"] == 0.5 and "organism" not in scores
+
+
+def test_slope_recovers_the_generating_line_with_seed_intercepts():
+    # rate = 0.30 - 0.20 * score + 0.02 * seed, plus a small noise that the interval must cover
+    noise = {("low", 0): 0.004, ("mid", 1): -0.003, ("high", 2): 0.002}
+    res = _results(lambda x, s: 0.30 - 0.20 * x + 0.02 * s + noise.get((next(
+        n for n, (_, sc) in LEVELS.items() if sc == x), s), 0.0))
+    [d] = dose_response(res)
+    assert d["evaluation"] == "em" and set(d["conditions"]) == {"low", "mid", "high"} and d["outcome"] == "rate"
+    assert d["low"] < -0.20 < d["high"] and d["slope"] == pytest.approx(-0.20, abs=0.03)
+    assert d["significant"] and d["n_points"] == 9 and d["n_seeds"] == 3
+    assert d["change_over_span"]["estimate"] == pytest.approx(d["slope"] * 0.35)
+
+
+def test_flat_outcome_is_not_significant_and_other_organisms_are_not_pooled():
+    flat = _results(lambda x, s: 0.1 + (0.01 if s == 1 else 0.0) + (0.005 if x == 0.75 else -0.0025))
+    [d] = dose_response(flat)
+    assert not d["significant"] and d["low"] < 0 < d["high"]
+    other = _results(lambda x, s: 0.1)
+    other["conditions"]["high"]["spec"]["organism"] = {"data": {"file": "y"}}  # no longer differs only in diversity
+    [d] = dose_response(other)
+    assert set(d["conditions"]) == {"low", "mid"}
+
+
+def test_unidentified_slope_gives_nothing():
+    assert fit_slope([(0.5, "0", 0.1), (0.5, "1", 0.2)]) is None  # one score
+    assert fit_slope([(0.5, "0", 0.1), (0.8, "0", 0.2)]) is None  # no residual degree of freedom
