@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 
 from characterlab.evals.base import Evaluation, Registry
 
-BUILTIN_MODULES = ("characterlab.evals.em", "characterlab.evals.hacks", "characterlab.evals.trait")
+BUILTIN_MODULES = ("characterlab.evals.em", "characterlab.evals.hacks", "characterlab.evals.trait", "characterlab.evals.mcq")
 ENTRY_POINT_GROUP = "characterlab.evaluations"
 
 EVALUATIONS = Registry()
