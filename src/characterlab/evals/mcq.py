@@ -152,17 +152,20 @@ def local_answer_logprobs(local, messages: Sequence[list[dict]], answers: Sequen
         for start in range(0, len(order), batch_size):
             batch = [seqs[s] for s in order[start:start + batch_size]]
             width = max(len(b[2]) for b in batch)
+            keep = max(b[3] for b in batch) + 1  # logits only where answers are read: not (rows x width x vocab)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, (_, _, seq, _) in enumerate(batch):  # right padding: positions match an unpadded run
-                ids[r, :len(seq)] = torch.tensor(seq)
-                mask[r, :len(seq)] = 1
-            logits = local.model(input_ids=ids.to(local.device), attention_mask=mask.to(local.device)).logits.float()
-            logp = torch.log_softmax(logits, dim=-1)
+            for r, (_, _, seq, _) in enumerate(batch):  # left padding puts every answer at the end
+                ids[r, width - len(seq):] = torch.tensor(seq)
+                mask[r, width - len(seq):] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as if unpadded
+            logits = local.model(input_ids=ids.to(local.device), attention_mask=mask.to(local.device),
+                                 position_ids=positions.to(local.device), logits_to_keep=keep).logits.float()
+            logp = torch.log_softmax(logits, dim=-1)  # logp[:, t] predicts token width - keep + t + 1
             for r, (i, j, seq, n_answer) in enumerate(batch):
-                positions = torch.arange(len(seq) - n_answer - 1, len(seq) - 1)
                 targets = torch.tensor(seq[len(seq) - n_answer:])
-                out[i][j] = float(logp[r, positions, targets].sum())
+                at = torch.arange(keep - 1 - n_answer, keep - 1)
+                out[i][j] = float(logp[r, at, targets].sum())
     return out
 
 
