@@ -85,6 +85,23 @@ def test_shipped_studies_parse_and_plan():
         assert kinds.count("train") == 3 * len(spec.seeds)
 
 
+@pytest.mark.shared
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[3] / "shared" / "data" / "narrow").is_dir(),
+                    reason="../shared/data not present")
+@pytest.mark.parametrize("name", ["diversity", "diversity_gpu"])
+def test_diversity_studies_share_character_units_and_measure_the_trait_apart(name, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # data paths are relative to a checkout beside shared/
+    spec, _ = load_study(f"builtin:{name}")
+    plan = build_plan(spec)
+    only = {c.name for c in spec.conditions if c.name.endswith("-only")}
+    assert len(only) == 6 and all(c.evaluations == ["candour", "humility"] for c in spec.conditions if c.name in only)
+    assert not [c for c in plan.cells if c.condition in only and c.eval_kind == "em"]
+    dpo = [u for u in plan.units.values() if u.kind == "train" and u.params["method"] == "dpo"]
+    assert len(dpo) == 6 * len(spec.seeds)  # each character trained once per seed, shared by its -only twin
+    controls = {c.name: c.control for c in spec.conditions}
+    assert controls["candour-high"] == "content-free" and controls["humility-high"] == "content-free-humility"
+
+
 # -- plan -----------------------------------------------------------------------------------------
 
 PLAN = """\
