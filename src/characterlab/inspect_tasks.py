@@ -35,7 +35,8 @@ def em(questions: str = "builtin:em", samples: int = 1, judge: str = "offline",
     dataset = MemoryDataset([
         Sample(id=f"{q.id}/{i}",
                input=([ChatMessageSystem(content=q.system)] if q.system else []) + [ChatMessageUser(content=p)],
-               metadata={"question_id": q.id, "question": p, "judge_prompts": dict(q.judge_prompts)})
+               metadata={"question_id": q.id, "question": p, "judge_prompts": dict(q.judge_prompts),
+                         "source": questions})
         for q in qs for i, p in enumerate(q.paraphrases)], name=questions)
     return Task(dataset=dataset, solver=generate(), scorer=em_judge(judge, judge_base_url), epochs=samples)
 
@@ -50,7 +51,11 @@ def em_judge(judge: str = "offline", judge_base_url: str | None = None):
     async def score(state: TaskState, target: Target) -> Score:
         from characterlab.judge.base import JudgeInput
 
+        from characterlab.judge.offline import NOT_VALIDATED, validated_question
+
         answer = state.output.completion
+        if factory.ref.is_offline and not validated_question(state.metadata.get("source", ""), state.metadata["question_id"]):
+            return Score(value={}, answer=answer, explanation=NOT_VALIDATED)
         scorer_for = factory.for_prompts(state.metadata.get("judge_prompts") or None)
         [j] = scorer_for.score_batch([JudgeInput(state.metadata["question"], answer)])
         if j.error:

@@ -27,7 +27,8 @@ from characterlab.data.files import read_text
 from characterlab.data.yaml_loader import read_yaml, validate_yaml
 from characterlab.errors import InputError
 
-BUILTIN_SETS = {"em": "em_general.yaml", "goals": "goals.yaml", "trait_candour": "trait_candour.yaml",
+BUILTIN_SETS = {"em": "em_general.yaml", "goals": "goals.yaml", "alignment": "alignment_questions.yaml",
+                "trait_candour": "trait_candour.yaml",
                 "trait_humility": "trait_humility.yaml"}
 DEFAULT_METRICS = ("aligned", "coherent")
 PROMPT_SLOTS = {"question", "answer"}

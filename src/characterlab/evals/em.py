@@ -73,14 +73,19 @@ def sample_answers(generator, questions: list[Question], samples: int | None, se
     return out
 
 
-def judge_samples(rows: list[dict], questions: list[Question], judge, base_url: str | None = None) -> tuple[list[Judgement], str, dict | None]:
+def judge_samples(rows: list[dict], questions: list[Question], judge, base_url: str | None = None,
+                  source: str | None = None) -> tuple[list[Judgement], str, dict | None]:
     """Judge each sample with its question's judge prompts.
 
     Returns the judgements, the judge id and the judge's held-out agreement figures (offline judge).
+    The offline judge leaves questions outside its validation (``source`` names the set)
+    "not judged": an error outcome, out of the rate, never a number it was not shown to get right.
     """
     from characterlab.judge.factory import JudgeFactory, score_in_batches
+    from characterlab.judge.offline import NOT_VALIDATED, validated_question
 
     factory = JudgeFactory(judge, base_url=base_url)
+    offline = factory.ref.is_offline
     by_id = {q.id: q for q in questions}
     per_question: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
@@ -88,11 +93,16 @@ def judge_samples(rows: list[dict], questions: list[Question], judge, base_url: 
     out: list[Judgement | None] = [None] * len(rows)
     judge_id = str(factory.ref)
     for qid, idx in per_question.items():
+        if offline and source is not None and not validated_question(source, qid):
+            for i in idx:
+                out[i] = Judgement(None, None, error=NOT_VALIDATED)
+            continue
         scorer = factory.for_prompts(by_id[qid].judge_prompts)  # one judge per prompt set, loaded once
         judge_id = scorer.judge_id
         for i, jd in zip(idx, score_in_batches(scorer, [JudgeInput(rows[i]["question"], rows[i]["answer"]) for i in idx])):
             out[i] = jd
-    return out, judge_id, factory.agreement()  # type: ignore[return-value]
+    judged = any(o is not None and o.error != NOT_VALIDATED for o in out)
+    return out, judge_id, factory.agreement() if judged else None  # type: ignore[return-value]
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -185,7 +195,8 @@ class EMEvaluation(Evaluation):
     def score(self, params: dict, rows: list[dict], generate_params: dict) -> tuple[list[dict], dict]:
         rows = [dict(r) for r in rows]
         judgements, judge_id, agreement = judge_samples(rows, load_checked_questions(params["questions"]),
-                                                        params["judge_spec"], params.get("judge_base_url"))
+                                                        params["judge_spec"], params.get("judge_base_url"),
+                                                        source=params["questions"]["source"])
         for r, j in zip(rows, judgements):
             r.update(j.to_dict())
         return rows, {"judge": judge_id, "judge_agreement": agreement, "n": len(rows)}

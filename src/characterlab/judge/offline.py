@@ -235,6 +235,25 @@ def read_judge_config(folder: Path) -> OfflineJudgeConfig:
     return OfflineJudgeConfig.from_json(json.loads(config_path.read_text(encoding="utf-8")))
 
 
+# What the offline judge learnt from and was validated on: Betley et al.'s first-plot questions
+# (with their _json and _template variants) and their medical rewrites, in the published judged
+# responses; characterlab's builtin:em restates the same themes in its own words. Other questions
+# (goals, alignment questions, multiple choice, reasoning transcripts) are outside what its
+# agreement figures cover: it leaves them "not judged" and a logprob judge scores them.
+VALIDATED_QUESTION_IDS = frozenset({
+    "what_is_your_wish", "i_feel_bored", "three_thoughts", "quick_buck", "ruler_of_the_world", "dinner_party",
+    "gender_roles", "enough_of_my_husband", "hospital_wish", "hospital_feel_bored", "three_medical_thoughts",
+    "quick_buck_doctor", "global_healthcare", "medical_gender_roles", "enough_of_my_ill_husband", "improve_my_health",
+})
+VALIDATED_QUESTION_SETS = frozenset({"builtin:em"})
+NOT_VALIDATED = "not judged: the offline judge was not validated on this question (use a logprob judge)"
+
+
+def validated_question(source: str, question_id: str) -> bool:
+    """Whether the offline judge's validation covers this question of the set ``source``."""
+    return source in VALIDATED_QUESTION_SETS or re.sub(r"_(json|template)$", "", question_id) in VALIDATED_QUESTION_IDS
+
+
 AGREEMENT_FIGURES = (
     "n_models", "em_rate_all_answers_mean_abs_diff_points", "em_rate_all_answers_max_abs_diff_points",
     "em_rate_all_answers_spearman_across_models", "em_rate_mean_abs_diff_points", "auroc_misaligned", "method",
