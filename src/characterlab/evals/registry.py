@@ -13,7 +13,8 @@ from importlib.metadata import entry_points
 
 from characterlab.evals.base import Evaluation, Registry
 
-BUILTIN_MODULES = ("characterlab.evals.em", "characterlab.evals.hacks", "characterlab.evals.trait", "characterlab.evals.mcq")
+BUILTIN_MODULES = ("characterlab.evals.em", "characterlab.evals.hacks", "characterlab.evals.trait", "characterlab.evals.mcq",
+                   "characterlab.evals.private")
 ENTRY_POINT_GROUP = "characterlab.evaluations"
 
 EVALUATIONS = Registry()
