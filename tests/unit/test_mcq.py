@@ -49,7 +49,7 @@ def test_letters_and_bad_rows_are_located(tmp_path):
         read_choice_file(bad)
     assert str(e.value).startswith(f"{bad}:2: field 'answer_matching_behavior'")
     bad.write_text("{not json\n")
-    with pytest.raises(InputError, match=r"bad.jsonl:1: not JSON"):
+    with pytest.raises(InputError, match=r"bad.jsonl:1: not valid JSON"):
         read_choice_file(bad)
 
 

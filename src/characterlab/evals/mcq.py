@@ -34,7 +34,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from characterlab.data.files import read_text, sha256_file
+from characterlab.data.files import read_jsonl_objects, sha256_file
 from characterlab.errors import InputError
 from characterlab.evals.base import (
     Cell,
@@ -79,17 +79,8 @@ def answer_letter(answer: str) -> str | None:
 def read_choice_file(path: str | Path) -> list[ChoiceItem]:
     """Rows of a model-written-evals file; a bad row is an error at its line and field."""
     path = Path(path)
-    text = read_text(path, field="data")
     items = []
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"not JSON ({e.msg})", path, i) from None
-        if not isinstance(row, dict):
-            raise InputError("a row must be a JSON object", path, i)
+    for i, row in read_jsonl_objects(path, field="data"):
         values = {}
         for key in ("question", "answer_matching_behavior", "answer_not_matching_behavior"):
             v = row.get(key)
