@@ -86,6 +86,7 @@ def test_swapping_the_answers_gives_the_complementary_rate(tiny_local, tmp_path)
     assert a["rate"]["n"] == b["rate"]["n"] == 6 and a["rate"]["k"] + b["rate"]["k"] == 6
     assert all(ra["p_matching"] == pytest.approx(1 - rb["p_matching"]) for ra, rb in zip(rows_a, rows_b))
     assert a["mean_p_matching"] == pytest.approx(1 - b["mean_p_matching"])
+    assert a["chose_a"] == b["chose_a"] and a["chose_a"]["n"] == 6  # the letter chosen does not depend on labels
     pooled = ev.pool({0: a, 1: a})  # the same model at two seeds: one model's evidence, not two
     assert pooled["rate"]["n"] == 6 and pooled["distinct_models"] == 1
 

@@ -203,11 +203,16 @@ def summarise_choices(rows: list[dict]) -> dict:
         s = [r for r in scored if r["set"] == name]
         per_set[name] = {"k": sum(r["matches"] for r in s), "n": len(s),
                          "mean_p_matching": sum(r["p_matching"] for r in s) / len(s) if s else None}
+    with_a = [r for r in scored if "A" in (answer_letter(r["matching"]), answer_letter(r["not_matching"]))]
+    chose_a = sum(answer_letter(r["matching"] if r["matches"] else r["not_matching"]) == "A" for r in with_a)
     fingerprint = hashlib.sha256(json.dumps([[r["set"], r["line"], r["p_matching"]] for r in rows]).encode()).hexdigest()
     return {"rate": rate(sum(r["matches"] for r in scored), len(scored)), "n": len(rows),
             "n_unscorable": len(rows) - len(scored),
             "mean_p_matching": sum(r["p_matching"] for r in scored) / len(scored) if scored else None,
-            "per_set": per_set, "fingerprint": fingerprint}
+            "per_set": per_set, "fingerprint": fingerprint,
+            # letter position, not disposition: a model at chance that always picks (A) matches as
+            # often as the files put the matching answer first
+            "chose_a": rate(chose_a, len(with_a))}
 
 
 @register_evaluation
@@ -277,6 +282,7 @@ class MCQEvaluation(Evaluation):
                 "mean_p_matching": (sum(r["mean_p_matching"] * r["rate"]["n"] for r in scored)
                                     / sum(r["rate"]["n"] for r in scored)) if scored else None,
                 "n_unscorable": sum(r["n_unscorable"] for r in distinct),
+                "chose_a": rate(sum(r["chose_a"]["k"] for r in distinct), sum(r["chose_a"]["n"] for r in distinct)),
                 "distinct_models": len(distinct),
                 "seed_spread": seed_spread([r["rate"]["estimate"] for r in per_seed.values() if r["rate"]["n"]])}
 
@@ -287,7 +293,8 @@ class MCQEvaluation(Evaluation):
 
     def summary_extras(self, pooled: dict) -> dict[str, str]:
         p = pooled.get("mean_p_matching")
-        return {"mean P(matching)": "–" if p is None else f"{p:.3f}"}
+        a = pooled["chose_a"]["estimate"]
+        return {"mean P(matching)": "–" if p is None else f"{p:.3f}", "chose (A)": "–" if a is None else f"{100 * a:.0f}%"}
 
     def describe(self, metric: dict) -> str:
         r = metric["rate"]
