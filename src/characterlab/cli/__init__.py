@@ -22,6 +22,7 @@ from characterlab.cli import (
     study,
     theory,
     train,
+    vectors,
 )
 from characterlab.errors import InputError
 
@@ -42,6 +43,7 @@ app.add_typer(envs.sandbox_app, name="sandbox")
 app.add_typer(constitution.app, name="constitution")
 app.add_typer(theory.app, name="theory")
 app.add_typer(export.app, name="export")
+app.add_typer(vectors.app, name="vectors")
 
 
 def main() -> None:
