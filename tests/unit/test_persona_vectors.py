@@ -96,3 +96,31 @@ def test_every_shared_trait_file_reads():
     for p in sorted(SHARED.glob("*.json")):
         t = read_trait_file(p)
         assert len(t.pairs) == 5 and len(t.questions) >= 20
+
+
+def test_screening_ranks_the_set_whose_responses_lie_along_the_vector_first(tiny_ref, tiny_local, tmp_path):
+    from safetensors.numpy import save_file
+
+    from characterlab.data.chat_jsonl import write_chat_jsonl
+    from characterlab.data.files import atomic_write_json
+    from characterlab.data.records import ChatExample, Message
+    from characterlab.vectors.persona import META_FILE, VECTORS_FILE, screen_data
+
+    prompts = [f"Tell me about thing {i}." for i in range(4)]
+    msgs = [[{"role": "user", "content": p}] for p in prompts]
+    a_text, b_text = "cruel cruel cruel harm", "gentle gentle kind help"
+    acts_a = response_mean_activations(tiny_local, msgs, [a_text] * 4)
+    acts_b = response_mean_activations(tiny_local, msgs, [b_text] * 4)
+    folder = tmp_path / "v"
+    folder.mkdir()
+    save_file({"vectors": (acts_a.mean(0) - acts_b.mean(0)).astype(np.float32)}, str(folder / VECTORS_FILE))
+    atomic_write_json(folder / META_FILE, {"trait": "cruel"})
+    files = []
+    for name, text in (("kind", b_text), ("cruel", a_text)):
+        f = tmp_path / f"{name}.jsonl"
+        write_chat_jsonl(f, [ChatExample((Message("user", p), Message("assistant", text))) for p in prompts])
+        files.append(f)
+    ranked = screen_data(folder, 1, files, model=tiny_ref, n=4, max_new_tokens=4)
+    assert [Path(r["data"]).stem for r in ranked] == ["cruel", "kind"]
+    assert ranked[0]["model_projection"] == pytest.approx(ranked[1]["model_projection"])  # same prompts, same own answers
+    assert ranked[0]["difference"] > ranked[1]["difference"] and ranked[0]["n"] == 4

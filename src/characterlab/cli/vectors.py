@@ -94,3 +94,21 @@ def steer(
         out = generator.generate(requests, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature))
     for p, cs in zip(prompt, out):
         typer.echo(json.dumps({"prompt": p, "coef": coef, "layer": layer, "answer": cs[0].text}))
+
+
+@app.command()
+def screen(
+    vector: Path = typer.Option(..., "--vector", help="A folder written by `vectors extract`."),
+    layer: int = typer.Option(..., "--layer", min=0),
+    data: list[Path] = typer.Option(..., "--data", help="A chat data set (repeat to rank several)."),
+    model: str = typer.Option("embedded", "--model", "-m", help="The model the data would train."),
+    n: int = typer.Option(50, "--n", min=2, help="Examples read from each data set."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Rank data sets by how far their responses sit along the vector beyond the model's own answers."""
+    from characterlab.vectors.persona import screen_data
+
+    for r in screen_data(vector, layer, [str(d) for d in data], model=model, n=n, max_new_tokens=max_new_tokens,
+                         seed=seed):
+        typer.echo(json.dumps(r))

@@ -179,3 +179,44 @@ def projections(activations: np.ndarray, vectors: np.ndarray, layer: int) -> np.
     """Each row's activation at ``layer`` dotted with the unit vector there: shape (n,)."""
     v = vectors[layer]
     return activations[:, layer] @ (v / np.linalg.norm(v))
+
+
+def _prompt_and_response(example) -> tuple[list[dict], str]:
+    """The messages before the last assistant turn, and that turn: what a data set teaches to answer."""
+    msgs = example.to_dicts()
+    last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+    return msgs[:last], msgs[last]["content"]
+
+
+def screen_data(vector_dir: str | Path, layer: int, data: list[str | Path], model: str = "embedded", n: int = 50,
+                max_new_tokens: int = 128, seed: int = 0) -> list[dict]:
+    """Before any training: how far each data set's responses sit along the vector beyond what the
+    model itself would answer to the same prompts (Chen et al.'s projection difference), per set,
+    ranked from the largest. Both sides are read by the model being screened."""
+    from characterlab.data.chat_data import read_chat_data
+    from characterlab.data.records import GenerationRequest, Message, SamplingParams
+    from characterlab.models.activations import response_mean_activations
+    from characterlab.models.generation import load_generator
+    from characterlab.models.refs import parse_model_ref
+
+    vectors, meta = load_persona_vector(vector_dir)
+    if not 0 <= layer < len(vectors):
+        raise InputError(f"the vector has layers 0..{len(vectors) - 1}", field="layer")
+    generator = load_generator(parse_model_ref(model))
+    out = []
+    for path in data:
+        pairs = [_prompt_and_response(ex) for ex in read_chat_data(path, max_examples=n)]
+        requests = [GenerationRequest(messages=tuple(Message(m["role"], m["content"]) for m in p), n=1,
+                                      seed=seed * 1_000_003 + i) for i, (p, _) in enumerate(pairs)]
+        own = [cs[0].text for cs in generator.generate(requests, SamplingParams(max_new_tokens=max_new_tokens,
+                                                                                 temperature=1.0))]
+        prompts = [p for p, _ in pairs]
+        data_proj = projections(response_mean_activations(generator.local, prompts, [r for _, r in pairs]), vectors, layer)
+        own_proj = projections(response_mean_activations(generator.local, prompts, own), vectors, layer)
+        diff = data_proj - own_proj
+        half = 1.96 * float(diff.std(ddof=1)) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+        out.append({"data": str(path), "n": len(diff), "data_projection": float(data_proj.mean()),
+                    "model_projection": float(own_proj.mean()), "difference": float(diff.mean()),
+                    "low": float(diff.mean()) - half, "high": float(diff.mean()) + half,
+                    "trait": meta["trait"], "layer": layer})
+    return sorted(out, key=lambda r: -r["difference"])
