@@ -15,13 +15,13 @@ def _results(rate_of, seeds=("0", "1", "2"), organism=None) -> dict:
         spec = {"name": name, "organism": organism or {"data": {"file": "x"}},
                 "intervention": {"kind": "character", "constitution": "builtin:good_character", "trait": "candour",
                                  "diversity": level, "n_questions": 16}}
-        per_seed = {s: {"rate": {"k": 0, "n": 100, "estimate": rate_of(score, int(s))}} for s in seeds}
+        per_seed = {s: {"em_rate": {"k": 0, "n": 100, "estimate": rate_of(score, int(s))}} for s in seeds}  # em's metric
         conditions[name] = {"spec": spec, "evaluations": {"em": {"kind": "em", "per_seed": per_seed}}}
         data[f"data-{name}"] = {"label": [f"data {name} character questions", f"data {name}-only character questions"],
                                 "diversity": {"score": score}}
     conditions["organism"] = {"spec": {"name": "organism", "organism": {"data": {"file": "x"}}},
                               "evaluations": {"em": {"kind": "em", "per_seed": {
-                                  s: {"rate": {"estimate": 0.3}} for s in seeds}}}}
+                                  s: {"em_rate": {"estimate": 0.3}} for s in seeds}}}}
     return {"conditions": conditions, "evaluations": {"em": {"kind": "em"}}, "metadata": {"data": data}}
 
 

@@ -40,11 +40,6 @@ def _group_key(spec: dict) -> str | None:
                        "evaluations": spec.get("evaluations")}, sort_keys=True, default=str)
 
 
-def cell_value(result: dict) -> float | None:
-    """A per-seed metric's outcome: its rate, else its mean score."""
-    if "rate" in result:
-        return result["rate"].get("estimate")
-    return result.get("mean")
 
 
 def fit_slope(points: list[tuple[float, str, float]]) -> dict | None:
@@ -76,21 +71,22 @@ def dose_response(results: dict) -> list[dict]:
         if key is not None and c in scores:
             groups[key].append(c)
     out = []
+    from characterlab.evals.registry import get_evaluation
+
     for members in groups.values():
         levels = {cond["spec"]["intervention"].get("diversity") for c, cond in results["conditions"].items() if c in members}
         if len(levels) < 2:
             continue
-        for ename in results["evaluations"]:
+        for ename, e in results["evaluations"].items():
+            evaluation = get_evaluation(e["kind"])  # its seed_value is the headline of one seed
             points = [(scores[c], seed, v) for c in members
                       for seed, r in (results["conditions"][c]["evaluations"].get(ename) or {}).get("per_seed", {}).items()
-                      if (v := cell_value(r)) is not None]
+                      if (v := evaluation.seed_value(r)) is not None]
             fit = fit_slope(points)
             if fit is None:
                 continue
             iv = results["conditions"][members[0]]["spec"]["intervention"]
             out.append({"evaluation": ename, "conditions": members, "constitution": iv.get("constitution"),
                         "trait": iv.get("trait"), "diversity_scores": {c: scores[c] for c in members},
-                        "outcome": "rate" if "rate" in next(iter(
-                            results["conditions"][members[0]]["evaluations"][ename]["per_seed"].values())) else "mean",
-                        **fit})
+                        "outcome": evaluation.headline, **fit})
     return out
