@@ -66,6 +66,15 @@ def bootstrap_rate(counts: Sequence[tuple[int, int]], n_boot: int = 10_000, seed
     return Interval(float(k.sum() / n.sum()), float(low), float(high))
 
 
+def bootstrap_mean(values: Sequence[float], n_boot: int = 10_000, seed: int = 0) -> dict | None:
+    """Percentile 95% interval of the mean of ``values`` resampled with replacement; None below 2 values."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return None
+    boots = v[np.random.default_rng(seed).integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+    return {"low": float(np.quantile(boots, 0.025)), "high": float(np.quantile(boots, 0.975))}
+
+
 def bootstrap_difference(a: Mapping[str, tuple[int, int]], b: Mapping[str, tuple[int, int]], n_boot: int = 10_000,
                          seed: int = 0, level: float = 0.95) -> Interval:
     """rate(a) - rate(b), resampling questions; paired over shared question ids when both have them."""

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pydantic import Field
 
 from characterlab.data.files import read_jsonl_objects, sha256_file
@@ -178,7 +179,7 @@ def api_answer_logprobs(generator, messages: Sequence[list[dict]], answers: Sequ
                 letter = answer_letter(t.token)
                 for j, want in enumerate(letters):
                     if letter is not None and letter == want:
-                        found[j] = t.logprob if found[j] is None else float(math.log(math.exp(found[j]) + math.exp(t.logprob)))
+                        found[j] = t.logprob if found[j] is None else float(np.logaddexp(found[j], t.logprob))
             return found
         return [None] * len(letters)
 

@@ -27,6 +27,7 @@ from characterlab.evals.base import (
     seed_spread,
 )
 from characterlab.evals.registry import register_evaluation
+from characterlab.stats import bootstrap_mean
 
 EMBEDDING_JUDGE_ID = "embedding:all-minilm-l6-v2"
 
@@ -86,12 +87,7 @@ def summarise_trait(rows: list[dict], n_boot: int = 10_000, seed: int = 0) -> di
     means = np.array([np.mean(v) for v in by_q.values()])
     out = {"n": len(rows), "n_scored": len(scored), "n_questions": len(by_q),
            "mean": float(np.mean([r["trait_score"] for r in scored])) if scored else None}
-    if len(means) >= 2:
-        rng = np.random.default_rng(seed)
-        boots = means[rng.integers(0, len(means), size=(n_boot, len(means)))].mean(axis=1)
-        out["ci"] = {"low": float(np.quantile(boots, 0.025)), "high": float(np.quantile(boots, 0.975))}
-    else:
-        out["ci"] = None
+    out["ci"] = bootstrap_mean(means, n_boot, seed)
     return out
 
 
