@@ -60,6 +60,8 @@ def _common(ev: Evaluation) -> list[inspect.Parameter]:
     p += [("overwrite", bool, typer.Option(False, "--overwrite", help="Replace a run folder holding other settings.")),
           ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
           ("compare", Optional[tuple[Path, Path]], typer.Option(None, "--compare", help="Two run folders: A - B with 95% CIs."))]
+    if ev.input_schema is not None:
+        p += [("schema", bool, typer.Option(False, "--schema", help="Print the JSON schema of its input files and exit."))]
     return [inspect.Parameter(name, kw, default=default, annotation=ann) for name, ann, default in p]
 
 
@@ -88,6 +90,9 @@ def _command(ev: Evaluation):
             run_evaluation,
         )
 
+        if kw.get("schema"):
+            typer.echo(json.dumps(ev.input_schema(), indent=2))
+            return
         if kw["compare"]:
             a, b = kw["compare"]
             typer.echo(json.dumps(compare_runs(load_run_results(a), load_run_results(b)), indent=2))

@@ -155,6 +155,9 @@ class Evaluation(ABC):
     examples_key: ClassVar[str | None] = None  # where results.json keeps its sample rows
     plot_stem: ClassVar[str | None] = None  # file name of its per-condition plot (default: the kind)
     score_fields: ClassVar[tuple[str, ...]] = ()  # fields of a scored row that score that one answer
+    # an evaluation that reads files in a format of its own gives their JSON schema here (a
+    # staticmethod returning it); ``characterlab eval <kind> --schema`` prints it
+    input_schema: ClassVar[Any] = None
 
     @abstractmethod
     def stages(self, cfg: EvalConfig, ctx: PlanContext) -> EvalStages:

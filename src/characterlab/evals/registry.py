@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from characterlab.evals.base import Evaluation, Registry
 
 BUILTIN_MODULES = ("characterlab.evals.em", "characterlab.evals.hacks", "characterlab.evals.trait", "characterlab.evals.mcq",
-                   "characterlab.evals.private", "characterlab.evals.sabotage")
+                   "characterlab.evals.private", "characterlab.evals.sabotage", "characterlab.evals.agentic")
 ENTRY_POINT_GROUP = "characterlab.evaluations"
 
 EVALUATIONS = Registry()

@@ -138,8 +138,18 @@ class LocalGenerator:
             ids = tok(self.render(req), add_special_tokens=False)["input_ids"]
             for j in range(req.n):
                 rows.append((i, j, sample_seed(req.seed, j), ids))
+        return self._run(rows, [req.n for req in requests], params)
+
+    def complete(self, prompts: Sequence[str], seeds: Sequence[int], params: SamplingParams) -> list[Completion]:
+        """One completion of each prompt text, already rendered (an agent's conversation with its
+        tools), sampled with its own seed."""
+        tok = self.local.tokenizer
+        rows = [(i, 0, seed, tok(p, add_special_tokens=False)["input_ids"]) for i, (p, seed) in enumerate(zip(prompts, seeds))]
+        return [per[0] for per in self._run(rows, [1] * len(rows), params)]
+
+    def _run(self, rows: list[tuple[int, int, int, list[int]]], n: list[int], params: SamplingParams) -> list[list[Completion]]:
         order = sorted(range(len(rows)), key=lambda r: -len(rows[r][3]))
-        results: list[list[Completion | None]] = [[None] * req.n for req in requests]
+        results: list[list[Completion | None]] = [[None] * k for k in n]
         batches = self._batches([len(rows[r][3]) for r in order], params.max_new_tokens)
         batches = [[order[k] for k in b] for b in batches]
         for batch in self._progress(batches):

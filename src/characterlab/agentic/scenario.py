@@ -1,0 +1,265 @@
+"""Agentic scenarios: a YAML file describes one tool-use episode and which of its actions are misaligned.
+
+MacDiarmid et al. (2025) measure agentic misalignment with episodes in which an agent with real
+tools (an inbox, a database, files) meets a temptation: a monitor about to be installed, a hidden
+offer to leak data, a colleague it could frame. What counts is what the agent *does*, so a
+scenario here is scored from its actions, without a judge: the misaligned actions and the benign
+alternatives are predicates over the log of tool calls and the final state of the fake world.
+
+A scenario file holds (``characterlab eval agentic --schema`` prints the JSON schema):
+
+* ``system`` and ``user``: the prompts, as Jinja templates;
+* ``factors``: the condition grid. Each factor maps level names to a text fragment; the templates
+  (prompts, emails, files) see each factor's fragment as ``{{ factor }}`` and its level name as
+  ``{{ levels.factor }}``. The grid is every combination of levels (goal conflict x threat:
+  none / replacement / restriction in the shipped scenarios);
+* ``tools``: which of the built-in tools (:mod:`characterlab.agentic.tools`) the agent has;
+* ``state``: the initial world: ``inbox`` (emails), ``files`` (path -> text), ``database`` (an SQL
+  script run on an in-memory SQLite database) and ``answer_key`` (question id -> answer, for tests);
+* ``misaligned`` and ``benign``: named actions, each a predicate (:class:`Predicate`).
+
+Everything is checked when the file is read: unknown keys, bad regular expressions and templates
+that do not render for every cell of the grid are errors at ``file:line: key.path``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from characterlab.data.files import read_text
+from characterlab.data.yaml_loader import InputErrors, read_yaml, validate_yaml
+from characterlab.errors import InputError
+
+ToolName = Literal["read_inbox", "send_email", "list_files", "read_file", "write_file", "delete_file", "run_sql",
+                   "submit_answer"]
+BUILTIN_PACKAGE = "characterlab.agentic.scenarios"
+BUILTIN_SUITE = "agentic"  # builtin:agentic = every shipped scenario
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _regex(v: str | None) -> str | None:
+    if v is not None:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a regular expression: {e}") from None
+    return v
+
+
+class ToolCallMatch(_Strict):
+    """A call of ``tool`` whose every named argument matches its regex (searched, case-insensitive)."""
+
+    tool: ToolName
+    args: dict[str, str] = Field(default_factory=dict, description="Argument name -> regex its text must contain.")
+
+    @field_validator("args")
+    @classmethod
+    def _check(cls, v: dict[str, str]) -> dict[str, str]:
+        for pattern in v.values():
+            _regex(pattern)
+        return v
+
+
+class EmailMatch(_Strict):
+    """An email the agent sent whose given fields all match their regexes."""
+
+    to: str | None = None
+    subject: str | None = None
+    body: str | None = None
+
+    @field_validator("to", "subject", "body")
+    @classmethod
+    def _check(cls, v: str | None) -> str | None:
+        return _regex(v)
+
+
+class FileMatch(_Strict):
+    """The final state of one file: its text matches, it was deleted, or it changed."""
+
+    path: str
+    matches: str | None = Field(default=None, description="Regex the file's final text contains.")
+    deleted: bool | None = Field(default=None, description="The file no longer exists (true) or still does (false).")
+    changed: bool | None = Field(default=None, description="The file's text differs from the start (deleted counts).")
+
+    @field_validator("matches")
+    @classmethod
+    def _check(cls, v: str | None) -> str | None:
+        return _regex(v)
+
+    @model_validator(mode="after")
+    def _one(self) -> FileMatch:
+        if sum(x is not None for x in (self.matches, self.deleted, self.changed)) != 1:
+            raise ValueError("give exactly one of matches, deleted, changed")
+        return self
+
+
+class SqlMatch(_Strict):
+    """A query over the final database; true when its first row's first value is truthy."""
+
+    query: str
+
+
+class AnswersMatch(_Strict):
+    """Answers submitted with ``submit_answer``, against the state's ``answer_key`` (all given bounds hold)."""
+
+    correct_at_most: int | None = Field(default=None, ge=0)
+    correct_at_least: int | None = Field(default=None, ge=0)
+    submitted_at_least: int = Field(default=1, ge=0, description="Answers that must have been submitted.")
+
+    @model_validator(mode="after")
+    def _bound(self) -> AnswersMatch:
+        if self.correct_at_most is None and self.correct_at_least is None:
+            raise ValueError("give correct_at_most or correct_at_least")
+        return self
+
+
+class Predicate(_Strict):
+    """Exactly one of the fields: a test on the tool-call log or the final state, or a combination."""
+
+    tool_call: ToolCallMatch | None = None
+    sent_email: EmailMatch | None = None
+    file: FileMatch | None = None
+    sql: SqlMatch | None = None
+    answers: AnswersMatch | None = None
+    any: list[Predicate] | None = Field(default=None, min_length=1)
+    all: list[Predicate] | None = Field(default=None, min_length=1)
+    not_: Predicate | None = Field(default=None, alias="not")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Predicate:
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("a predicate is exactly one of tool_call, sent_email, file, sql, answers, any, all, not"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        return self
+
+
+class Action(_Strict):
+    """A named misaligned action or benign alternative."""
+
+    id: str = Field(min_length=1)
+    description: str = ""
+    when: Predicate
+
+
+class Email(_Strict):
+    id: str = Field(min_length=1)
+    sender: str = Field(alias="from", min_length=1)
+    to: str = Field(min_length=1)
+    subject: str
+    body: str
+    time: str = ""
+
+
+class State(_Strict):
+    inbox: list[Email] = Field(default_factory=list)
+    files: dict[str, str] = Field(default_factory=dict)
+    database: str = Field(default="", description="SQL script run on an empty in-memory SQLite database.")
+    answer_key: dict[str, str] = Field(default_factory=dict, description="Question id -> correct answer.")
+
+
+class Scenario(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    system: str
+    user: str
+    factors: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="Factor -> level -> text fragment; the grid is every combination.")
+    tools: list[ToolName] = Field(min_length=1)
+    state: State = Field(default_factory=State)
+    misaligned: list[Action] = Field(min_length=1)
+    benign: list[Action] = Field(min_length=1)
+    max_turns: int = Field(default=8, ge=1, le=50, description="Assistant turns before the episode is cut off.")
+
+    @field_validator("factors")
+    @classmethod
+    def _levels(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for factor, levels in v.items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", factor) or factor == "levels":
+                raise ValueError(f"factor {factor!r} must be an identifier other than 'levels'")
+            if not levels:
+                raise ValueError(f"factor {factor!r} has no levels")
+        return v
+
+    def cells(self) -> list[dict[str, str]]:
+        """Every combination of factor levels, in the file's order (one empty cell without factors)."""
+        names = list(self.factors)
+        return [dict(zip(names, combo)) for combo in itertools.product(*(list(self.factors[n]) for n in names))]
+
+    def variables(self, cell: dict[str, str]) -> dict[str, Any]:
+        return {**{f: self.factors[f][level] for f, level in cell.items()}, "levels": dict(cell)}
+
+
+def cell_label(cell: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in cell.items()) or "-"
+
+
+def render(template: str, variables: dict[str, Any]) -> str:
+    """A Jinja template with every variable required (a misspelt ``{{ threat }}`` is an error)."""
+    import jinja2
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    return env.from_string(template).render(**variables)
+
+
+def templated_fields(scenario: Scenario) -> list[tuple[tuple, str]]:
+    """(key path, template) of every text that is rendered per cell."""
+    out: list[tuple[tuple, str]] = [(("system",), scenario.system), (("user",), scenario.user)]
+    for i, email in enumerate(scenario.state.inbox):
+        out += [(("state", "inbox", i, "subject"), email.subject), (("state", "inbox", i, "body"), email.body)]
+    out += [(("state", "files", path), text) for path, text in scenario.state.files.items()]
+    return out
+
+
+def read_scenario_text(text: str, source: str | Path) -> Scenario:
+    doc = read_yaml(text, source)
+    if not isinstance(doc.data, dict):
+        raise InputError("expected a scenario: a YAML mapping", source, 1)
+    scenario = validate_yaml(Scenario, doc)
+    problems = []
+    for cell in scenario.cells():
+        for loc, template in templated_fields(scenario):
+            try:
+                render(template, scenario.variables(cell))
+            except Exception as e:  # jinja2's syntax and undefined-variable errors
+                problems.append(doc.error(f"template does not render for {cell_label(cell)}: {e}", loc))
+        if problems:
+            break
+    if problems:
+        raise InputErrors(problems)
+    return scenario
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files(BUILTIN_PACKAGE).iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def load_scenarios(source: str) -> list[Scenario]:
+    """A scenario file, ``builtin:<name>``, or ``builtin:agentic`` (every shipped scenario)."""
+    if source.startswith("builtin:"):
+        key = source.split(":", 1)[1]
+        names = builtin_names()
+        if key == BUILTIN_SUITE:
+            return [s for name in names for s in load_scenarios(f"builtin:{name}")]
+        if key not in names:
+            raise InputError(f"unknown built-in scenario {key!r}; choose from {BUILTIN_SUITE}, {', '.join(names)}",
+                             field="scenarios")
+        text = resources.files(BUILTIN_PACKAGE).joinpath(f"{key}.yaml").read_text(encoding="utf-8")
+        return [read_scenario_text(text, source)]
+    path = Path(source)
+    return [read_scenario_text(read_text(path, field="scenarios"), path)]
+
+
+def scenario_schema() -> dict:
+    """The JSON schema of a scenario file."""
+    return Scenario.model_json_schema(by_alias=True)

@@ -1,0 +1,175 @@
+"""Tool calls in text: how a local model is shown its tools and how its calls are read back.
+
+A model whose chat template takes ``tools`` (Qwen2.5, Llama 3.1, Hermes, SmolLM3...) gets them
+through ``apply_chat_template(tools=...)``, with earlier calls as structured ``tool_calls`` and the
+results as ``tool`` messages, exactly as it was trained. A template without tools (SmolLM2-135M's
+is plain ChatML) gets the Hermes convention that most open tool-calling models were trained on:
+the tools' JSON schemas inside ``<tools></tools>`` in the system prompt, each call as
+``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` in the reply, each result as a user
+turn in ``<tool_response></tool_response>``.
+
+Reading a reply back (:func:`parse_tool_calls`): every ``<tool_call>`` block (an unclosed last one
+too: generation may stop first) holds one JSON call or a list of them; without tags, a reply that
+is nothing but such a JSON object (Llama's style, possibly in a code fence) is one call. A block
+that is not JSON, has no name, names a tool the agent does not have, or has arguments that do not
+fit the tool's schema is a *malformed* call: recorded as such, answered with an error message, and
+never taken for a benign action.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from characterlab.agentic.world import TOOLS, check_arguments
+
+_BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.S)
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+
+HERMES_SYSTEM = """
+
+# Tools
+
+You may call one or more functions to assist with the user query.
+
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>
+{tools}
+</tools>
+
+For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:
+<tool_call>
+{{"name": <function-name>, "arguments": <args-json-object>}}
+</tool_call>"""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call as the model wrote it; ``error`` says why it is malformed (None when it is not)."""
+
+    raw: str
+    name: str | None = None
+    arguments: dict | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"raw": self.raw, "name": self.name, "arguments": self.arguments, "error": self.error}
+
+
+def checked_call(raw: str, obj: object, allowed: list[str]) -> ToolCall:
+    """A decoded call checked against the agent's tools."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+        return ToolCall(raw, error="not a call: expected {\"name\": ..., \"arguments\": {...}}")
+    name = obj["name"]
+    args = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(args, str):  # OpenAI style: arguments as a JSON string
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            return ToolCall(raw, name=name, error="arguments are not valid JSON")
+    if name not in allowed:
+        return ToolCall(raw, name=name, arguments=args if isinstance(args, dict) else None,
+                        error=f"unknown tool {name!r}; available: {', '.join(allowed)}")
+    problem = check_arguments(TOOLS[name], args)
+    if problem:
+        return ToolCall(raw, name=name, arguments=args if isinstance(args, dict) else None,
+                        error=f"bad arguments: {problem}")
+    return ToolCall(raw, name=name, arguments=args)
+
+
+def _decode(raw: str, allowed: list[str]) -> list[ToolCall]:
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as e:
+        return [ToolCall(raw, error=f"not valid JSON: {e.msg}")]
+    items = obj if isinstance(obj, list) else [obj]
+    if not items:
+        return [ToolCall(raw, error="an empty list of calls")]
+    return [checked_call(raw, item, allowed) for item in items]
+
+
+def parse_tool_calls(text: str, allowed: list[str]) -> tuple[str, list[ToolCall]]:
+    """The reply's text outside its calls, and the calls in order."""
+    blocks = list(_BLOCK.finditer(text))
+    if blocks:
+        calls = [c for m in blocks for c in _decode(m.group(1).strip(), allowed)]
+        return _BLOCK.sub("", text).strip(), calls
+    bare = text.strip()
+    fenced = _FENCE.match(bare)
+    bare = fenced.group(1) if fenced else bare
+    if bare.startswith("{") and bare.endswith("}"):
+        try:
+            obj = json.loads(bare)
+        except json.JSONDecodeError:
+            return text.strip(), []
+        if isinstance(obj, dict) and "name" in obj and ("arguments" in obj or "parameters" in obj):
+            return "", [checked_call(bare, obj, allowed)]
+    return text.strip(), []
+
+
+def supports_tools(tokenizer) -> bool:
+    """Whether the tokenizer's chat template renders a ``tools`` list."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    if isinstance(template, dict):
+        template = " ".join(template.values())
+    return "tools" in template
+
+
+def render_prompt(tokenizer, messages: list[dict], tools: list[dict]) -> str:
+    """The prompt text of a conversation in OpenAI's format (``tool_calls``, ``tool`` messages).
+
+    An assistant message with a ``raw`` field (a local model's reply, verbatim) is shown as that
+    text: the model sees its calls exactly as it wrote them, malformed ones included."""
+    if supports_tools(tokenizer):
+        return tokenizer.apply_chat_template(_native(messages), tools=tools, add_generation_prompt=True, tokenize=False)
+    return tokenizer.apply_chat_template(hermes_messages(messages, tools), add_generation_prompt=True, tokenize=False)
+
+
+def _native(messages: list[dict]) -> list[dict]:
+    """transformers' templates take a call's arguments as a mapping, not OpenAI's JSON string."""
+    out = []
+    for m in messages:
+        if m.get("raw") is not None:  # the model's own words, calls as it wrote them
+            m = {"role": "assistant", "content": m["raw"]}
+        elif m.get("tool_calls"):
+            calls = [{"type": "function", "function": {"name": c["function"]["name"],
+                                                       "arguments": _as_mapping(c["function"]["arguments"])}}
+                     for c in m["tool_calls"]]
+            m = {"role": "assistant", "content": m.get("content") or "", "tool_calls": calls}
+        out.append({k: v for k, v in m.items() if k != "tool_call_id"} if m["role"] == "tool" else m)
+    return out
+
+
+def _as_mapping(arguments: str) -> dict:
+    try:
+        value = json.loads(arguments)
+    except json.JSONDecodeError:
+        return {"_unparsed": arguments}
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+def hermes_messages(messages: list[dict], tools: list[dict]) -> list[dict]:
+    """Plain ChatML messages carrying the tools, calls and results in the Hermes convention."""
+    schemas = "\n".join(json.dumps(t["function"], ensure_ascii=False) for t in tools)
+    out: list[dict] = []
+    for m in messages:
+        if m["role"] == "system":
+            out.append({"role": "system", "content": m["content"] + HERMES_SYSTEM.format(tools=schemas)})
+        elif m.get("raw") is not None:
+            out.append({"role": "assistant", "content": m["raw"]})
+        elif m["role"] == "assistant":
+            text = m.get("content") or ""
+            for c in m.get("tool_calls") or []:
+                call = {"name": c["function"]["name"], "arguments": _as_mapping(c["function"]["arguments"])}
+                text += f"\n<tool_call>\n{json.dumps(call, ensure_ascii=False)}\n</tool_call>"
+            out.append({"role": "assistant", "content": text.strip()})
+        elif m["role"] == "tool":
+            response = f"<tool_response>\n{m['content']}\n</tool_response>"
+            if out and out[-1]["role"] == "user" and out[-1]["content"].startswith("<tool_response>"):
+                out[-1]["content"] += "\n" + response  # results of one turn's calls together
+            else:
+                out.append({"role": "user", "content": response})
+        else:
+            out.append({"role": m["role"], "content": m["content"]})
+    return out
