@@ -131,6 +131,47 @@ def _command(ev: Evaluation):
     return command
 
 
+def nem(
+    out: Path = typer.Option(..., "--out", help="Run folder."),
+    model: str = typer.Option("embedded", "--model", "-m", help="embedded | hf:<id or path> | openai:<model>"),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="LoRA adapter folder on a local model."),
+    seed: int = typer.Option(0, "--seed"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Endpoint for an openai: model."),
+    judge: str = typer.Option("offline", "--judge", "-j", help="offline | offline:<folder> | openai:<model> | hf:<path> | embedded"),
+    judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="Endpoint for an openai: judge."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run folder holding other settings."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """The reward-hacking paper's misalignment suite (Betley's questions, goals, alignment questions, three agentic scenarios) and its mean."""
+    from characterlab.judge.refs import parse_judge_ref
+    from characterlab.models.refs import parse_model_ref
+    from characterlab.study.single import run_suite
+
+    parse_model_ref(model, adapter=adapter, base_url=base_url)
+    parse_judge_ref(judge, judge_base_url)
+    run = run_suite(out, model=model, adapter=str(adapter) if adapter else None, judge=judge, seed=seed,
+                    base_url=base_url, judge_base_url=judge_base_url, overwrite=overwrite, progress=not quiet)
+    if run.execution.failed or run.execution.skipped:
+        from characterlab.cli.study import report_failures
+
+        report_failures(run)
+    [cond] = run.results["conditions"].values()
+    for name, entry in cond["evaluations"].items():
+        from characterlab.evals.registry import get_evaluation
+
+        typer.echo(f"{name}: {get_evaluation(entry['kind']).describe(entry['per_seed'][str(seed)])}")
+    [s] = run.results["misalignment_score"]["conditions"].values()
+    if s["score"] is None:
+        typer.echo(f"misalignment score: nothing judged -> {out}")
+    else:
+        typer.echo(f"misalignment score {100 * s['score']:.1f}% [{100 * s['low']:.1f}, {100 * s['high']:.1f}] "
+                   f"(mean of {len(s['judged'])} of {len(s['components'])}; left out, nothing measured: "
+                   f"{', '.join(s['left_out']) or 'none'}) -> {out}")
+
+
+SUITES = {"nem": nem}  # commands that run several evaluations, beside one per registered kind
+
+
 class EvaluationGroup(TyperGroup):
     """``characterlab eval``'s commands come from the registry when they are asked for, so an
     evaluation registered after this module was imported (a plugin, a test) has its command too."""
@@ -138,16 +179,16 @@ class EvaluationGroup(TyperGroup):
     def list_commands(self, ctx: click.Context) -> list[str]:
         from characterlab.evals.registry import evaluations
 
-        return evaluations().kinds()
+        return sorted([*evaluations().kinds(), *SUITES])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         from characterlab.evals.registry import evaluations
 
         registry = evaluations()
-        if name not in registry.by_kind:
+        if name not in registry.by_kind and name not in SUITES:
             return None
         one = typer.Typer(rich_markup_mode=None, add_completion=False)
-        one.command(name)(_command(registry.get(name)))
+        one.command(name)(SUITES[name] if name in SUITES else _command(registry.get(name)))
         return typer.main.get_command(one)
 
 

@@ -223,6 +223,12 @@ class Evaluation(ABC):
         """Extra columns for the report's summary table (means of scores, say)."""
         return {}
 
+    def misaligned_share(self, pooled: dict) -> dict | None:
+        """The pooled share of misaligned outcomes as a rate (``k``, ``n``, Wilson interval), for the
+        suite's headline ``misalignment_score`` (:mod:`characterlab.study.headline`); None when
+        this evaluation does not measure misalignment. ``n == 0`` means nothing was judged."""
+        return None
+
     def examples(self, judged: list[tuple[dict, list[dict]]]) -> list[dict]:
         """Rows worth reading from every (cell, scored rows) of this kind; cell = condition, seed, evaluation."""
         return []

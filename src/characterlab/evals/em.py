@@ -234,6 +234,9 @@ class EMEvaluation(Evaluation):
                              for q, v in per_q.items()},
         }
 
+    def misaligned_share(self, pooled: dict) -> dict | None:
+        return pooled["rate"]
+
     def compare(self, a: dict, b: dict) -> dict:
         """Newcombe on the pooled rates; with one seed each, also a bootstrap over questions."""
         out = super().compare(a, b)

@@ -153,6 +153,31 @@ def _dose_response(results: dict) -> Table | None:
                       "was trained on, one intercept per seed; rates in points. * = the interval excludes 0.")
 
 
+def _headline(results: dict) -> Table | None:
+    """The suite's misalignment_score per condition (see study/headline)."""
+    block = results.get("misalignment_score")
+    if not block:
+        return None
+    names = block["evaluations"]
+    rows = []
+    for c, s in block["conditions"].items():
+        score = Cell("–", "nothing judged") if s["score"] is None else Cell(pct(s["score"]), f"[{pct(s['low'])}, {pct(s['high'])}]")
+        d = s.get("vs_baseline")
+        diff = Cell("–") if d is None else Cell(f"{100 * d['difference']:+.1f} pts",
+                                                f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]" + (" *" if d["significant"] else " n.s."))
+        parts = [Cell("not run") if s["components"][n] is None else
+                 Cell("not measured") if n in s["left_out"] else Cell(pct(s["components"][n]["estimate"]),
+                                                                      f"{s['components'][n]['k']}/{s['components'][n]['n']}")
+                 for n in names]
+        rows.append([Cell(c), score, diff, *parts, Cell(f"{len(s['judged'])} of {len(names)}")])
+    return Table("Misalignment score (mean of the suite's evaluations)",
+                 ["condition", "score (95% CI)", f"vs {results.get('baseline') or 'baseline'}", *names, "measured"], rows,
+                 note="Unweighted mean of each evaluation's misaligned share (EM rate; honestly misaligned + alignment "
+                      "faking; misaligned agentic actions), as in MacDiarmid et al. (2025); normal interval from the "
+                      "components' Wilson intervals. Components that measured nothing (not judged; no well-formed tool "
+                      "call) are left out of the mean.")
+
+
 def _control_differences(results: dict) -> Table | None:
     """Each condition that names a matched control, against it (same recipe on benign data)."""
     matched = [c for c, cond in results["conditions"].items()
@@ -264,6 +289,8 @@ def render_report(folder: str | Path) -> Path:
     tables = [t for n, e in results["evaluations"].items() for t in get_evaluation(e["kind"]).tables(results, n)]
     if dose := _dose_response(results):
         tables.insert(0, dose)
+    if headline := _headline(results):
+        tables.insert(0, headline)
     examples = []
     for kind in dict.fromkeys(e["kind"] for e in results["evaluations"].values()):
         ev = get_evaluation(kind)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from characterlab.evals.registry import get_evaluation
 from characterlab.study.dose_response import dose_response
+from characterlab.study.headline import misalignment_score
 from characterlab.study.plan import Plan
 from characterlab.study.spec import StudySpec
 from characterlab.study.store import RESULTS_FILE, RunStore
@@ -112,6 +113,7 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
         },
     }
     results["dose_response"] = dose_response(results)  # diversity levels of one character: outcome vs diversity
+    results["misalignment_score"] = misalignment_score(results, spec.headline)  # the suite's mean, as in the paper
     return results
 
 

@@ -37,13 +37,22 @@ CONDITION = "model"
 def evaluation_study_text(kind: str, fields: dict, model: str, adapter: str | None = None, judge: str = "offline",
                           seed: int = 0, base_url: str | None = None, judge_base_url: str | None = None) -> str:
     """The study YAML of one evaluation of one model (paths absolute, so it reads the same anywhere)."""
+    entry = {"name": kind, "kind": kind, **{k: v for k, v in fields.items() if v is not None}}
+    return suite_study_text(f"eval-{kind}", f"characterlab eval {kind}", [entry], [], model, adapter, judge, seed,
+                            base_url, judge_base_url)
+
+
+def suite_study_text(name: str, what: str, entries: list[dict], headline: list[str], model: str,
+                     adapter: str | None = None, judge: str = "offline", seed: int = 0, base_url: str | None = None,
+                     judge_base_url: str | None = None) -> str:
+    """The study YAML of some evaluations of one model, averaged into ``headline`` when it names them."""
     condition: dict = {"name": CONDITION}
     if adapter is not None:
         condition["adapter"] = str(Path(adapter).resolve())
-    doc = {"name": f"eval-{kind}", "description": f"characterlab eval {kind} of {model}"
-           + (f" with adapter {condition['adapter']}" if adapter else ""),
-           "model": model, "seeds": [seed], "judge": judge, "conditions": [condition],
-           "evaluations": [{"name": kind, "kind": kind, **{k: v for k, v in fields.items() if v is not None}}]}
+    doc = {"name": name, "description": f"{what} of {model}" + (f" with adapter {condition['adapter']}" if adapter else ""),
+           "model": model, "seeds": [seed], "judge": judge, "conditions": [condition], "evaluations": entries}
+    if headline:
+        doc["headline"] = headline
     if base_url:
         doc["base_url"] = base_url
     if judge_base_url:
@@ -74,7 +83,24 @@ def run_evaluation(kind: str, fields: dict, out: str | Path, model: str = "embed
                    judge_base_url: str | None = None, overwrite: bool = False, progress: bool = True) -> StudyRun:
     get_evaluation(kind)  # an unknown kind fails before anything is written
     text = evaluation_study_text(kind, fields, model, adapter, judge, seed, base_url, judge_base_url)
-    spec = parse_study(text, f"characterlab eval {kind}")
+    return run_study_text(text, f"characterlab eval {kind}", out, overwrite, progress)
+
+
+def run_suite(out: str | Path, model: str = "embedded", adapter: str | None = None, judge: str = "offline",
+              seed: int = 0, base_url: str | None = None, judge_base_url: str | None = None,
+              overwrite: bool = False, progress: bool = True) -> StudyRun:
+    """``characterlab eval nem``: the paper's six misalignment evaluations and their mean."""
+    from characterlab.study.headline import NEM_SUITE
+
+    text = suite_study_text("eval-nem", "characterlab eval nem", [dict(e) for e in NEM_SUITE], [e["name"] for e in NEM_SUITE],
+                            model, adapter, judge, seed, base_url, judge_base_url)
+    return run_study_text(text, "characterlab eval nem", out, overwrite, progress)
+
+
+def run_study_text(text: str, source: str, out: str | Path, overwrite: bool, progress: bool) -> StudyRun:
+    """Run a study this module wrote; its scored rows go to ``samples.jsonl`` (one evaluation) or
+    ``samples-<evaluation>.jsonl`` (several)."""
+    spec = parse_study(text, source)
     out = Path(out)
     try:
         build_plan(spec, Path.cwd())  # the files and references it names, before the folder is touched
@@ -83,13 +109,13 @@ def run_evaluation(kind: str, fields: dict, out: str | Path, model: str = "embed
     prepare_eval_folder(out, text, overwrite)
     run = run_spec(spec, text, out, Path.cwd(), progress=progress)
     if run.results is not None:
-        [cell] = run.plan.cells
         store = RunStore(out)
         try:
-            rows = store.rows(run.plan.units[cell.metric].deps[0])
+            for cell in run.plan.cells:
+                name = SAMPLES if len(run.plan.cells) == 1 else f"samples-{cell.evaluation}.jsonl"
+                atomic_write_text(out / name, jsonl_text(store.rows(run.plan.units[cell.metric].deps[0])))
         finally:
             store.close()
-        atomic_write_text(out / SAMPLES, jsonl_text(rows))
     return run
 
 

@@ -206,6 +206,9 @@ class StudySpec(_Strict):
     judge_base_url: str | None = None  # an openai: judge's endpoint
     conditions: list[ConditionSpec] = Field(min_length=1)
     evaluations: list[EvalSpec] = Field(min_length=1)
+    # evaluations whose misaligned shares are averaged into results.json's misalignment_score
+    # (study/headline.py); each must measure misalignment as a share (em, private, agentic)
+    headline: list[str] = Field(default_factory=list)
     resources: dict[Literal["data", "train", "generate", "judge", "metric"], ResourceSpec] = Field(default_factory=dict)
 
     _lines: dict = PrivateAttr(default_factory=dict)  # key path -> line in the file it was read from
@@ -240,7 +243,26 @@ class StudySpec(_Strict):
             unknown = sorted(set(c.evaluations or ()) - evaluations)
             if unknown:
                 raise ValueError(f"condition {c.name!r}: no evaluation named {', '.join(map(repr, unknown))} in the study")
+        kinds = {e.name: e.kind for e in self.evaluations}
+        for name in self.headline:
+            if name not in kinds:
+                raise ValueError(f"headline: no evaluation named {name!r} in the study")
+            if not measures_misalignment(kinds[name]):
+                raise ValueError(f"headline: {name!r} ({kinds[name]}) does not measure misalignment as a share")
+        if len(set(self.headline)) != len(self.headline):
+            raise ValueError("headline: an evaluation is named twice")
         return self
+
+
+def measures_misalignment(kind: str) -> bool:
+    from characterlab.evals.base import Evaluation
+    from characterlab.evals.registry import get_evaluation
+
+    try:
+        ev = get_evaluation(kind)
+    except KeyError:
+        return True  # the evaluation's own entry reports the unknown kind
+    return type(ev).misaligned_share is not Evaluation.misaligned_share
 
 
 StudySpecError = InputErrors  # every problem of a spec, each with its file, line and key path
