@@ -78,10 +78,15 @@ def markdown(results: dict) -> str:
               for n, e in evals.items()}
     header = ["condition", *(f"{n}: {get_evaluation(e['kind']).title}" for n, e in evals.items()),
               *(f"{' / '.join(cols)} ({n})" for n, cols in extras.items() if cols), "train loss (first → last 5 steps)"]
+    headline = (results.get("misalignment_score") or {}).get("conditions")
+    if headline:
+        header.insert(1, "misalignment score (mean of measured)")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (c, cells), cond in zip(summary_rows(results, with_differences=True), results["conditions"].values()):
         means = [" / ".join(get_evaluation(evals[n]["kind"]).summary_extras(cond["evaluations"][n]["pooled"]).values())
                  if n in cond["evaluations"] else "–" for n, cols in extras.items() if cols]
+        if headline:
+            cells = [_headline_text(headline[c]), *cells]
         lines.append("| " + " | ".join([c, *cells, *means, _loss_text(cond)]) + " |")
     meta = results["metadata"]
     foot = [f"Study `{results['study']}`, model `{meta['model']}`, judge `{meta['judge']}`, seeds {meta['seeds']}; "
@@ -94,6 +99,13 @@ def markdown(results: dict) -> str:
     note = ("`*`: the Newcombe 95% interval of the difference excludes 0; `n.s.`: it does not, and MDE is the "
             "smallest increase these samples detect with 80% power.")
     return "\n".join(lines) + "\n\n" + "; ".join(foot) + ". " + note + "\n"
+
+
+def _headline_text(s: dict) -> str:
+    if s["score"] is None:
+        return "nothing measured"
+    return (f"{100 * s['score']:.1f}% [{100 * s['low']:.1f}, {100 * s['high']:.1f}] "
+            f"({len(s['judged'])} of {len(s['components'])}; left out: {', '.join(s['left_out']) or 'none'})")
 
 
 def _loss_text(cond: dict) -> str:
