@@ -134,6 +134,22 @@ class APIPolicy:
             return list(pool.map(lambda e: self._one(e, params), episodes))
 
 
+def transcript_text(messages: list[dict], max_result_chars: int = 400) -> str:
+    """An episode's messages as plain text for a reader or a rubric judge: who said what, each
+    call as ``CALL name(arguments)`` (malformed ones as written) and each result, cut long."""
+    lines = []
+    for m in messages:
+        if m["role"] == "tool":
+            text = m["content"]
+            lines.append("RESULT: " + (text if len(text) <= max_result_chars else text[:max_result_chars] + " [...]"))
+            continue
+        if m.get("content"):
+            lines.append(f"{m['role'].upper()}: {m['content']}")
+        for c in m.get("tool_calls") or []:
+            lines.append(f"CALL {c['function']['name']}({c['function']['arguments']})")
+    return "\n".join(lines)
+
+
 def policy_for(generator):
     """The policy that drives ``generator``: local logits or an endpoint."""
     if hasattr(generator, "local"):

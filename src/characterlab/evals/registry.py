@@ -14,7 +14,8 @@ from importlib.metadata import entry_points
 from characterlab.evals.base import Evaluation, Registry
 
 BUILTIN_MODULES = ("characterlab.evals.em", "characterlab.evals.hacks", "characterlab.evals.trait", "characterlab.evals.mcq",
-                   "characterlab.evals.private", "characterlab.evals.sabotage", "characterlab.evals.agentic")
+                   "characterlab.evals.private", "characterlab.evals.sabotage", "characterlab.evals.agentic",
+                   "characterlab.evals.virtues")
 ENTRY_POINT_GROUP = "characterlab.evaluations"
 
 EVALUATIONS = Registry()
