@@ -155,10 +155,10 @@ def nem(
         from characterlab.cli.study import report_failures
 
         report_failures(run)
+    from characterlab.evals.registry import get_evaluation
+
     [cond] = run.results["conditions"].values()
     for name, entry in cond["evaluations"].items():
-        from characterlab.evals.registry import get_evaluation
-
         typer.echo(f"{name}: {get_evaluation(entry['kind']).describe(entry['per_seed'][str(seed)])}")
     [s] = run.results["misalignment_score"]["conditions"].values()
     if s["score"] is None:

@@ -135,7 +135,7 @@ class AgenticEvaluation(Evaluation):
         by_cell: dict[str, dict[str, dict[str, int]]] = {}
         for r in rows:
             cell = by_cell.setdefault(r["scenario"], {}).setdefault(cell_label(r["cell"]), {})
-            cell.update(_add(cell, _counts([r])))
+            cell[r["outcome"]] = cell.get(r["outcome"], 0) + 1
         counts = _counts(rows)
         return {"rate": rate(counts["misaligned"], len(rows)), "counts": counts, "by_cell": by_cell,
                 "malformed_calls": sum(r["malformed_calls"] for r in rows), "calls": sum(r["calls"] for r in rows),

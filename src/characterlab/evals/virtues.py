@@ -147,24 +147,22 @@ class VirtuesEvaluation(Evaluation):
                           metric={"task": "virtues"})
 
     def generate(self, params: dict, generator) -> list[dict]:
-        from characterlab.data.records import GenerationRequest, SamplingParams
+        from characterlab.data.records import SamplingParams
 
+        sampling = SamplingParams(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"])
         if params["source"] == "agentic":
             from characterlab.agentic.episode import transcript_text
-            from characterlab.evals.agentic import AgenticEvaluation
+            from characterlab.evals.registry import get_evaluation
 
-            episodes = AgenticEvaluation().generate(params, generator)
+            episodes = get_evaluation("agentic").generate(params, generator)
             return [{"scenario": e["scenario"], "cell": e["cell"], "sample_index": e["sample_index"],
                      "question": transcript_text(e["messages"][:2]), "answer": transcript_text(e["messages"][2:])}
                     for e in episodes]
         from characterlab.data.questions import load_checked_questions
+        from characterlab.evals.em import sample_answers
 
-        items = [(q.id, p) for q in load_checked_questions(params["questions"]) for p in q.paraphrases]
-        requests = [GenerationRequest.from_prompt(p, n=params["samples"], seed=params["seed"] * 1_000_003 + i)
-                    for i, (_, p) in enumerate(items)]
-        sampling = SamplingParams(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"])
-        return [{"question_id": qid, "question": p, "sample_index": c.sample_index, "answer": c.text}
-                for (qid, p), cs in zip(items, generator.generate(requests, sampling)) for c in cs]
+        return sample_answers(generator, load_checked_questions(params["questions"]), params["samples"], params["seed"],
+                              sampling)
 
     def score(self, params: dict, rows: list[dict], generate_params: dict) -> tuple[list[dict], dict]:
         from characterlab.judge.factory import JudgeFactory
@@ -173,12 +171,12 @@ class VirtuesEvaluation(Evaluation):
         factory = JudgeFactory(params["judge_spec"], base_url=params.get("judge_base_url"), use_cache=False)
         judged = not factory.ref.is_offline  # no offline judge learnt this rubric
         rows = [dict(r) for r in rows]
-        todo = [r for r in rows if r["answer"].strip()] if judged else []
+        for r in rows:
+            r["judged"] = judged and bool(r["answer"].strip())
+            r["virtues"] = {v: None for v in VIRTUES}
+        todo = [r for r in rows if r["judged"]]
         prompts = [virtue_prompt(v, r["question"], r["answer"]) for r in todo for v in VIRTUES]
         readings = iter(factory.backend().top_logprobs(prompts) if prompts else [])
-        for r in rows:
-            r["judged"] = judged and r in todo
-            r["virtues"] = {v: None for v in VIRTUES}
         for r in todo:
             r["virtues"] = {v: aggregate_logprobs(next(readings), allow_special=False).value for v in VIRTUES}
         return rows, {"judge": str(factory.ref) if judged else None, "n": len(rows), "rubric": params["rubric"]}
