@@ -92,13 +92,14 @@ def start_episode(scenario: Scenario, cell: dict[str, str], sample_index: int, s
 
 
 class LocalPolicy:
-    """Replies of a local model (a :class:`~characterlab.models.generation.LocalGenerator`), one batch a turn."""
+    """Replies of a local model (the transformers loop or vLLM: any generator with a tokenizer and
+    ``complete``), one batch a turn."""
 
     def __init__(self, generator):
         self.generator = generator
 
     def act(self, episodes: Sequence[Episode], params: SamplingParams) -> list[Reply]:
-        tok = self.generator.local.tokenizer
+        tok = self.generator.tokenizer
         prompts = [render_prompt(tok, e.messages, e.tools) for e in episodes]
         completions = self.generator.complete(prompts, [e.turn_seed() for e in episodes], params)
         replies = []
@@ -152,7 +153,7 @@ def transcript_text(messages: list[dict], max_result_chars: int = 400) -> str:
 
 def policy_for(generator):
     """The policy that drives ``generator``: local logits or an endpoint."""
-    if hasattr(generator, "local"):
+    if hasattr(generator, "complete"):
         return LocalPolicy(generator)
     if hasattr(generator, "client"):
         return APIPolicy(generator)

@@ -10,6 +10,14 @@ class Executor(str, Enum):
     ray = "ray"
 
 
+class Backend(str, Enum):
+    """Generation engine of local models (models/backend.py)."""
+
+    auto = "auto"
+    hf = "hf"
+    vllm = "vllm"
+
+
 class Split(str, Enum):
     train = "train"
     test = "test"

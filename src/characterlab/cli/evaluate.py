@@ -21,6 +21,7 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
+from characterlab.cli.choices import Backend
 from characterlab.errors import InputError
 from characterlab.evals.base import Evaluation
 
@@ -52,6 +53,7 @@ def _common(ev: Evaluation) -> list[inspect.Parameter]:
         ("adapter", Optional[Path], typer.Option(None, "--adapter", help="LoRA adapter folder on a local model.")),
         ("seed", int, typer.Option(0, "--seed")),
         ("base_url", Optional[str], typer.Option(None, "--base-url", help="Endpoint for an openai: model.")),
+        ("backend", Backend, typer.Option(Backend.auto, "--backend", help="Generation engine for local models: auto (vLLM on a CUDA GPU that has it, else hf) | hf | vllm.")),
     ]
     if ev.uses_judge:
         p += [("judge", str, typer.Option("offline", "--judge", "-j",
@@ -115,7 +117,7 @@ def _command(ev: Evaluation):
         run = run_evaluation(ev.kind, fields, kw["out"], model=kw["model"],
                              adapter=str(kw["adapter"]) if kw["adapter"] else None, judge=kw.get("judge", "offline"),
                              seed=kw["seed"], base_url=kw["base_url"], judge_base_url=kw.get("judge_base_url"),
-                             overwrite=kw["overwrite"], progress=not kw["quiet"])
+                             overwrite=kw["overwrite"], progress=not kw["quiet"], backend=kw["backend"].value)
         if run.execution.failed or run.execution.skipped:
             from characterlab.cli.study import report_failures
 
@@ -137,6 +139,7 @@ def nem(
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="LoRA adapter folder on a local model."),
     seed: int = typer.Option(0, "--seed"),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="Endpoint for an openai: model."),
+    backend: Backend = typer.Option(Backend.auto, "--backend", help="Generation engine for local models: auto (vLLM on a CUDA GPU that has it, else hf) | hf | vllm."),
     judge: str = typer.Option("offline", "--judge", "-j", help="offline | offline:<folder> | openai:<model> | hf:<path> | embedded"),
     judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="Endpoint for an openai: judge."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run folder holding other settings."),
@@ -150,7 +153,8 @@ def nem(
     parse_model_ref(model, adapter=adapter, base_url=base_url)
     parse_judge_ref(judge, judge_base_url)
     run = run_suite(out, model=model, adapter=str(adapter) if adapter else None, judge=judge, seed=seed,
-                    base_url=base_url, judge_base_url=judge_base_url, overwrite=overwrite, progress=not quiet)
+                    base_url=base_url, judge_base_url=judge_base_url, overwrite=overwrite, progress=not quiet,
+                    backend=backend.value)
     if run.execution.failed or run.execution.skipped:
         from characterlab.cli.study import report_failures
 

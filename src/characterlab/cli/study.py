@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from characterlab.cli.choices import Executor
+from characterlab.cli.choices import Backend, Executor
 from characterlab.errors import InputError
 
 
@@ -46,6 +46,7 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<study name>)."),
     executor: Executor = typer.Option(Executor.local, "--executor", help="Where units run."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)."),
+    backend: Backend = typer.Option(Backend.auto, "--backend", help="Generation engine for local models: auto (vLLM on a CUDA GPU that has it, else hf) | hf | vllm."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (its study.yaml when no STUDY)."),
     update: bool = typer.Option(False, "--update", help="Run a changed study in an existing run folder, reusing "
                                 "the finished units it shares."),
@@ -60,7 +61,7 @@ def run(
     from characterlab.study.store import RESULTS_FILE
 
     r = run_study(study, out, executor=executor.value, address=address, resume=resume, progress=not quiet,
-                  update=update)
+                  update=update, backend=backend.value)
     ex = r.execution
     typer.echo(f"{r.folder}: {len(ex.run)} units run, {len(ex.reused)} reused, {ex.seconds:.1f} s")
     if ex.failed or ex.skipped:

@@ -88,7 +88,7 @@ def steer(
     from characterlab.vectors.persona import load_persona_vector
 
     vectors, _ = load_persona_vector(vector)
-    generator = load_generator(parse_model_ref(model))
+    generator = load_generator(parse_model_ref(model), backend="hf")
     requests = [GenerationRequest.from_prompt(p, seed=seed * 1_000_003 + i) for i, p in enumerate(prompt)]
     with steering(generator.local.model, vectors[layer], layer, coef):
         out = generator.generate(requests, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature))

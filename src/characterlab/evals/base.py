@@ -152,6 +152,7 @@ class Evaluation(ABC):
     config: ClassVar[type[EvalConfig]]
     headline: ClassVar[Literal["rate", "mean"]] = "rate"
     uses_judge: ClassVar[bool] = False  # scored by the study's judge (the CLI offers --judge)
+    needs_internals: ClassVar[bool] = False  # reads logits or hooks: generated on the hf backend (models/backend.py)
     examples_key: ClassVar[str | None] = None  # where results.json keeps its sample rows
     plot_stem: ClassVar[str | None] = None  # file name of its per-condition plot (default: the kind)
     score_fields: ClassVar[tuple[str, ...]] = ()  # fields of a scored row that score that one answer

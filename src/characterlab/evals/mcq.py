@@ -224,6 +224,7 @@ class MCQEvaluation(Evaluation):
     title = "matching-behaviour rate"
     config = MCQConfig
     score_fields = ("p_matching", "matches")
+    needs_internals = True  # answer probabilities come from the model's logits
 
     def stages(self, cfg: MCQConfig, ctx: PlanContext) -> EvalStages:
         sets = []

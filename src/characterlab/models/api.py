@@ -21,6 +21,8 @@ from characterlab.models.refs import ModelRef
 
 
 class OpenAIGenerator:
+    backend = "openai"
+
     def __init__(
         self,
         ref: ModelRef,

@@ -105,6 +105,13 @@ def inverse_cdf(weights: torch.Tensor, u: torch.Tensor, block: int = 256) -> tor
     return (b * block + i).clamp_(max=vocab - 1)
 
 
+def render_chat(tokenizer, request: GenerationRequest) -> str:
+    """The prompt text of a chat request in the model's own template, ready for the reply.
+    Every local backend renders through this one call, so they see the same tokens."""
+    msgs = [m.to_dict() for m in request.messages]
+    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+
 class LocalGenerator:
     """Batched generation for a :class:`LocalModel`.
 
@@ -127,9 +134,14 @@ class LocalGenerator:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         use_decode_attention(local.model)
 
+    backend = "hf"
+
+    @property
+    def tokenizer(self):
+        return self.local.tokenizer
+
     def render(self, request: GenerationRequest) -> str:
-        msgs = [m.to_dict() for m in request.messages]
-        return self.local.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return render_chat(self.local.tokenizer, request)
 
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[list[Completion]]:
         tok = self.local.tokenizer
@@ -274,10 +286,20 @@ def through_first_end(ids: list[int], eos_ids: set[int]) -> list[int]:
     return ids if end is None else ids[: end + 1]
 
 
-def load_generator(ref, *, batch_size: int = 128, progress: bool = False, dtype=None, device=None) -> Generator:
-    """A :class:`Generator` for any model reference."""
-    if ref.kind == "openai":
+def load_generator(ref, *, batch_size: int = 128, progress: bool = False, dtype=None, device=None,
+                   backend: str = "auto", needs_internals: bool = False) -> Generator:
+    """A :class:`Generator` for any model reference, on the backend
+    :func:`~characterlab.models.backend.choose_backend` picks (``needs_internals``: the caller
+    reads hooks or logits, which only the transformers loop gives)."""
+    from characterlab.models.backend import choose_backend
+
+    choice = choose_backend(ref, backend, needs_internals=needs_internals)
+    if choice.name == "openai":
         from characterlab.models.api import OpenAIGenerator
 
         return OpenAIGenerator(ref)
+    if choice.name == "vllm":
+        from characterlab.models.vllm_generator import VLLMGenerator
+
+        return VLLMGenerator(ref, progress=progress)
     return LocalGenerator(load_local_model(ref, dtype=dtype, device=device), batch_size=batch_size, progress=progress)

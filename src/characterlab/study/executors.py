@@ -79,8 +79,9 @@ def _blocked(unit: Unit, bad: set[str]) -> bool:
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, progress: bool = True):
+    def __init__(self, progress: bool = True, backend: str = "auto"):
         self.progress = progress
+        self.backend = backend
 
     def run(self, plan: Plan, store: RunStore) -> ExecutionReport:
         from rich.progress import (
@@ -119,7 +120,7 @@ class LocalExecutor:
                 start = time.time()
                 try:
                     with tempfile.TemporaryDirectory(prefix="characterlab-unit-") as wd:
-                        out = execute_unit(u, _local_views(u, plan, store), Path(wd), progress=False)
+                        out = execute_unit(u, _local_views(u, plan, store), Path(wd), progress=False, backend=self.backend)
                     store.commit(u, out, time.time() - start)
                     report.run.append(u.key)
                     status = "done"
@@ -136,7 +137,7 @@ class LocalExecutor:
         return report
 
 
-def _ray_execute(unit: Unit, payload: dict[str, dict]) -> UnitOutput:
+def _ray_execute(unit: Unit, payload: dict[str, dict], backend: str = "auto") -> UnitOutput:
     """Body of one Ray task: materialise the inputs' files, run the unit, return its output."""
     with tempfile.TemporaryDirectory(prefix="characterlab-ray-") as wd:
         root = Path(wd)
@@ -151,15 +152,16 @@ def _ray_execute(unit: Unit, payload: dict[str, dict]) -> UnitOutput:
             views[k] = DepView(p["kind"], p["params"], p["result"], p["rows"], files_dir)
         scratch = root / "work"
         scratch.mkdir()
-        return execute_unit(unit, views, scratch, progress=False)
+        return execute_unit(unit, views, scratch, progress=False, backend=backend)
 
 
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, address: str | None = None, progress: bool = True):
+    def __init__(self, address: str | None = None, progress: bool = True, backend: str = "auto"):
         self.address = address
         self.progress = progress
+        self.backend = backend
 
     def run(self, plan: Plan, store: RunStore) -> ExecutionReport:
         try:
@@ -206,7 +208,7 @@ class RayExecutor:
                                            "files": store.file_bytes(k)} for k in u.deps}
                             store.mark_started(u)
                             ref = remote.options(num_cpus=u.resources.cpus, num_gpus=u.resources.gpus,
-                                                 max_retries=0).remote(u, payload)
+                                                 max_retries=0).remote(u, payload, self.backend)
                             running[ref] = (u, time.time())
                     if not running:
                         continue
@@ -232,11 +234,11 @@ class RayExecutor:
         return report
 
 
-def make_executor(name: str, address: str | None = None, progress: bool = True):
+def make_executor(name: str, address: str | None = None, progress: bool = True, backend: str = "auto"):
     if name == "local":
-        return LocalExecutor(progress=progress)
+        return LocalExecutor(progress=progress, backend=backend)
     if name == "ray":
-        return RayExecutor(address=address, progress=progress)
+        return RayExecutor(address=address, progress=progress, backend=backend)
     from characterlab.errors import InputError
 
     raise InputError(f"unknown executor {name!r}; use local or ray", field="executor")

@@ -61,10 +61,19 @@ def resolve_study(study: str | None, out: str | Path | None, resume: bool) -> tu
 
 def run_study(study: str | None = None, out: str | Path | None = None, executor: str = "local",
               address: str | None = None, resume: bool = False, progress: bool = True,
-              update: bool = False) -> StudyRun:
+              update: bool = False, backend: str = "auto") -> StudyRun:
     """``characterlab run``: a study file (or a shipped one) into its run folder."""
     spec, text, folder, base = resolve_study(study, out, resume)
-    return run_spec(spec, text, folder, base, executor=executor, address=address, progress=progress, update=update)
+    return run_spec(spec, text, folder, base, executor=executor, address=address, progress=progress, update=update,
+                    backend=backend)
+
+
+def check_backend(spec: StudySpec, backend: str) -> None:
+    """An engine that cannot run here fails before any unit does (an input error, exit 2)."""
+    from characterlab.models.backend import choose_backend
+    from characterlab.models.refs import parse_model_ref
+
+    choose_backend(parse_model_ref(spec.model, base_url=spec.base_url), backend)
 
 
 def check_run_folder(folder: Path, text: str, update: bool) -> None:
@@ -77,17 +86,20 @@ def check_run_folder(folder: Path, text: str, update: bool) -> None:
 
 
 def run_spec(spec: StudySpec, text: str, folder: Path, base: Path, executor: str = "local",
-             address: str | None = None, progress: bool = True, update: bool = False) -> StudyRun:
-    """Plan ``spec``, run what is not finished in ``folder``, write results.json and the report."""
+             address: str | None = None, progress: bool = True, update: bool = False,
+             backend: str = "auto") -> StudyRun:
+    """Plan ``spec``, run what is not finished in ``folder``, write results.json and the report.
+    ``backend`` is the generation engine of local models (``auto``: vLLM on a GPU that has it)."""
     plan = build_plan(spec, base)  # every reference and file checked before any work
+    check_backend(spec, backend)
     check_run_folder(folder, text, update)
     folder.mkdir(parents=True, exist_ok=True)
     with RunLock(folder):
-        return _run_locked(spec, text, plan, folder, base, executor, address, progress)
+        return _run_locked(spec, text, plan, folder, base, executor, address, progress, backend)
 
 
 def _run_locked(spec: StudySpec, text: str, plan: Plan, folder: Path, base: Path, executor: str,
-                address: str | None, progress: bool) -> StudyRun:
+                address: str | None, progress: bool, backend: str = "auto") -> StudyRun:
     atomic_write_text(folder / SPEC_FILE, text)
     atomic_write_text(folder / BASE_DIR_FILE, str(base.resolve()) + "\n")
     store = RunStore(folder)
@@ -96,7 +108,7 @@ def _run_locked(spec: StudySpec, text: str, plan: Plan, folder: Path, base: Path
         version = code_version()
         run_id = store.begin_run(version, executor)
         t0 = time.time()
-        execution = make_executor(executor, address=address, progress=progress).run(plan, store)
+        execution = make_executor(executor, address=address, progress=progress, backend=backend).run(plan, store)
         store.end_run(run_id, len(execution.run), len(execution.reused))
         if execution.failed or execution.skipped:
             return StudyRun(folder, spec, plan, execution, None, None)

@@ -80,24 +80,26 @@ def prepare_eval_folder(out: Path, text: str, overwrite: bool) -> None:
 
 def run_evaluation(kind: str, fields: dict, out: str | Path, model: str = "embedded", adapter: str | None = None,
                    judge: str = "offline", seed: int = 0, base_url: str | None = None,
-                   judge_base_url: str | None = None, overwrite: bool = False, progress: bool = True) -> StudyRun:
+                   judge_base_url: str | None = None, overwrite: bool = False, progress: bool = True,
+                   backend: str = "auto") -> StudyRun:
     get_evaluation(kind)  # an unknown kind fails before anything is written
     text = evaluation_study_text(kind, fields, model, adapter, judge, seed, base_url, judge_base_url)
-    return run_study_text(text, f"characterlab eval {kind}", out, overwrite, progress)
+    return run_study_text(text, f"characterlab eval {kind}", out, overwrite, progress, backend)
 
 
 def run_suite(out: str | Path, model: str = "embedded", adapter: str | None = None, judge: str = "offline",
               seed: int = 0, base_url: str | None = None, judge_base_url: str | None = None,
-              overwrite: bool = False, progress: bool = True) -> StudyRun:
+              overwrite: bool = False, progress: bool = True, backend: str = "auto") -> StudyRun:
     """``characterlab eval nem``: the paper's six misalignment evaluations and their mean."""
     from characterlab.study.headline import NEM_SUITE
 
     text = suite_study_text("eval-nem", "characterlab eval nem", [dict(e) for e in NEM_SUITE], [e["name"] for e in NEM_SUITE],
                             model, adapter, judge, seed, base_url, judge_base_url)
-    return run_study_text(text, "characterlab eval nem", out, overwrite, progress)
+    return run_study_text(text, "characterlab eval nem", out, overwrite, progress, backend)
 
 
-def run_study_text(text: str, source: str, out: str | Path, overwrite: bool, progress: bool) -> StudyRun:
+def run_study_text(text: str, source: str, out: str | Path, overwrite: bool, progress: bool,
+                   backend: str = "auto") -> StudyRun:
     """Run a study this module wrote; its scored rows go to ``samples.jsonl`` (one evaluation) or
     ``samples-<evaluation>.jsonl`` (several)."""
     spec = parse_study(text, source)
@@ -107,7 +109,7 @@ def run_study_text(text: str, source: str, out: str | Path, overwrite: bool, pro
     except InputErrors as e:  # the study is ours, not the user's: report the problems of their files and flags
         raise InputErrors([getattr(p, "inner", p) for p in e.problems]) from None
     prepare_eval_folder(out, text, overwrite)
-    run = run_spec(spec, text, out, Path.cwd(), progress=progress)
+    run = run_spec(spec, text, out, Path.cwd(), progress=progress, backend=backend)
     if run.results is not None:
         store = RunStore(out)
         try:

@@ -210,12 +210,14 @@ def _model_ref(unit: Unit, deps: dict[str, DepView]):
                            base_url=p.get("base_url"))
 
 
-def run_generate(unit: Unit, deps: dict[str, DepView], progress: bool) -> UnitOutput:
+def run_generate(unit: Unit, deps: dict[str, DepView], progress: bool, backend: str = "auto") -> UnitOutput:
     from characterlab.models.generation import load_generator
 
-    generator = load_generator(_model_ref(unit, deps), progress=progress)
-    rows = get_evaluation(unit.params["task"]).generate(unit.params, generator)
-    return UnitOutput(result={"n": len(rows)}, rows=rows)
+    evaluation = get_evaluation(unit.params["task"])
+    generator = load_generator(_model_ref(unit, deps), progress=progress, backend=backend,
+                               needs_internals=evaluation.needs_internals)
+    rows = evaluation.generate(unit.params, generator)
+    return UnitOutput(result={"n": len(rows), "backend": generator.backend}, rows=rows)
 
 
 def run_judge(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
@@ -232,25 +234,27 @@ def run_metric(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
     return UnitOutput(result=result)
 
 
-def execute_unit(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool = False) -> UnitOutput:
-    """Run ``unit`` given its finished dependencies; ``workdir`` is an empty scratch folder. The
+def execute_unit(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool = False,
+                 backend: str = "auto") -> UnitOutput:
+    """Run ``unit`` given its finished dependencies; ``workdir`` is an empty scratch folder;
+    ``backend`` is the generation engine of local models (:mod:`characterlab.models.backend`). The
     memory the unit freed goes back to the system before the next unit runs (see
     :mod:`characterlab.allocator`)."""
     from characterlab.allocator import release_freed_memory
 
     try:
-        return _execute(unit, deps, workdir, progress)
+        return _execute(unit, deps, workdir, progress, backend)
     finally:
         release_freed_memory()
 
 
-def _execute(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool) -> UnitOutput:
+def _execute(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool, backend: str) -> UnitOutput:
     if unit.kind == "data":
         return run_data(unit, deps)
     if unit.kind == "train":
         return run_train(unit, deps, workdir, progress)
     if unit.kind == "generate":
-        return run_generate(unit, deps, progress)
+        return run_generate(unit, deps, progress, backend)
     if unit.kind == "judge":
         return run_judge(unit, deps)
     if unit.kind == "metric":

@@ -126,7 +126,7 @@ def extract_persona_vector(trait_path: str | Path, out: str | Path, cfg: Extract
     ref = parse_model_ref(cfg.model)
     if ref.kind == "openai":
         raise InputError("persona vectors read a model's activations: it must be local (embedded or hf:)", field="model")
-    generator = load_generator(ref)
+    generator = load_generator(ref, backend="hf")
     cells = [(side, system, q) for pos, neg in trait.pairs for side, system in (("pos", pos), ("neg", neg))
              for q in questions]
     requests = [GenerationRequest.from_prompt(q, system=system, n=cfg.samples, seed=cfg.seed * 1_000_003 + i)
@@ -202,7 +202,7 @@ def screen_data(vector_dir: str | Path, layer: int, data: list[str | Path], mode
     vectors, meta = load_persona_vector(vector_dir)
     if not 0 <= layer < len(vectors):
         raise InputError(f"the vector has layers 0..{len(vectors) - 1}", field="layer")
-    generator = load_generator(parse_model_ref(model))
+    generator = load_generator(parse_model_ref(model), backend="hf")
     out = []
     for path in data:
         pairs = [_prompt_and_response(ex) for ex in read_chat_data(path, max_examples=n)]
