@@ -25,7 +25,7 @@ from characterlab.data.records import (
     sample_seed,
 )
 from characterlab.models.kv_cache import GrowingCache
-from characterlab.models.local import LocalModel, load_local_model, unwrap_adapter
+from characterlab.models.local import LocalModel, load_local_model, render_chat, unwrap_adapter
 
 
 DEFAULT_BATCH_TOKENS = 128 * 320  # KV-cache slots per batch: 128 rows of 320 tokens
@@ -103,13 +103,6 @@ def inverse_cdf(weights: torch.Tensor, u: torch.Tensor, block: int = 256) -> tor
     inner_cdf = padded[torch.arange(rows), b[:, 0]].double().cumsum(dim=-1) + before
     i = torch.searchsorted(inner_cdf, target, right=True).clamp_(max=block - 1)
     return (b * block + i).clamp_(max=vocab - 1)
-
-
-def render_chat(tokenizer, request: GenerationRequest) -> str:
-    """The prompt text of a chat request in the model's own template, ready for the reply.
-    Every local backend renders through this one call, so they see the same tokens."""
-    msgs = [m.to_dict() for m in request.messages]
-    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
 
 class LocalGenerator:

@@ -76,6 +76,14 @@ def load_tokenizer(path: str, padding_side: str = "left") -> Any:
     return tok
 
 
+def render_chat(tokenizer, request) -> str:
+    """The prompt text of a chat request (a :class:`~characterlab.data.records.GenerationRequest`)
+    in the model's own template, ready for the reply. Every local backend renders through this one
+    call, so they see the same tokens."""
+    msgs = [m.to_dict() for m in request.messages]
+    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+
 def _not_found_message(path: str, err: Exception) -> str:
     if Path(path).exists():
         return f"cannot load a model from {path}: {err}"

@@ -129,7 +129,7 @@ class VLLMGenerator:
         self.engine = engine if engine is not None else VLLMEngine(path, ref.adapter, progress=progress, **engine_options)
 
     def render(self, request: GenerationRequest) -> str:
-        from characterlab.models.generation import render_chat
+        from characterlab.models.local import render_chat
 
         return render_chat(self.tokenizer, request)
 
