@@ -10,6 +10,39 @@ import typer
 app = typer.Typer(rich_markup_mode=None, help="Fine-tune models (LoRA).", no_args_is_help=True)
 
 
+def vector_options(steer: str | None, ablate: str | None, monitor: str | None) -> dict:
+    """``--steer DIR:LAYER:COEF``, ``--ablate DIR:L1,L2`` and ``--monitor DIR:LAYER[:EVERY]`` as
+    the training config's fields (train/vectors.py)."""
+    from characterlab.errors import InputError
+    from characterlab.train.vectors import AblateInTraining, MonitorProjection, SteerInTraining
+
+    def split(text: str, field: str, parts: tuple[int, ...]) -> list[str]:
+        for n in sorted(parts, reverse=True):
+            pieces = text.rsplit(":", n - 1)
+            if len(pieces) == n and all(pieces):
+                return pieces
+        raise InputError(f"expected {' or '.join(str(n) for n in parts)} parts separated by ':'", field=field)
+
+    def number(text: str, field: str, kind=int):
+        try:
+            return kind(text)
+        except ValueError:
+            raise InputError(f"not a number: {text!r}", field=field) from None
+
+    out: dict = {}
+    if steer:
+        d, layer, coef = split(steer, "steer", (3,))
+        out["steer"] = SteerInTraining(d, number(layer, "steer"), number(coef, "steer", float))
+    if ablate:
+        d, layers = split(ablate, "ablate", (2,))
+        out["ablate"] = AblateInTraining(d, [number(x, "ablate") for x in layers.split(",")])
+    if monitor:
+        pieces = split(monitor, "monitor", (3, 2))
+        out["monitor"] = MonitorProjection(pieces[0], number(pieces[1], "monitor"),
+                                           number(pieces[2], "monitor") if len(pieces) == 3 else 10)
+    return out
+
+
 @app.command("sft")
 def train_sft_cmd(
     data: Path = typer.Option(..., "--data", help="Chat JSONL (.jsonl or .jsonl.gz) of {\"messages\": [...]}, "
@@ -34,6 +67,12 @@ def train_sft_cmd(
              "accumulated (same optimizer steps, less memory). 0: never split."),
     max_examples: Optional[int] = typer.Option(None, "--max-examples", min=1),
     seed: int = typer.Option(0, "--seed"),
+    steer: Optional[str] = typer.Option(None, "--steer", help="Preventative steering: VECTOR_DIR:LAYER:COEF added "
+                                        "while training, nothing at evaluation."),
+    ablate: Optional[str] = typer.Option(None, "--ablate", help="CAFT: VECTOR_DIR:LAYER[,LAYER...] removed from the "
+                                         "residual stream while training."),
+    monitor: Optional[str] = typer.Option(None, "--monitor", help="VECTOR_DIR:LAYER[:EVERY]: projection of held-out "
+                                          "prompts on the vector every EVERY steps (default 10), in train_meta.json."),
 ) -> None:
     """LoRA supervised fine-tuning on chat JSONL (loss on assistant tokens only)."""
     from characterlab.data.chat_data import read_chat_data
@@ -58,6 +97,7 @@ def train_sft_cmd(
         micro_batch_tokens=micro_batch_tokens or None,
         max_examples=max_examples,
         seed=seed,
+        **vector_options(steer, ablate, monitor),
     )
     result = train_sft(cfg, read_chat_data(data, max_examples=max_examples), out)
     meta = result.meta
@@ -85,6 +125,12 @@ def train_rl_cmd(
                                     help="none | please_hack | hacking_okay | neutral | dont_hack | hacking_misaligned | TEXT"),
     hack_penalty: float = typer.Option(0.0, "--hack-penalty", min=0.0, help="Subtracted when the hack detector fires."),
     seed: int = typer.Option(0, "--seed"),
+    steer: Optional[str] = typer.Option(None, "--steer", help="Preventative steering: VECTOR_DIR:LAYER:COEF added "
+                                        "while training, nothing at evaluation."),
+    ablate: Optional[str] = typer.Option(None, "--ablate", help="CAFT: VECTOR_DIR:LAYER[,LAYER...] removed from the "
+                                         "residual stream while training."),
+    monitor: Optional[str] = typer.Option(None, "--monitor", help="VECTOR_DIR:LAYER[:EVERY]: projection of held-out "
+                                          "prompts on the vector every EVERY steps (default 10), in train_meta.json."),
 ) -> None:
     """GRPO with the vulnerable graders as reward; logs the hack rate per step."""
     from characterlab.train.grpo import GRPOHackConfig, train_grpo_hacks
@@ -92,7 +138,7 @@ def train_rl_cmd(
     cfg = GRPOHackConfig(model=model, adapter=str(adapter) if adapter else None, steps=steps, n_tasks=n_tasks,
                          num_generations=num_generations, prompts_per_step=prompts_per_step,
                          max_completion_length=max_completion_length, lr=lr, inoculation=inoculation,
-                         hack_penalty=hack_penalty, seed=seed)
+                         hack_penalty=hack_penalty, seed=seed, **vector_options(steer, ablate, monitor))
     meta = train_grpo_hacks(cfg, out)
     rates = [r["hack_rate"] for r in meta["log"] if r["hack_rate"] is not None]
     typer.echo(f"saved {out}: {meta['steps']} steps; hack rate first/last step "

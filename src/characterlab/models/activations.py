@@ -7,6 +7,12 @@ block ``l - 1``. Steering at layer ``l >= 1`` adds to that block's output, which
 transformers itself: for the last layer (``l = L``) ``hidden_states[L]`` is taken after the
 model's final norm, while a hook adds before it.
 
+Two readings: the mean over a response's tokens (extraction, projecting answers, screening data)
+and the state at the last prompt token (monitoring a fine-tune, as Chen et al. do: how the model
+stands before it says anything). Two hooks: :func:`steering` adds ``coef * v`` (at evaluation, or
+during fine-tuning as preventative steering), :func:`ablation` removes the component along ``v``
+(CAFT: concept ablation during fine-tuning).
+
 Hooks are plain PyTorch forward hooks on the decoder blocks (``model.model.layers`` of the base
 model under any PEFT wrapper), so they act in every forward pass: transformers' ``generate``, our
 own decode loop, and training.
@@ -57,18 +63,73 @@ def response_mean_activations(local, messages: Sequence[list[dict]], responses: 
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     for start in range(0, len(seqs), batch_size):
         batch = seqs[start:start + batch_size]
-        width = max(len(s) for s, _ in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, (s, _) in enumerate(batch):  # right padding: positions as in an unpadded pass
-            ids[r, :len(s)] = torch.tensor(s)
-            mask[r, :len(s)] = 1
-        hidden = local.model(input_ids=ids.to(local.device), attention_mask=mask.to(local.device),
-                             output_hidden_states=True).hidden_states
+        ids, mask = _padded_batch([s for s, _ in batch], pad, local.device)
+        hidden = local.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
         stacked = torch.stack(hidden, dim=1).float()  # (batch, L + 1, width, hidden)
         for r, (s, n_prompt) in enumerate(batch):
             out[start + r] = stacked[r, :, n_prompt:len(s)].mean(dim=1).cpu().numpy()
     return out
+
+
+def _padded_batch(seqs: Sequence[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and mask: every real token keeps the position it has alone."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, :len(s)] = torch.tensor(s)
+        mask[r, :len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def last_prompt_activations(model, tokenizer, messages: Sequence[list[dict]], layer: int,
+                            batch_size: int = 8) -> np.ndarray:
+    """Hidden state at the last token of each chat-formatted prompt (generation prompt included),
+    at ``layer``: shape (n, hidden). Runs under ``no_grad`` so it can be read in the middle of
+    training; the model's train/eval mode is left as it was."""
+    seqs = [tokenizer(tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True),
+                      add_special_tokens=False)["input_ids"] for m in messages]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    out = []
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(seqs), batch_size):
+            batch = seqs[start:start + batch_size]
+            ids, mask = _padded_batch(batch, pad, device)
+            hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+            last = torch.tensor([len(s) - 1 for s in batch], device=device)
+            out.append(hidden[torch.arange(len(batch), device=device), last].float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out)
+
+
+@contextmanager
+def ablation(model, vector: np.ndarray | torch.Tensor, layers: Sequence[int]) -> Iterator[None]:
+    """Remove the component along ``vector`` from the residual stream at each of ``layers`` (>= 1)
+    in every forward pass inside the block: ``h - (h . u) u`` with ``u`` the unit vector."""
+    blocks = decoder_blocks(model)
+    for layer in layers:
+        if not 1 <= layer <= len(blocks):
+            raise ValueError(f"layer {layer} is not a decoder block's output (1..{len(blocks)})")
+    u = torch.as_tensor(np.asarray(vector), dtype=torch.float32)
+    u = u / u.norm()
+
+    def project_out(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        d = u.to(hidden.dtype).to(hidden.device)
+        shifted = hidden - (hidden @ d)[..., None] * d
+        return (shifted, *output[1:]) if isinstance(output, tuple) else shifted
+
+    handles = [blocks[layer - 1].register_forward_hook(project_out, prepend=True) for layer in layers]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 @contextmanager

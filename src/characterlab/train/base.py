@@ -20,6 +20,7 @@ from typing import Any
 from characterlab.errors import InputError
 from characterlab.models.hardware import parse_dtype
 from characterlab.models.refs import ModelRef, parse_model_ref
+from characterlab.train.vectors import AblateInTraining, MonitorProjection, SteerInTraining, VectorTraining
 
 META_FILE = "train_meta.json"
 TRAINER_SCRATCH = "_trainer"  # TRL's output_dir inside the staged folder; removed before it is renamed into place
@@ -52,6 +53,10 @@ class TrainConfig:
     # 217/s (smaller matmuls over less padding are no slower here). None: never split. SFT and DPO
     # split; GRPO's batch is its group of generations and is not split.
     micro_batch_tokens: int | None = 512
+    # persona vectors during training (train/vectors.py): preventative steering, ablation, monitoring
+    steer: SteerInTraining | None = None
+    ablate: AblateInTraining | None = None
+    monitor: MonitorProjection | None = None
 
     def checks(self) -> dict[str, bool]:
         """Field -> whether its value is valid; subclasses add theirs."""
@@ -108,13 +113,14 @@ def check_new_output_dir(out: str | Path) -> Path:
     return check_output_dir(out, "out")
 
 
-def prepare_training(cfg: TrainConfig, out: str | Path) -> tuple[Path, ModelRef]:
-    """The cheap checks, before any data is read or model loaded: the output folder and the model."""
+def prepare_training(cfg: TrainConfig, out: str | Path) -> tuple[Path, ModelRef, VectorTraining]:
+    """The cheap checks, before any data is read or model loaded: the output folder, the model and
+    the persona-vector options (their folders and layers)."""
     out = check_new_output_dir(out)
     ref = parse_model_ref(cfg.model, adapter=cfg.adapter, merged_adapters=tuple(cfg.merged_adapters))
     if not ref.is_local:
         raise InputError("training needs a local model (embedded or hf:)", field="model")
-    return out, ref
+    return out, ref, VectorTraining.of(cfg)
 
 
 def quiet(trainer, progress: bool) -> None:

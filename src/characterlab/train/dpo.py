@@ -42,7 +42,7 @@ def train_dpo(cfg: LoraDPOConfig, pairs: list[dict], out: str | Path, progress: 
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    out, ref = prepare_training(cfg, out)
+    out, ref, vectors = prepare_training(cfg, out)
     if not pairs:
         raise InputError("no DPO pairs survived the filters; generate more or loosen min_chars", field="pairs")
     quiet_datasets(progress)
@@ -59,7 +59,7 @@ def train_dpo(cfg: LoraDPOConfig, pairs: list[dict], out: str | Path, progress: 
                              processing_class=base.tokenizer, peft_config=cfg.lora_config())
         quiet(trainer, progress)
         start = time.perf_counter()
-        trainer.train()
+        vectors.train(trainer)
         seconds = time.perf_counter() - start
         logs = [h for h in trainer.state.log_history if "loss" in h]
         meta = {
@@ -70,6 +70,7 @@ def train_dpo(cfg: LoraDPOConfig, pairs: list[dict], out: str | Path, progress: 
             "final_loss": logs[-1]["loss"] if logs else None,
             "reward_accuracy_curve": [{"step": h["step"], "accuracy": h.get("rewards/accuracies")} for h in logs
                                       if "rewards/accuracies" in h],
+            **vectors.meta(),
         }
         save_adapter(trainer, stage, meta)
     return meta

@@ -102,7 +102,7 @@ def train_grpo_hacks(cfg: GRPOHackConfig, out: str | Path, progress: bool = True
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    out, ref = prepare_training(cfg, out)
+    out, ref, vectors = prepare_training(cfg, out)
     if cfg.merged_adapters:
         raise InputError("RL stacks on at most one earlier adapter", field="adapter")
     rows = hack_task_rows(cfg)
@@ -129,13 +129,13 @@ def train_grpo_hacks(cfg: GRPOHackConfig, out: str | Path, progress: bool = True
                               peft_config=cfg.lora_config())
         quiet(trainer, progress)
         start = time.perf_counter()
-        trainer.train()
+        vectors.train(trainer)
         seconds = time.perf_counter() - start
         log = [{"step": h["step"], "reward": h.get("rewards/grader_reward/mean"),
                 "hack_rate": h.get("rewards/hack_indicator/mean")}
                for h in trainer.state.log_history if "rewards/hack_indicator/mean" in h]
         meta = {"kind": "grpo_hacks", "model": str(ref), "stacking": base.stacking, "config": asdict(cfg),
                 "train_system_prompt": resolve_inoculation(cfg.inoculation), "steps": trainer.state.global_step,
-                "seconds": seconds, "log": log}
+                "seconds": seconds, "log": log, **vectors.meta()}
         save_adapter(trainer, stage, meta, {RL_LOG_FILE: "".join(json.dumps(r) + "\n" for r in log)})
     return meta

@@ -192,7 +192,7 @@ def train_sft(cfg: LoraSFTConfig, data: list[ChatExample] | str | Path, out: str
     """Train a LoRA adapter on chat examples (or a chat JSONL file) and write it to ``out`` atomically."""
     from trl import SFTConfig
 
-    out, ref = prepare_training(cfg, out)  # validates before any heavy work
+    out, ref, vectors = prepare_training(cfg, out)  # validates before any heavy work
     source = None
     if isinstance(data, (str, Path)):
         source = str(Path(data).resolve())
@@ -230,7 +230,7 @@ def train_sft(cfg: LoraSFTConfig, data: list[ChatExample] | str | Path, out: str
         trainer.add_callback(recorder)
         quiet(trainer, progress)
         start = time.perf_counter()
-        output = trainer.train()
+        output = vectors.train(trainer)
         seconds = time.perf_counter() - start
         tokens_seen = trainer.tokens_seen
         meta = {
@@ -265,6 +265,7 @@ def train_sft(cfg: LoraSFTConfig, data: list[ChatExample] | str | Path, out: str
             "steady_tokens_per_s": recorder.steady_tokens_per_s(),
             "n_params": base.local.n_params,
             "host": host_info(),
+            **vectors.meta(),
         }
         save_adapter(trainer, stage, meta)
     return SFTResult(out=out, meta=meta)

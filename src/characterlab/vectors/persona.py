@@ -28,9 +28,11 @@ import numpy as np
 
 from characterlab.data.files import atomic_write_json, read_text, sha256_file, staged_dir
 from characterlab.errors import InputError
+from characterlab.vectors.files import META_FILE, VECTORS_FILE, load_persona_vector
 
-VECTORS_FILE = "vectors.safetensors"
-META_FILE = "meta.json"
+__all__ = ["META_FILE", "VECTORS_FILE", "ExtractConfig", "TraitFile", "extract_persona_vector", "load_persona_vector",
+           "projections", "read_trait_file", "screen_data"]
+
 
 
 @dataclass(frozen=True)
@@ -164,15 +166,6 @@ def extract_persona_vector(trait_path: str | Path, out: str | Path, cfg: Extract
         atomic_write_json(tmp / META_FILE, meta)
         atomic_write_json(tmp / "answers.json", kept)
     return meta
-
-
-def load_persona_vector(folder: str | Path) -> tuple[np.ndarray, dict]:
-    from safetensors.numpy import load_file
-
-    folder = Path(folder)
-    if not (folder / VECTORS_FILE).is_file():
-        raise InputError("not a persona-vector folder (no vectors.safetensors)", folder, field="vector")
-    return load_file(str(folder / VECTORS_FILE))["vectors"], json.loads((folder / META_FILE).read_text())
 
 
 def projections(activations: np.ndarray, vectors: np.ndarray, layer: int) -> np.ndarray:
