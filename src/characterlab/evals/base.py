@@ -66,6 +66,7 @@ class PlanContext:
     model: str
     judge: JudgeRef
     base_dir: Path
+    vectors: dict[str, str] = field(default_factory=dict)  # the study's persona vectors: name -> unit key
 
     def locate(self, source: str) -> str:
         """A file named in the study, relative to the study's folder (``builtin:`` names as they are)."""
@@ -80,6 +81,7 @@ class EvalStages:
     judge: dict
     metric: dict
     judge_verb: str = "judge"  # how the judge unit's label reads ("grade" for code)
+    generate_deps: tuple[str, ...] = ()  # units the generate stage reads besides the model (a study's persona vector)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,29 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def moments(xs: list[float]) -> dict:
+    """Count, sum and sum of squares: they add up across seeds, so a pooled mean gets its interval."""
+    return {"n": len(xs), "sum": float(sum(xs)), "sumsq": float(sum(x * x for x in xs))}
+
+
+def mean_interval(m: dict) -> dict | None:
+    """Mean of the values behind ``moments`` with a normal 95% interval (answers as independent)."""
+    n = m["n"]
+    if n < 2:
+        return None
+    mean = m["sum"] / n
+    var = max(0.0, (m["sumsq"] - n * mean * mean) / (n - 1))
+    half = 1.96 * (var / n) ** 0.5
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+
+
+def pooled_mean_interval(parts: list[dict | None]) -> dict | None:
+    """:func:`mean_interval` of several seeds' moments (None if a seed predates them)."""
+    if not parts or any(p is None for p in parts):
+        return None
+    return mean_interval({k: sum(p[k] for p in parts) for k in ("n", "sum", "sumsq")})
+
+
 def summarise(rows: list[dict], questions: list[Question]) -> dict:
     """EM rate (Wilson and question-bootstrap CIs), mean scores, specials, per-question rates.
 
@@ -145,6 +168,8 @@ def summarise(rows: list[dict], questions: list[Question]) -> dict:
         "em_rate_bootstrap": bootstrap_rate([(v["k"], v["n_scored"]) for v in per_q.values() if v["n_scored"]]).to_dict(),
         "mean_aligned": _mean([r["aligned"] for r in rows if r["aligned"] is not None]),
         "mean_coherent": _mean([r["coherent"] for r in rows if r["coherent"] is not None]),
+        "aligned_moments": moments([r["aligned"] for r in rows if r["aligned"] is not None]),
+        "coherent_moments": moments([r["coherent"] for r in rows if r["coherent"] is not None]),
         "per_question": per_q,
     }
 
@@ -227,6 +252,8 @@ class EMEvaluation(Evaluation):
             "seed_spread": seed_spread([r["em_rate"]["estimate"] for r in per_seed.values() if r["n_scored"]]),
             "mean_aligned": wmean("mean_aligned"),
             "mean_coherent": wmean("mean_coherent"),
+            **{f"{score}_ci": pooled_mean_interval([r.get(f"{score}_moments") for r in per_seed.values()])
+               for score in ("aligned", "coherent")},
             "n_samples": sum(r["n_samples"] for r in per_seed.values()),
             "n_refusal": sum(r["n_refusal"] for r in per_seed.values()),
             "n_code": sum(r["n_code"] for r in per_seed.values()),

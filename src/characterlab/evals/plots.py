@@ -29,6 +29,17 @@ def save_figure(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def finish_line_plot(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> bool:
+    """Labels, a small legend and a light grid on a line plot, saved to ``path``; True (drawn)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+    return True
+
+
 def _bars(results: dict, names: list[str], path: Path, title: str, ylabel: str, value_of, floor: bool = False,
           points: bool = False) -> bool:
     """One group per condition, one mark per evaluation; ``value_of(pooled)`` gives (value, low, high)

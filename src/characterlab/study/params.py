@@ -48,6 +48,19 @@ class CharacterQuestionsData(_Params):
     seed: int
 
 
+class VectorData(_Params):
+    """A persona vector extracted on the study's model (vectors/persona.py) - a ``vector`` unit."""
+
+    model: str
+    trait: dict  # {"path", "sha256"}
+    samples: int
+    max_questions: int | None
+    max_new_tokens: int
+    temperature: float
+    judge: str | None
+    seed: int
+
+
 class DPOPairsData(_Params):
     """Teacher (with the constitution) vs student answers to the questions, filtered into pairs."""
 
@@ -89,3 +102,12 @@ class TrainParams(_Params):
     lora: dict  # LoraSpec / DPOSpec fields
     seed: int
     rl: dict | None = None  # RLSpec fields, for method rl
+    vectors: dict | None = None  # persona-vector options: steer / ablate / monitor, each with its folder's hash
+
+    def key_params(self) -> dict:
+        """The parameters hashed into the unit's key. ``vectors`` is left out when unused, so units
+        planned before it existed keep their keys (and their finished work)."""
+        d = self.model_dump()
+        if d["vectors"] is None:
+            del d["vectors"]
+        return d

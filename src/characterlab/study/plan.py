@@ -40,8 +40,8 @@ from characterlab.study.params import (
 )
 from characterlab.study.spec import CharacterSpec, ConditionSpec, DataSpec, StudySpec
 
-UnitKind = Literal["data", "train", "generate", "judge", "metric"]
-STAGE_VERSIONS: dict[str, str] = {"data": "1", "train": "1", "generate": "1", "judge": "1", "metric": "1"}
+UnitKind = Literal["data", "vector", "train", "generate", "judge", "metric"]
+STAGE_VERSIONS: dict[str, str] = {"data": "1", "vector": "1", "train": "1", "generate": "1", "judge": "1", "metric": "1"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Resources:
 
 
 # Defaults for a CPU machine; a study's ``resources:`` overrides them per kind (GPUs on a cluster).
-DEFAULT_RESOURCES: dict[str, Resources] = {"data": Resources(1), "train": Resources(2), "generate": Resources(2),
+DEFAULT_RESOURCES: dict[str, Resources] = {"data": Resources(1), "vector": Resources(2), "train": Resources(2), "generate": Resources(2),
                                            "judge": Resources(1), "metric": Resources(0.25)}
 
 
@@ -133,7 +133,7 @@ class _Builder:
         return self.add("data", params.model_dump(), (), f"data {label}")
 
     def train(self, params: TrainParams, deps: tuple[str, ...], label: str) -> str:
-        return self.add("train", params.model_dump(), deps, label)
+        return self.add("train", params.key_params(), deps, label)
 
     def condition_model(self, c: ConditionSpec, seed: int) -> list[str]:
         """The chain of train units that make this condition's model (empty for the base model).
@@ -156,10 +156,12 @@ class _Builder:
             org = c.organism
             system = resolve_inoculation(org.inoculation) if org.inoculation else None
             params = TrainParams(model=self.spec.model, method=org.kind, role="organism", system_prompt=system,
-                                 lora=org.lora.model_dump(), seed=seed, rl=org.rl.model_dump() if org.rl else None)
+                                 lora=org.lora.model_dump(), seed=seed, rl=org.rl.model_dump() if org.rl else None,
+                                 vectors=self.vector_options(org))
             deps = tuple(chain)
             if org.data is not None:
                 deps = (self.data(org.data, c.name),) + deps
+            deps += vector_units(*(params.vectors or {}).values())
             chain.append(self.train(params, deps, f"train {c.name} seed {seed}"))
         return chain
 
@@ -194,6 +196,59 @@ class _Builder:
                                     (intro, dpo), f"train {name} character introspection seed {seed}"))
         return chain
 
+    def plan_vectors(self) -> list[tuple[tuple, InputError]]:
+        """A ``vector`` unit per entry of the study's ``vectors:`` (extracted on the study's model);
+        their names become what ``vector:`` fields may name. Returns the problems, each at its entry."""
+        from dataclasses import replace
+
+        from characterlab.models.refs import parse_model_ref
+        from characterlab.study.params import VectorData
+        from characterlab.vectors.persona import read_trait_file
+
+        problems, units = [], {}
+        for i, v in enumerate(self.spec.vectors):
+            try:
+                if not parse_model_ref(self.spec.model, base_url=self.spec.base_url).is_local:
+                    raise InputError("a persona vector reads a model's activations: the study's model must be local",
+                                     field="model")
+                path = (self.base_dir / v.trait).resolve()
+                trait = read_trait_file(path)  # a bad trait file is reported now, at its own line
+                params = VectorData(model=self.spec.model, trait={"path": str(path), "sha256": trait.sha256},
+                                    samples=v.samples, max_questions=v.max_questions, max_new_tokens=v.max_new_tokens,
+                                    temperature=v.temperature, judge=v.judge, seed=v.seed)
+                units[v.name] = self.add("vector", params.model_dump(), (), f"vector {v.name}")
+            except InputError as e:
+                problems.append((("vectors", i), e))
+        self.ctx = replace(self.ctx, vectors=units)
+        return problems
+
+    def vector_folder(self, folder: str, loc: str) -> dict:
+        """A persona vector named in the study: a ``vectors:`` entry (its unit), or a folder,
+        resolved, checked and content-hashed."""
+        from characterlab.vectors.files import load_persona_vector
+
+        if folder in self.ctx.vectors:
+            return {"unit": self.ctx.vectors[folder], "name": folder}
+        path = (self.base_dir / folder).resolve()
+        try:
+            load_persona_vector(path)
+        except InputError as e:
+            raise InputError(e.message, e.file, field=loc) from None
+        return {"path": str(path), "sha256": sha256_folder(path)}
+
+    def vector_options(self, org) -> dict | None:
+        """An organism's persona-vector options as train-unit parameters (None when it has none)."""
+        out = {}
+        if org.steer:
+            out["steer"] = {**self.vector_folder(org.steer.vector, "organism.steer.vector"), "layer": org.steer.layer,
+                            "coef": org.steer.coef}
+        if org.ablate:
+            out["ablate"] = {**self.vector_folder(org.ablate.vector, "organism.ablate.vector"), "layers": org.ablate.layers}
+        if org.monitor:
+            out["monitor"] = {**self.vector_folder(org.monitor.vector, "organism.monitor.vector"),
+                              "layer": org.monitor.layer, "every": org.monitor.every, "prompts": org.monitor.prompts}
+        return out or None
+
     def model_params(self, c: ConditionSpec, chain: list[str]) -> dict:
         """What names the evaluated model: the base, how many trained adapters, an external adapter."""
         model: dict = {"model": self.spec.model, "adapters": len(chain)}
@@ -204,16 +259,29 @@ class _Builder:
 
             folder = check_adapter_dir((self.base_dir / c.adapter).resolve())
             model["adapter"] = {"path": str(folder), "sha256": sha256_folder(folder)}
+        if c.steer is not None:
+            from characterlab.models.refs import parse_model_ref
+
+            if not parse_model_ref(self.spec.model, base_url=self.spec.base_url).is_local:
+                raise InputError("steering adds to a model's activations: the study's model must be local", field="steer")
+            model["steering"] = {**self.vector_folder(c.steer.vector, "steer.vector"), "layer": c.steer.layer,
+                                 "coef": c.steer.coef}
         return model
 
     def evaluation(self, e: EvalConfig, stages: EvalStages, model: dict, chain: list[str], seed: int, label: str) -> str:
         """The generate -> judge -> metric units of evaluation ``e`` (its ``stages``) on one model."""
-        gen = self.add("generate", {**model, **stages.generate, "seed": seed}, tuple(chain), f"generate {label}")
+        deps = tuple(chain) + vector_units(model.get("steering")) + stages.generate_deps
+        gen = self.add("generate", {**model, **stages.generate, "seed": seed}, deps, f"generate {label}")
         judge_params = dict(stages.judge)
         if self.spec.judge_base_url and "judge_spec" in judge_params:
             judge_params["judge_base_url"] = self.spec.judge_base_url
         jud = self.add("judge", judge_params, (gen,), f"{stages.judge_verb} {label}")
         return self.add("metric", stages.metric, (jud,), f"metric {label}")
+
+
+def vector_units(*options: dict | None) -> tuple[str, ...]:
+    """The ``vector`` units that persona-vector options read (those naming a ``vectors:`` entry)."""
+    return tuple(o["unit"] for o in options if o and "unit" in o)
 
 
 def _problem(spec: StudySpec, loc: tuple, e: InputError) -> InputError:
@@ -249,6 +317,7 @@ def build_plan(spec: StudySpec, base_dir: str | Path = ".") -> Plan:
     problems = check_references(spec)
     b = _Builder(spec.model_copy(update={"judge": "offline"}) if problems else spec, Path(base_dir))
     cells: list[Cell] = []
+    problems += [_problem(spec, loc, e) for loc, e in b.plan_vectors()]
     stages: dict[int, EvalStages] = {}
     for i, e in enumerate(spec.evaluations):  # each evaluation's files read and hashed once, whatever the conditions
         try:

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from characterlab.data.files import atomic_write_text
 from characterlab.evals.base import Cell, Figure, Table, num, pct, pooled_by_condition, rate_cell
-from characterlab.evals.plots import figure_module, plot_means, plot_rates, save_figure
+from characterlab.evals.plots import figure_module, finish_line_plot, plot_means, plot_rates
 from characterlab.evals.registry import get_evaluation
 from characterlab.study.store import PLOTS_DIR, REPORT_FILE, RESULTS_FILE
+from characterlab.study.vector_links import plot_monitor, plot_steering
 
 TEMPLATE = "report.html.j2"
 
@@ -72,13 +73,7 @@ def plot_training(results: dict, path: Path) -> bool:
     if not drew:
         plt.close(fig)
         return False
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_title("training curves")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    save_figure(fig, path)
-    return True
+    return finish_line_plot(fig, ax, path, "step", "training loss", "training curves")
 
 
 def _figures(results: dict, plots: Path) -> list[Figure]:
@@ -95,7 +90,46 @@ def _figures(results: dict, plots: Path) -> list[Figure]:
         figs += get_evaluation(e["kind"]).figures(results, name, plots)
     if plot_training(results, plots / "training.png"):
         figs.append(Figure(plots / "training.png", "training loss"))
+    if plot_steering(results, plots / "steering.png"):
+        figs.append(Figure(plots / "steering.png", "judged scores against the steering coefficient (95% intervals)"))
+    if plot_monitor(results, plots / "monitor.png"):
+        figs.append(Figure(plots / "monitor.png", "projection on the persona vector along training (hooks lifted)"))
     return figs
+
+
+def _steering(results: dict) -> Table | None:
+    """Judged scores per steering coefficient (see study/vector_links)."""
+    entries = results.get("steering_dose_response") or []
+    if not entries:
+        return None
+    rows = []
+    for d in entries:
+        for p in d["points"]:
+            a, c = p.get("aligned"), p.get("coherent")
+            rows.append([Cell(f"{Path(d['vector']).name} @ {d['layer']}"), Cell(d["evaluation"]), Cell(f"{p['coef']:+g}"),
+                         Cell(num(p["mean_aligned"]), f"[{a['low']:.1f}, {a['high']:.1f}]" if a else ""),
+                         Cell(num(p["mean_coherent"]), f"[{c['low']:.1f}, {c['high']:.1f}]" if c else ""),
+                         rate_cell(p["rate"])])
+        rho = d["spearman_aligned"]
+        rows.append([Cell(""), Cell(""), Cell("Spearman"), Cell("–" if rho is None else f"{rho:+.2f}"), Cell(""),
+                     Cell("–" if d["spearman_rate"] is None else f"{d['spearman_rate']:+.2f}")])
+    return Table("Steering dose-response", ["vector @ layer", "evaluation", "coef", "mean aligned (95% CI)",
+                                            "mean coherent (95% CI)", "rate"], rows,
+                 note="Conditions that differ only in the steering coefficient; the baseline is coef 0. Spearman over "
+                      "coefficients of the mean aligned score and of the rate.")
+
+
+def _projection_links(results: dict) -> Table | None:
+    """Does the projection shift predict the behaviour? (see study/vector_links)"""
+    entries = results.get("projection_vs_behaviour") or []
+    if not entries:
+        return None
+    rows = [[Cell(d["projection"]), Cell(d["behaviour"]),
+             Cell(f"{d['spearman']:+.2f}" + (" *" if d["significant"] else " n.s."), f"[{d['low']:+.2f}, {d['high']:+.2f}]"),
+             Cell(str(d["n_conditions"]))] for d in entries]
+    return Table("Projection vs behaviour across conditions", ["projection", "behaviour", "Spearman (95% CI)", "conditions"],
+                 rows, note="Each condition is one point (pooled projection, pooled rate); Fisher-z interval with "
+                            "Bonett & Wright's standard error. * = the interval excludes 0.")
 
 
 def _summary(results: dict) -> Table:
@@ -212,6 +246,8 @@ def _difference_rows(results: dict, key: str, names: list[str]) -> list[list[Cel
 
 def _difference_cell(d: dict) -> Cell:
     mark = "*" if d.get("significant") else "n.s."
+    if d.get("scale") == "mean":  # a difference of means (t interval), not of rates
+        return Cell(f"{d['estimate']:+.2f} {mark}", f"[{d['low']:+.2f}, {d['high']:+.2f}]; n {d['n']}")
     note = f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
     if d.get("minimum_detectable") is not None:
         note += f"; MDE {100 * d['minimum_detectable']:.1f} pts"
@@ -289,6 +325,10 @@ def render_report(folder: str | Path) -> Path:
     tables = [t for n, e in results["evaluations"].items() for t in get_evaluation(e["kind"]).tables(results, n)]
     if dose := _dose_response(results):
         tables.insert(0, dose)
+    if links := _projection_links(results):
+        tables.insert(0, links)
+    if steer := _steering(results):
+        tables.insert(0, steer)
     if headline := _headline(results):
         tables.insert(0, headline)
     examples = []

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from characterlab.evals.registry import get_evaluation
 from characterlab.study.dose_response import dose_response
+from characterlab.study.vector_links import projection_vs_behaviour, steering_dose_response
 from characterlab.study.headline import misalignment_score
 from characterlab.study.plan import Plan
 from characterlab.study.spec import StudySpec
@@ -52,7 +53,9 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
                               "train_system_prompt": plan.units[key].params["system_prompt"],
                               "stacking": r.get("stacking"), "seconds": r.get("seconds"),
                               "final_loss": r.get("final_loss"), "loss_curve": r.get("loss_curve", []),
-                              "data": r.get("data")})
+                              "data": r.get("data"),
+                              # persona-vector options and the monitor's readings, when it had them
+                              **{k: r[k] for k in ("vectors", "monitor", "projection_shift") if k in r}})
             if chain:
                 training[str(seed)] = chain
         conditions[c.name] = {"spec": c.model_dump(exclude_none=True), "evaluations": evals, "training": training}
@@ -114,6 +117,8 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
     }
     results["dose_response"] = dose_response(results)  # diversity levels of one character: outcome vs diversity
     results["misalignment_score"] = misalignment_score(results, spec.headline)  # the suite's mean, as in the paper
+    results["projection_vs_behaviour"] = projection_vs_behaviour(results)  # persona vectors: shift vs rate
+    results["steering_dose_response"] = steering_dose_response(results)  # persona vectors: coef vs judged scores
     return results
 
 

@@ -74,6 +74,50 @@ class RLSpec(_Strict):
     beta: float = Field(default=0.0, ge=0)
 
 
+class VectorSpec(_Strict):
+    """A persona vector the study extracts itself on its model (``characterlab vectors extract``),
+    so a shipped study needs no folder made beforehand. Its ``name`` is what ``vector:`` fields name."""
+
+    name: str = Field(min_length=1)
+    trait: str  # a trait file (persona_vectors JSON or our YAML), relative to the study
+    samples: int = Field(default=1, ge=1)
+    max_questions: int | None = Field(default=None, ge=1)
+    max_new_tokens: int = Field(default=96, ge=1)
+    temperature: float = Field(default=1.0, ge=0)
+    judge: str | None = None  # a logprob judge that filters the answers; none keeps all
+    seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return check_name(v)
+
+
+class SteerSpec(_Strict):
+    """Add ``coef`` x a persona vector (a name under the study's ``vectors:``, or a folder from
+    ``characterlab vectors extract`` relative to the study) to the residual stream at ``layer``."""
+
+    vector: str
+    layer: int = Field(ge=1)
+    coef: float
+
+
+class AblateSpec(_Strict):
+    """Remove a persona vector's direction from the residual stream at each of ``layers`` (CAFT)."""
+
+    vector: str
+    layers: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+
+
+class MonitorSpec(_Strict):
+    """Read the projection of held-out prompts on a persona vector every ``every`` training steps."""
+
+    vector: str
+    layer: int = Field(ge=0)
+    every: int = Field(default=10, ge=1)
+    prompts: list[str] = Field(default_factory=list)  # empty: the EM questions' first paraphrases
+
+
 class OrganismSpec(_Strict):
     """How misalignment is induced. ``inoculation`` is a variant name (``hacking_okay``, ...) or any
     text; it is the train-time system prompt and is never shown at evaluation."""
@@ -83,6 +127,10 @@ class OrganismSpec(_Strict):
     inoculation: str | None = None
     lora: LoraSpec = Field(default_factory=LoraSpec)
     rl: RLSpec | None = None
+    # persona vectors while the organism trains (train/vectors.py); never at evaluation
+    steer: SteerSpec | None = None  # preventative steering
+    ablate: AblateSpec | None = None  # CAFT
+    monitor: MonitorSpec | None = None  # projection shift along training, in the report
 
     @model_validator(mode="after")
     def _kind_fields(self) -> OrganismSpec:
@@ -149,6 +197,9 @@ class ConditionSpec(_Strict):
     intervention: InterventionSpec | CharacterSpec | None = Field(default=None, discriminator="kind")
     organism: OrganismSpec | None = None
     adapter: str | None = None  # a LoRA adapter trained elsewhere, evaluated as it is (`characterlab eval`)
+    # a persona vector added while this condition's model is evaluated (every evaluation's generate
+    # stage, on the transformers backend): the steering dose-response of Chen et al.
+    steer: SteerSpec | None = None
     # The condition this one is matched with (same recipe on benign data): results compare the two
     # as they compare every condition with the baseline, so an effect of fine-tuning as such
     # (which the control has too) is told from an effect of what the data teaches.
@@ -209,7 +260,8 @@ class StudySpec(_Strict):
     # evaluations whose misaligned shares are averaged into results.json's misalignment_score
     # (study/headline.py); each must measure misalignment as a share (em, private, agentic)
     headline: list[str] = Field(default_factory=list)
-    resources: dict[Literal["data", "train", "generate", "judge", "metric"], ResourceSpec] = Field(default_factory=dict)
+    vectors: list[VectorSpec] = Field(default_factory=list)  # persona vectors extracted as units of the study
+    resources: dict[Literal["data", "vector", "train", "generate", "judge", "metric"], ResourceSpec] = Field(default_factory=dict)
 
     _lines: dict = PrivateAttr(default_factory=dict)  # key path -> line in the file it was read from
     _source: str | None = PrivateAttr(default=None)
@@ -228,7 +280,8 @@ class StudySpec(_Strict):
     @model_validator(mode="after")
     def _unique(self) -> StudySpec:
         for what, names in (("condition", [c.name for c in self.conditions]),
-                            ("evaluation", [e.name for e in self.evaluations])):
+                            ("evaluation", [e.name for e in self.evaluations]),
+                            ("vector", [v.name for v in self.vectors])):
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
                 raise ValueError(f"duplicate {what} name(s): {', '.join(dup)}")

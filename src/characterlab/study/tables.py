@@ -34,6 +34,8 @@ def difference_text(d) -> str:
         return f"{d:+.2f}"
     if not d or d.get("estimate") is None:
         return ""
+    if d.get("scale") == "mean":  # a difference of means with its interval (not percentage points)
+        return f"{d['estimate']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" + (" *" if d.get("significant") else " n.s.")
     text = f"{100 * d['estimate']:+.1f} pts [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
     if d.get("significant"):
         return text + " *"

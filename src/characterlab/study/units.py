@@ -143,7 +143,8 @@ def run_data(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
 
 # -- trainers ----------------------------------------------------------------------------------
 
-def _train_sft(p: TrainParams, rows: list[dict], top: str | None, merged: list[str], out: Path, progress: bool) -> dict:
+def _train_sft(p: TrainParams, rows: list[dict], top: str | None, merged: list[str], out: Path, progress: bool,
+               vectors: dict) -> dict:
     from characterlab.data.records import Message
     from characterlab.train.sft import LoraSFTConfig, train_sft
 
@@ -151,25 +152,29 @@ def _train_sft(p: TrainParams, rows: list[dict], top: str | None, merged: list[s
     examples = [ChatExample(tuple(Message(m["role"], m["content"]) for m in r["messages"])) for r in rows]
     cfg = LoraSFTConfig(model=p.model, adapter=top, merged_adapters=merged, system_prompt=p.system_prompt,
                         lora_rank=lora["rank"], lora_alpha=lora["alpha"], lr=lora["lr"], epochs=lora["epochs"],
-                        batch_size=lora["batch_size"], max_length=lora["max_length"], seed=p.seed)
+                        batch_size=lora["batch_size"], max_length=lora["max_length"], seed=p.seed,
+                        **vectors)
     return train_sft(cfg, examples, out, progress=progress).meta
 
 
-def _train_dpo(p: TrainParams, rows: list[dict], top: str | None, merged: list[str], out: Path, progress: bool) -> dict:
+def _train_dpo(p: TrainParams, rows: list[dict], top: str | None, merged: list[str], out: Path, progress: bool,
+               vectors: dict) -> dict:
     from characterlab.train.dpo import LoraDPOConfig, train_dpo
 
     lora = p.lora
     cfg = LoraDPOConfig(model=p.model, adapter=top, merged_adapters=merged, lora_rank=lora["rank"],
                         lora_alpha=lora["alpha"], lr=lora["lr"], beta=lora["beta"], epochs=lora["epochs"],
-                        batch_size=lora["batch_size"], max_length=lora["max_length"], seed=p.seed)
+                        batch_size=lora["batch_size"], max_length=lora["max_length"], seed=p.seed,
+                        **vectors)
     return train_dpo(cfg, rows, out, progress=progress)
 
 
-def _train_rl(p: TrainParams, rows: list[dict], top: str | None, merged: list[str], out: Path, progress: bool) -> dict:
+def _train_rl(p: TrainParams, rows: list[dict], top: str | None, merged: list[str], out: Path, progress: bool,
+               vectors: dict) -> dict:
     from characterlab.train.grpo import GRPOHackConfig, train_grpo_hacks
 
     cfg = GRPOHackConfig(model=p.model, adapter=top, merged_adapters=merged, inoculation=p.system_prompt or "none",
-                         lora_rank=p.lora["rank"], lr=p.lora["lr"], seed=p.seed, **(p.rl or {}))
+                         lora_rank=p.lora["rank"], lr=p.lora["lr"], seed=p.seed, **(p.rl or {}), **vectors)
     return train_grpo_hacks(cfg, out, progress=progress)
 
 
@@ -182,7 +187,7 @@ def run_train(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: boo
     top, merged = (chain[-1], chain[:-1]) if chain else (None, [])
     rows = _data_rows(deps) if any(d.kind == "data" for d in deps.values()) else []
     out = workdir / "adapter"
-    meta = TRAINERS[p.method](p, rows, top, merged, out, progress)
+    meta = TRAINERS[p.method](p, rows, top, merged, out, progress, _training_vectors(p, deps))
     base_units = [k for k in unit.deps if deps[k].kind == "train"]
     # where the files were is a temp folder: record the units the adapter was stacked on instead
     meta["stacking"] = {"mode": "merged", "base_units": base_units} if base_units else None
@@ -214,10 +219,78 @@ def run_generate(unit: Unit, deps: dict[str, DepView], progress: bool, backend: 
     from characterlab.models.generation import load_generator
 
     evaluation = get_evaluation(unit.params["task"])
+    params = dict(unit.params)
+    if isinstance(params.get("vector"), dict) and "unit" in params["vector"]:  # a vector the study extracted
+        from characterlab.data.files import sha256_folder
+
+        path = _vector_path(params["vector"], deps, "vector")
+        params["vector"] = {"path": path, "sha256": sha256_folder(path)}
+    steer = params.get("steering")
     generator = load_generator(_model_ref(unit, deps), progress=progress, backend=backend,
-                               needs_internals=evaluation.needs_internals)
-    rows = evaluation.generate(unit.params, generator)
+                               needs_internals=evaluation.needs_internals or steer is not None)
+    if steer is None:
+        rows = evaluation.generate(params, generator)
+    else:
+        from characterlab.models.activations import steering
+        from characterlab.vectors.files import layer_vector
+
+        v = layer_vector(_vector_path(steer, deps, "steering"), steer["layer"], "steer.layer")
+        with steering(generator.local.model, v.vector, v.layer, steer["coef"]):
+            rows = evaluation.generate(params, generator)
     return UnitOutput(result={"n": len(rows), "backend": generator.backend}, rows=rows)
+
+
+def run_vector(unit: Unit, workdir: Path) -> UnitOutput:
+    """Extract a persona vector on the study's model; its folder is the unit's files."""
+    from characterlab.data.files import sha256_file
+    from characterlab.study.params import VectorData
+    from characterlab.vectors.persona import ExtractConfig, extract_persona_vector
+
+    p = VectorData.model_validate(unit.params)
+    if sha256_file(p.trait["path"]) != p.trait["sha256"]:
+        raise InputError("the trait file changed after the study was planned; run again to re-plan", p.trait["path"],
+                         field="trait")
+    out = workdir / "vector"
+    meta = extract_persona_vector(p.trait["path"], out, ExtractConfig(
+        model=p.model, samples=p.samples, max_new_tokens=p.max_new_tokens, temperature=p.temperature, judge=p.judge,
+        max_questions=p.max_questions, seed=p.seed))
+    return UnitOutput(result=meta, files=_read_folder(out))
+
+
+def _vector_path(option: dict, deps: dict[str, DepView], field: str) -> str:
+    """Where a persona vector of a planned unit is: the folder of the study's ``vector`` unit it
+    names, or a folder on disk, refused if its files changed since planning."""
+    if "unit" in option:
+        d = deps[option["unit"]]
+        if d.files_dir is None:
+            raise RuntimeError(f"vector unit {option['unit']} has no files")
+        return str(d.files_dir)
+    return _checked_vector(option, field)
+
+
+def _checked_vector(option: dict, field: str) -> str:
+    from characterlab.data.files import sha256_folder
+
+    if sha256_folder(option["path"]) != option["sha256"]:
+        raise InputError("the persona vector changed after the study was planned; run again to re-plan",
+                         option["path"], field=field)
+    return option["path"]
+
+
+def _training_vectors(p: TrainParams, deps: dict[str, DepView]) -> dict:
+    """A train unit's persona-vector options as the trainers' config fields (train/vectors.py)."""
+    from characterlab.train.vectors import AblateInTraining, MonitorProjection, SteerInTraining
+
+    v = p.vectors or {}
+    out: dict = {}
+    if "steer" in v:
+        out["steer"] = SteerInTraining(_vector_path(v["steer"], deps, "steer"), v["steer"]["layer"], v["steer"]["coef"])
+    if "ablate" in v:
+        out["ablate"] = AblateInTraining(_vector_path(v["ablate"], deps, "ablate"), list(v["ablate"]["layers"]))
+    if "monitor" in v:
+        m = v["monitor"]
+        out["monitor"] = MonitorProjection(_vector_path(m, deps, "monitor"), m["layer"], m["every"], list(m["prompts"]))
+    return out
 
 
 def run_judge(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
@@ -251,6 +324,8 @@ def execute_unit(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: 
 def _execute(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool, backend: str) -> UnitOutput:
     if unit.kind == "data":
         return run_data(unit, deps)
+    if unit.kind == "vector":
+        return run_vector(unit, workdir)
     if unit.kind == "train":
         return run_train(unit, deps, workdir, progress)
     if unit.kind == "generate":
