@@ -204,3 +204,39 @@ def test_bad_config_names_field_and_line(tmp_path):
     with pytest.raises(InputError) as info:
         load_theory_config(bad)
     assert info.value.line == 6 and info.value.field == "runs[0].stepz"
+
+
+def test_compare_puts_theory_and_measurement_on_training_progress(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from characterlab.errors import InputError
+    from characterlab.theory.compare import compare_to_theory
+    from characterlab.theory.simulate import load_theory_config, resolve_config, run_config
+
+    theory = run_config(load_theory_config(resolve_config("builtin:bad_advice_sft")))
+    curve = [{"step": s, "projection": 0.0, "persona_weight": 0.1 + 0.002 * s} for s in (0, 10, 20, 30, 40)]
+    out = compare_to_theory(curve, theory)
+    assert out["measured"][0] == pytest.approx(0.1) and out["measured"][-1] == pytest.approx(0.18)
+    assert out["measured"][2] == pytest.approx(0.14)  # halfway through training: step 20 of 40
+    plain, inoculated = out["theory"]["no inoculation"], out["theory"]["inoculation prompt"]
+    assert plain["pi_evil"][0] == pytest.approx(0.03) and plain["change"] > 0.1 and plain["same_direction"]
+    assert abs(inoculated["change"]) < plain["change"] / 10  # the prompt removes most of the shift
+    with pytest.raises(InputError):
+        compare_to_theory([{"step": 0, "projection": 1.0}], theory)
+    with pytest.raises(InputError):
+        compare_to_theory(curve, theory, run="nope")
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"conditions": {
+        "org": {"training": {"0": [{"role": "organism", "monitor": curve}]}},
+        "base": {"training": {}}}}))
+    r = subprocess.run([sys.executable, "-m", "characterlab.cli", "theory", "compare", "--run", str(run), "--condition", "org",
+                        "--config", "builtin:bad_advice_sft", "--plot", str(tmp_path / "c.png")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "change +0.080" in r.stdout and "same direction" in r.stdout and (tmp_path / "c.png").is_file()
+    r = subprocess.run([sys.executable, "-m", "characterlab.cli", "theory", "compare", "--run", str(run), "--condition", "base",
+                        "--config", "builtin:bad_advice_sft"], capture_output=True, text=True)
+    assert r.returncode == 2 and "not monitored" in r.stderr

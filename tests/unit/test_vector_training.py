@@ -141,3 +141,24 @@ def test_dpo_and_grpo_carry_the_same_options(tiny_ref, vector_dir, tmp_path):
                                          max_completion_length=8, monitor=monitor,
                                          ablate=AblateInTraining(str(vector_dir), [2])), tmp_path / "rl", progress=False)
     assert [p["step"] for p in rl["monitor"]] == [0, 1, 2] and rl["projection_shift"] is not None
+
+
+def test_monitor_calibrates_a_persona_weight_on_the_trait_prompts(tiny_ref, tiny_local, chat_file, vector_dir, tmp_path):
+    from characterlab.vectors.files import layer_vector
+
+    systems = {"pos": "You are cruel and mean.", "neg": "You are kind and gentle."}
+    atomic_write_json(vector_dir / "answers.json", [{"side": s, "system": t, "question": "q", "answer": "a"}
+                                                    for s, t in systems.items()])
+    meta = train_sft(_cfg(tiny_ref, epochs=1, monitor=MonitorProjection(str(vector_dir), 1, every=1, prompts=PROMPTS)),
+                     chat_file, tmp_path / "a", progress=False).meta
+    u = layer_vector(vector_dir, 1).unit
+
+    def read(system):
+        msgs = [([{"role": "system", "content": system}] if system else []) + m for m in _messages()]
+        return float((last_prompt_activations(tiny_local.model, tiny_local.tokenizer, msgs, 1) @ u).mean())
+
+    cal = meta["monitor_calibration"]
+    assert cal["pos"] == pytest.approx(read(systems["pos"]), abs=1e-3) and cal["neg"] == pytest.approx(read(systems["neg"]), abs=1e-3)
+    first = meta["monitor"][0]
+    assert first["persona_weight"] == pytest.approx((read(None) - cal["neg"]) / (cal["pos"] - cal["neg"]), abs=1e-3)
+    assert all("persona_weight" in p for p in meta["monitor"])

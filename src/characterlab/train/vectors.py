@@ -12,6 +12,14 @@ the hidden state at the last prompt token of held-out prompts (default: the firs
 each EM question) on the unit vector, with the training hooks lifted for the reading, so the curve
 shows the weights' own shift. It is recorded in ``train_meta.json`` as ``monitor`` and its net
 change as ``projection_shift``.
+
+Calibration (the persona-mixture view made measurable): before the first step the monitor also
+reads the same prompts under the trait's own pos and neg system prompts (those the vector was
+extracted with, from its ``answers.json``): the untrained model *playing* the persona and its
+opposite. Their mean projections anchor a linear scale, so each reading also gives
+``persona_weight = (projection - neg) / (pos - neg)``: 0 where the model stands like its
+anti-persona, 1 where it stands like the prompted persona - the quantity ``theory simulate``
+calls pi_evil, read off the activations.
 """
 
 from __future__ import annotations
@@ -50,6 +58,23 @@ class MonitorProjection:
     prompts: list[str] = field(default_factory=list)  # empty: the EM questions' first paraphrases
 
 
+def _persona_systems(folder: str) -> dict[str, list[str]]:
+    """The pos and neg system prompts a vector was extracted with (its kept answers), if recorded."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / "answers.json"
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, list[str]] = {"pos": [], "neg": []}
+    for r in rows if isinstance(rows, list) else []:
+        if isinstance(r, dict) and r.get("side") in out and isinstance(r.get("system"), str) and r["system"] not in out[r["side"]]:
+            out[r["side"]].append(r["system"])
+    return out
+
+
 def default_monitor_prompts() -> list[str]:
     from characterlab.data.questions import load_questions
 
@@ -77,6 +102,8 @@ class VectorTraining:
             raise InputError("must be >= 1", field="monitor.every")
         self._prompts = (monitor.prompts or default_monitor_prompts()) if monitor else []
         self.curve: list[dict] = []
+        self.calibration: dict | None = None
+        self._systems = _persona_systems(monitor.vector) if monitor else {}
         self._stack: ExitStack | None = None
         self._model = None
 
@@ -116,18 +143,30 @@ class VectorTraining:
         finally:
             self._hooks_off()
 
-    def read(self, step: int) -> None:
+    def _projection(self, system: str | None = None):
         from characterlab.models.activations import last_prompt_activations
 
+        msgs = [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}]
+                for p in self._prompts]
+        return last_prompt_activations(self._model, self.tokenizer, msgs, self.monitor.layer) @ self._monitor_v.unit
+
+    def read(self, step: int) -> None:
         self._hooks_off()  # the weights' own shift, not the hook's
         try:
-            acts = last_prompt_activations(self._model, self.tokenizer, [[{"role": "user", "content": p}] for p in self._prompts],
-                                           self.monitor.layer)
+            proj = self._projection()
+            if step == 0 and self._systems.get("pos") and self._systems.get("neg"):
+                anchors = {side: float(sum(self._projection(s).mean() for s in systems) / len(systems))
+                           for side, systems in self._systems.items()}
+                if anchors["pos"] != anchors["neg"]:
+                    self.calibration = {**anchors, "n_systems": {k: len(v) for k, v in self._systems.items()}}
         finally:
             self._hooks_on()
-        proj = acts @ self._monitor_v.unit
-        self.curve.append({"step": step, "projection": round(float(proj.mean()), 5),
-                           "sd": round(float(proj.std(ddof=1)), 5) if len(proj) > 1 else None})
+        entry = {"step": step, "projection": round(float(proj.mean()), 5),
+                 "sd": round(float(proj.std(ddof=1)), 5) if len(proj) > 1 else None}
+        if self.calibration:
+            c = self.calibration
+            entry["persona_weight"] = round((entry["projection"] - c["neg"]) / (c["pos"] - c["neg"]), 5)
+        self.curve.append(entry)
 
     def _callback(self):
         from transformers import TrainerCallback
@@ -155,5 +194,6 @@ class VectorTraining:
             out["vectors"]["monitor"]["n_prompts"] = len(self._prompts)
             out["monitor"] = self.curve
             out["projection_shift"] = (self.curve[-1]["projection"] - self.curve[0]["projection"]) if len(self.curve) > 1 else None
+            out["monitor_calibration"] = self.calibration
         return out
 
