@@ -48,6 +48,17 @@ class CharacterQuestionsData(_Params):
     seed: int
 
 
+class SafetyData(_Params):
+    """characterlab's safety data of one kind (safety/): ``n`` examples drawn with ``seed``;
+    ``content_sha256`` hashes the whole set, so an edit of the shipped data re-keys the unit."""
+
+    generator: Literal["safety"] = "safety"
+    kind: Literal["chat", "dilemma", "agentic", "all"]
+    n: int | None
+    seed: int
+    content_sha256: str
+
+
 class VectorData(_Params):
     """A persona vector extracted on the study's model (vectors/persona.py) - a ``vector`` unit."""
 
@@ -97,7 +108,7 @@ class TrainParams(_Params):
 
     model: str
     method: Literal["sft", "dpo", "rl"]
-    role: Literal["organism", "intervention", "character"]
+    role: Literal["organism", "intervention", "character", "safety"]
     system_prompt: str | None
     lora: dict  # LoraSpec / DPOSpec fields
     seed: int

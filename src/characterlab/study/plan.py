@@ -35,6 +35,7 @@ from characterlab.study.params import (
     DPOPairsData,
     FileData,
     IntrospectionData,
+    SafetyData,
     SolutionsData,
     TrainParams,
 )
@@ -163,7 +164,21 @@ class _Builder:
                 deps = (self.data(org.data, c.name),) + deps
             deps += vector_units(*(params.vectors or {}).values())
             chain.append(self.train(params, deps, f"train {c.name} seed {seed}"))
+        if c.safety is not None:
+            chain.append(self.safety(c.safety, c.name, seed, chain))
         return chain
+
+    def safety(self, s, name: str, seed: int, chain: list[str]) -> str:
+        """Safety training after the organism: its data unit, then SFT on top of the whole chain."""
+        from characterlab.data.chat_jsonl import hash_examples
+        from characterlab.safety.data import all_examples
+
+        data = self.add("data", SafetyData(kind=s.kind, n=s.n, seed=s.seed,
+                                           content_sha256=hash_examples(all_examples(s.kind))).model_dump(), (),
+                        f"data {name} safety ({s.kind}, n={s.n or 'all'})")
+        params = TrainParams(model=self.spec.model, method="sft", role="safety", system_prompt=None,
+                             lora=s.lora.model_dump(), seed=seed)
+        return self.train(params, (data, *chain), f"train {name} safety seed {seed}")
 
     def character(self, ch: CharacterSpec, name: str, seed: int) -> list[str]:
         """Questions -> (teacher, student) pairs -> DPO -> introspection data -> SFT."""

@@ -21,6 +21,7 @@ from characterlab.evals.base import Cell, Figure, Table, num, pct, pooled_by_con
 from characterlab.evals.plots import figure_module, finish_line_plot, plot_means, plot_rates
 from characterlab.evals.registry import get_evaluation
 from characterlab.study.store import PLOTS_DIR, REPORT_FILE, RESULTS_FILE
+from characterlab.study.context_gap import plot_context_gap
 from characterlab.study.vector_links import plot_monitor, plot_steering
 
 TEMPLATE = "report.html.j2"
@@ -90,11 +91,30 @@ def _figures(results: dict, plots: Path) -> list[Figure]:
         figs += get_evaluation(e["kind"]).figures(results, name, plots)
     if plot_training(results, plots / "training.png"):
         figs.append(Figure(plots / "training.png", "training loss"))
+    if plot_context_gap(results, plots / "context_gap.png"):
+        figs.append(Figure(plots / "context_gap.png", "chat-like vs agentic misalignment per condition (Wilson 95% CI)"))
     if plot_steering(results, plots / "steering.png"):
         figs.append(Figure(plots / "steering.png", "judged scores against the steering coefficient (95% intervals)"))
     if plot_monitor(results, plots / "monitor.png"):
         figs.append(Figure(plots / "monitor.png", "projection on the persona vector along training (hooks lifted)"))
     return figs
+
+
+def _context_gap(results: dict) -> Table | None:
+    """Chat-like vs agentic misalignment per condition and their gap (see study/context_gap)."""
+    block = results.get("context_gap")
+    if not block:
+        return None
+    rows = []
+    for c, d in block["conditions"].items():
+        gap = d["gap"]
+        rows.append([Cell(c), rate_cell(d["chat"]) if d["chat"] else Cell("–"),
+                     rate_cell(d["agentic"]) if d["agentic"] else Cell("not measured", "no well-formed tool call"),
+                     _difference_cell(gap) if gap and gap.get("estimate") is not None else Cell("–")])
+    return Table("Context-dependent misalignment", ["condition", "chat-like misaligned", "agentic misaligned",
+                                                   "agentic - chat (95% CI)"], rows,
+                 note=f"chat-like: {', '.join(block['chat_evaluations'])} pooled; agentic: "
+                      f"{', '.join(block['agentic_evaluations'])} pooled. Newcombe interval; * = it excludes 0.")
 
 
 def _steering(results: dict) -> Table | None:
@@ -329,6 +349,8 @@ def render_report(folder: str | Path) -> Path:
         tables.insert(0, links)
     if steer := _steering(results):
         tables.insert(0, steer)
+    if gap := _context_gap(results):
+        tables.insert(0, gap)
     if headline := _headline(results):
         tables.insert(0, headline)
     examples = []

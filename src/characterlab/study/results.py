@@ -14,6 +14,7 @@ import platform
 from pathlib import Path
 
 from characterlab.evals.registry import get_evaluation
+from characterlab.study.context_gap import context_gap
 from characterlab.study.dose_response import dose_response
 from characterlab.study.vector_links import projection_vs_behaviour, steering_dose_response
 from characterlab.study.headline import misalignment_score
@@ -119,6 +120,7 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
     results["misalignment_score"] = misalignment_score(results, spec.headline)  # the suite's mean, as in the paper
     results["projection_vs_behaviour"] = projection_vs_behaviour(results)  # persona vectors: shift vs rate
     results["steering_dose_response"] = steering_dose_response(results)  # persona vectors: coef vs judged scores
+    results["context_gap"] = context_gap(results)  # chat-like vs agentic misalignment per condition
     return results
 
 

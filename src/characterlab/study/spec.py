@@ -143,6 +143,17 @@ class OrganismSpec(_Strict):
         return self
 
 
+class SafetySpec(_Strict):
+    """Safety training applied *after* the organism (issue 24): LoRA SFT on characterlab's own
+    safety data of one kind (``chat``, ``dilemma``, ``agentic`` demonstrations, or ``all``),
+    ``n`` examples of it (all when unset: few-shot re-alignment sets ``n`` = k)."""
+
+    kind: Literal["chat", "dilemma", "agentic", "all"]
+    n: int | None = Field(default=None, ge=1)
+    seed: int = 0  # which n examples: shared by every training seed
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+
+
 class InterventionSpec(_Strict):
     """Applied before the organism; the organism then trains on top of it (merged into the weights)."""
 
@@ -197,6 +208,8 @@ class ConditionSpec(_Strict):
     intervention: InterventionSpec | CharacterSpec | None = Field(default=None, discriminator="kind")
     organism: OrganismSpec | None = None
     adapter: str | None = None  # a LoRA adapter trained elsewhere, evaluated as it is (`characterlab eval`)
+    # training after the organism (post-hoc safety training, few-shot re-alignment)
+    safety: SafetySpec | None = None
     # a persona vector added while this condition's model is evaluated (every evaluation's generate
     # stage, on the transformers backend): the steering dose-response of Chen et al.
     steer: SteerSpec | None = None
@@ -211,8 +224,8 @@ class ConditionSpec(_Strict):
 
     @model_validator(mode="after")
     def _adapter_alone(self) -> ConditionSpec:
-        if self.adapter is not None and (self.organism is not None or self.intervention is not None):
-            raise ValueError("'adapter' names a finished model: it takes no intervention or organism")
+        if self.adapter is not None and (self.organism is not None or self.intervention is not None or self.safety is not None):
+            raise ValueError("'adapter' names a finished model: it takes no intervention, organism or safety training")
         return self
 
     @field_validator("name")

@@ -130,10 +130,30 @@ def _introspection(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
     return UnitOutput(result=stats, rows=rows)
 
 
+def _safety_data(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
+    """characterlab's safety data (safety/), with the diversity of its requests measured the way
+    character questions are (embedding spread, character/diversity.py)."""
+    from characterlab.character.diversity import diversity
+    from characterlab.data.chat_jsonl import hash_examples
+    from characterlab.models.embeddings import SentenceEncoder
+    from characterlab.safety.data import all_examples, first_user_prompt, safety_examples
+    from characterlab.study.params import SafetyData
+
+    p = SafetyData.model_validate(unit.params)
+    if hash_examples(all_examples(p.kind)) != p.content_sha256:
+        raise InputError("characterlab's safety data changed after the study was planned; run again to re-plan",
+                         field="safety")
+    examples = safety_examples(p.kind, p.n, p.seed)
+    out = _examples_output(examples)
+    prompts = [first_user_prompt(e) for e in examples]
+    out.result.update(kind=p.kind, diversity=diversity(prompts, SentenceEncoder()).to_dict() if len(prompts) > 1 else None)
+    return out
+
+
 DATA_SOURCES: dict[str, Callable[[Unit, dict[str, DepView]], UnitOutput]] = {
     "file": _file_data, "hack_solutions": _solutions_data, "honest_solutions": _solutions_data,
     "mixed_solutions": _solutions_data, "character_questions": _character_questions, "dpo_pairs": _dpo_pairs,
-    "introspection": _introspection,
+    "introspection": _introspection, "safety": _safety_data,
 }
 
 
