@@ -88,6 +88,21 @@ def test_shipped_studies_parse_and_plan():
 @pytest.mark.shared
 @pytest.mark.skipif(not (Path(__file__).resolve().parents[3] / "shared" / "data" / "narrow").is_dir(),
                     reason="../shared/data not present")
+@pytest.mark.parametrize("name,kinds", [
+    ("nem", {"train": 2}), ("organisms", {"vector": 1}), ("vectors", {"vector": 1, "train": 3}),
+    ("mitigations", {"train": 8, "data": 8}), ("hack_penalty", {"train": 4})])
+def test_shipped_studies_on_public_data_plan(name, kinds, monkeypatch):
+    """Every shipped study that reads ../shared/data plans from the checkout's parent folder."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # data paths are relative to a checkout beside shared/
+    spec, _ = load_study(f"builtin:{name}")
+    plan = build_plan(spec)
+    counts = {k: sum(u.kind == k for u in plan.units.values()) for k in kinds}
+    assert counts == kinds
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[3] / "shared" / "data" / "narrow").is_dir(),
+                    reason="../shared/data not present")
 @pytest.mark.parametrize("name", ["diversity", "diversity_gpu"])
 def test_diversity_studies_share_character_units_and_measure_the_trait_apart(name, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[2])  # data paths are relative to a checkout beside shared/
