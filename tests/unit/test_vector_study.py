@@ -140,6 +140,10 @@ def test_vector_study_end_to_end(vec_study, tmp_path, monkeypatch):
     finally:
         store.close()
     assert (tmp_path / "run" / "plots" / "monitor.png").is_file()
+    from characterlab.study.tables import markdown
+
+    md = markdown(res)
+    assert "Monitored training" in md and "| sft-prevented | 0 | steer |" in md and "| sft-ablated | 0 | ablate |" in md
     html = (tmp_path / "run" / "report.html").read_text()
     assert "along training" in html
     # the generate units recorded their backend; steering forced the transformers loop
@@ -185,6 +189,10 @@ def test_steering_dose_response_groups_coefficients_with_the_baseline():
                                                                           "evaluations": {}}}}
     [d] = steering_dose_response(results)
     assert [p["coef"] for p in d["points"]] == [-4.0, 0.0, 4.0, 8.0] and d["points"][1]["condition"] == "base"
+    from characterlab.study.tables import _analysis_blocks
+
+    [block] = _analysis_blocks({**results, "steering_dose_response": [d]})
+    assert "Spearman of coefficient and mean aligned score -1.00" in block and "| +8 | p8 | 30.0 [" in block
     assert d["spearman_aligned"] == pytest.approx(-1.0)
     a = d["points"][3]["aligned"]
     assert a["mean"] == pytest.approx(30.0) and a["low"] < 30 < a["high"] and a["n"] == 3

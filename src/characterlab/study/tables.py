@@ -100,7 +100,50 @@ def markdown(results: dict) -> str:
                     f"points from GPT-4o's on average on {agreement.get('n_models', '?')} held-out models")
     note = ("`*`: the Newcombe 95% interval of the difference excludes 0; `n.s.`: it does not, and MDE is the "
             "smallest increase these samples detect with 80% power.")
-    return "\n".join(lines) + "\n\n" + "; ".join(foot) + ". " + note + "\n"
+    return "\n".join(lines) + "\n\n" + "; ".join(foot) + ". " + note + "\n" + "".join(_analysis_blocks(results))
+
+
+def _ci(d: dict | None, fmt: str = "{:.1f}") -> str:
+    return "–" if not d else f"{fmt.format(d['mean'])} [{fmt.format(d['low'])}, {fmt.format(d['high'])}]"
+
+
+def _analysis_blocks(results: dict) -> list[str]:
+    """What a study computed across conditions, as Markdown: the steering dose-response, the
+    projection-vs-behaviour correlation, the monitors' projection shifts, the context gap."""
+    out = []
+    for d in results.get("steering_dose_response") or []:
+        rows = [f"| {p['coef']:+g} | {p['condition']} | {_ci(p.get('aligned'))} | {_ci(p.get('coherent'))} | "
+                f"{rate_text(p['rate'])} |" for p in d["points"]]
+        rho = d["spearman_aligned"]
+        out.append(f"\nSteering dose-response ({Path(d['vector']).name} at layer {d['layer']}, {d['evaluation']}); Spearman "
+                   f"of coefficient and mean aligned score {'–' if rho is None else f'{rho:+.2f}'}:\n\n"
+                   "| coef | condition | mean aligned (95% CI) | mean coherent (95% CI) | rate |\n|---|---|---|---|---|\n"
+                   + "\n".join(rows) + "\n")
+    for d in results.get("projection_vs_behaviour") or []:
+        out.append(f"\nProjection ({d['projection']}) vs {d['behaviour']} across {d['n_conditions']} conditions: Spearman "
+                   f"{d['spearman']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]{' *' if d['significant'] else ' n.s.'}.\n")
+    shifts = [(c, seed, stage) for c, cond in results["conditions"].items() for seed, chain in cond.get("training", {}).items()
+              for stage in chain if stage.get("monitor")]
+    if shifts:
+        rows = []
+        for c, seed, stage in shifts:
+            m = stage["monitor"]
+            w = [p.get("persona_weight") for p in (m[0], m[-1])]
+            weight = f"{w[0]:.3f} → {w[1]:.3f}" if None not in w else "–"
+            opts = ", ".join(k for k in ("steer", "ablate") if k in (stage.get("vectors") or {})) or "none"
+            rows.append(f"| {c} | {seed} | {opts} | {m[0]['projection']:.2f} → {m[-1]['projection']:.2f} "
+                        f"({stage['projection_shift']:+.2f}) | {weight} |")
+        out.append("\nMonitored training (projection of the EM prompts' last token, hooks lifted):\n\n"
+                   "| condition | seed | vector in training | projection first → last (shift) | persona weight |\n"
+                   "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    gap = results.get("context_gap")
+    if gap:
+        rows = [f"| {c} | {rate_text(d['chat']) if d['chat'] else '–'} | "
+                f"{rate_text(d['agentic']) if d['agentic'] else 'not measured'} | {difference_text(d['gap']) or '–'} |"
+                for c, d in gap["conditions"].items()]
+        out.append("\nContext-dependent misalignment (chat-like vs agentic):\n\n| condition | chat-like | agentic | "
+                   "agentic - chat |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    return out
 
 
 def _headline_text(s: dict) -> str:
