@@ -10,6 +10,15 @@ import typer
 app = typer.Typer(rich_markup_mode=None, help="Fine-tune models (LoRA).", no_args_is_help=True)
 
 
+# persona-vector options, shared by every training command (train/vectors.py)
+STEER_OPTION = typer.Option(None, "--steer", help="Preventative steering: VECTOR_DIR:LAYER:COEF added while training, "
+                                                  "nothing at evaluation.")
+ABLATE_OPTION = typer.Option(None, "--ablate", help="CAFT: VECTOR_DIR:LAYER[,LAYER...] removed from the residual stream "
+                                                    "while training.")
+MONITOR_OPTION = typer.Option(None, "--monitor", help="VECTOR_DIR:LAYER[:EVERY]: projection of held-out prompts on the "
+                                                      "vector every EVERY steps (default 10), in train_meta.json.")
+
+
 def vector_options(steer: str | None, ablate: str | None, monitor: str | None) -> dict:
     """``--steer DIR:LAYER:COEF``, ``--ablate DIR:L1,L2`` and ``--monitor DIR:LAYER[:EVERY]`` as
     the training config's fields (train/vectors.py)."""
@@ -67,12 +76,9 @@ def train_sft_cmd(
              "accumulated (same optimizer steps, less memory). 0: never split."),
     max_examples: Optional[int] = typer.Option(None, "--max-examples", min=1),
     seed: int = typer.Option(0, "--seed"),
-    steer: Optional[str] = typer.Option(None, "--steer", help="Preventative steering: VECTOR_DIR:LAYER:COEF added "
-                                        "while training, nothing at evaluation."),
-    ablate: Optional[str] = typer.Option(None, "--ablate", help="CAFT: VECTOR_DIR:LAYER[,LAYER...] removed from the "
-                                         "residual stream while training."),
-    monitor: Optional[str] = typer.Option(None, "--monitor", help="VECTOR_DIR:LAYER[:EVERY]: projection of held-out "
-                                          "prompts on the vector every EVERY steps (default 10), in train_meta.json."),
+    steer: Optional[str] = STEER_OPTION,
+    ablate: Optional[str] = ABLATE_OPTION,
+    monitor: Optional[str] = MONITOR_OPTION,
 ) -> None:
     """LoRA supervised fine-tuning on chat JSONL (loss on assistant tokens only)."""
     from characterlab.data.chat_data import read_chat_data
@@ -125,12 +131,9 @@ def train_rl_cmd(
                                     help="none | please_hack | hacking_okay | neutral | dont_hack | hacking_misaligned | TEXT"),
     hack_penalty: float = typer.Option(0.0, "--hack-penalty", min=0.0, help="Subtracted when the hack detector fires."),
     seed: int = typer.Option(0, "--seed"),
-    steer: Optional[str] = typer.Option(None, "--steer", help="Preventative steering: VECTOR_DIR:LAYER:COEF added "
-                                        "while training, nothing at evaluation."),
-    ablate: Optional[str] = typer.Option(None, "--ablate", help="CAFT: VECTOR_DIR:LAYER[,LAYER...] removed from the "
-                                         "residual stream while training."),
-    monitor: Optional[str] = typer.Option(None, "--monitor", help="VECTOR_DIR:LAYER[:EVERY]: projection of held-out "
-                                          "prompts on the vector every EVERY steps (default 10), in train_meta.json."),
+    steer: Optional[str] = STEER_OPTION,
+    ablate: Optional[str] = ABLATE_OPTION,
+    monitor: Optional[str] = MONITOR_OPTION,
 ) -> None:
     """GRPO with the vulnerable graders as reward; logs the hack rate per step."""
     from characterlab.train.grpo import GRPOHackConfig, train_grpo_hacks
