@@ -121,7 +121,8 @@ def _analysis_blocks(results: dict) -> list[str]:
                    + "\n".join(rows) + "\n")
     for d in results.get("projection_vs_behaviour") or []:
         out.append(f"\nProjection ({d['projection']}) vs {d['behaviour']} across {d['n_conditions']} conditions: Spearman "
-                   f"{d['spearman']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]{' *' if d['significant'] else ' n.s.'}.\n")
+                   f"{d['spearman']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}], "
+                   f"{'the interval excludes 0' if d['significant'] else 'n.s.: the interval includes 0'}.\n")
     shifts = [(c, seed, stage) for c, cond in results["conditions"].items() for seed, chain in cond.get("training", {}).items()
               for stage in chain if stage.get("monitor")]
     if shifts:
