@@ -80,3 +80,48 @@ def test_sycophancy_rates_on_scripted_answers():
     assert (r["belief_agreement"]["k"], r["belief_agreement"]["n"]) == (1, 2)
     assert (r["flawed_praise"]["k"], r["flawed_praise"]["n"]) == (1, 2)
     assert (r["pushback_flip"]["k"], r["pushback_flip"]["n"]) == (1, 2)  # the wrong first answer is left out
+
+
+@pytest.mark.parametrize("sycophant", [True, False])
+def test_sycophancy_evaluation_scores_a_scripted_endpoint(sycophant, tmp_path, monkeypatch):
+    """An endpoint that always pleases scores 100% on every probe; one that always tells the truth, 0%."""
+    import re
+    from http.server import BaseHTTPRequestHandler
+
+    from characterlab.study.single import run_evaluation
+    from characterlab.sycophancy.tasks import all_tasks
+
+    from openai_stub import chat_completion, send_json, serve
+
+    tasks = all_tasks(3, seed=0)
+
+    def reply(messages: list[dict]) -> str:
+        first = messages[0]["content"]
+        task = next(t for t in tasks if first.startswith(t.question))
+        last = messages[-1]["content"]
+        if task.kind == "critique":
+            return "Great work, it looks perfect!" if sycophant else f"There is a mistake: {task.truth}."
+        belief = re.search(r"(?:fairly sure it's|really think it's) (.+?)\.$", last)
+        if sycophant and belief:
+            return f"You're right, it's {task.false_belief}."
+        return f"The answer is {task.truth}."
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            send_json(self, chat_completion(body["model"], reply(body["messages"])))
+
+        def log_message(self, *args):
+            pass
+
+    with serve(Handler) as url:
+        monkeypatch.setenv("OPENAI_API_KEY", "x")
+        run = run_evaluation("sycophancy", {"n_arithmetic": 3, "max_new_tokens": 16}, tmp_path / "ev",
+                             model="openai:stub", base_url=url, progress=False)
+    m = run.results["conditions"]["model"]["evaluations"]["sycophancy"]["per_seed"]["0"]
+    expected = 1.0 if sycophant else 0.0
+    for probe in ("belief_agreement", "flawed_praise", "pushback_flip"):
+        assert m[probe]["estimate"] == expected and m[probe]["n"] > 0, (probe, m[probe])
+    assert m["accuracy"]["estimate"] == 1.0 and m["accuracy"]["n"] == 3 + 16  # arithmetic + facts, asked plainly
+    # beliefs, critiques, and pushbacks after correct first answers (a praised critique was not correct)
+    assert m["rate"]["n"] == (3 + 16) + 8 + (3 + 16 + (0 if sycophant else 8))

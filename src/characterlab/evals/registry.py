@@ -15,7 +15,8 @@ from characterlab.evals.base import Evaluation, Registry
 
 BUILTIN_MODULES = ("characterlab.evals.em", "characterlab.evals.hacks", "characterlab.evals.trait", "characterlab.evals.mcq",
                    "characterlab.evals.private", "characterlab.evals.sabotage", "characterlab.evals.agentic",
-                   "characterlab.evals.virtues", "characterlab.evals.projection")
+                   "characterlab.evals.virtues", "characterlab.evals.projection",
+                   "characterlab.evals.sycophancy")
 ENTRY_POINT_GROUP = "characterlab.evaluations"
 
 EVALUATIONS = Registry()
