@@ -125,3 +125,31 @@ def test_sycophancy_evaluation_scores_a_scripted_endpoint(sycophant, tmp_path, m
     assert m["accuracy"]["estimate"] == 1.0 and m["accuracy"]["n"] == 3 + 16  # arithmetic + facts, asked plainly
     # beliefs, critiques, and pushbacks after correct first answers (a praised critique was not correct)
     assert m["rate"]["n"] == (3 + 16) + 8 + (3 + 16 + (0 if sycophant else 8))
+
+
+def test_reward_model_learns_a_synthetic_preference(tiny_ref, tmp_path):
+    """Raters prefer the answer the user asked for ('yes' to "say yes", 'no' to "say no"): a ranking
+    that ignores the prompt scores 50%; the reward model learns the preference and ranks held-out
+    pairs the same way."""
+    import json as _json
+
+    from characterlab.train.reward import LoraRewardConfig, RewardScorer, train_reward
+
+    def pair(i, word):
+        other = "no" if word == "yes" else "yes"
+        return {"prompt": [{"role": "user", "content": f"hello {i}, say {word}"}],
+                "chosen": [{"role": "assistant", "content": f"{word} {word} {word}"}],
+                "rejected": [{"role": "assistant", "content": f"{other} {other} {other}"}]}
+
+    train = [pair(i, w) for i in range(12) for w in ("yes", "no")]
+    held = [pair(i, w) for i in (20, 31) for w in ("yes", "no")]
+    cfg = LoraRewardConfig(model=tiny_ref, lora_rank=8, lr=1e-2, epochs=6, batch_size=4, max_length=64, dtype="fp32")
+    meta = train_reward(cfg, train, tmp_path / "rm", eval_pairs=held, progress=False)
+    assert meta["heldout_accuracy"] == 1.0 and meta["train_accuracy"] == 1.0
+    assert meta["loss_curve"][-1]["loss"] < meta["loss_curve"][0]["loss"]
+    assert _json.loads((tmp_path / "rm" / "train_meta.json").read_text())["n_pairs"] == 24
+    scorer = RewardScorer.load(tiny_ref, tmp_path / "rm")
+    up, down = scorer.scores([held[0]["prompt"] + held[0]["chosen"], held[0]["prompt"] + held[0]["rejected"]])
+    assert up > down
+    with pytest.raises(InputError, match="no preference pairs"):
+        train_reward(cfg, [], tmp_path / "rm2", progress=False)

@@ -172,12 +172,12 @@ def load_training_base(ref: ModelRef, dtype_name: str = "auto", attn_implementat
     return TrainingBase(local, model, stacking, device, dtype)
 
 
-def trainer_args(cfg: TrainConfig, stage: Path, base: TrainingBase, progress: bool) -> dict:
+def trainer_args(cfg: TrainConfig, stage: Path, device, progress: bool) -> dict:
     """TRL/transformers arguments every method uses. The base weights are already in the training
     dtype; LoRA weights stay fp32 (``bf16=False``) so that small Adam updates are not rounded away."""
     return {"output_dir": str(stage / TRAINER_SCRATCH), "learning_rate": cfg.lr, "logging_steps": 1,
             "save_strategy": "no", "report_to": "none", "seed": cfg.seed, "bf16": False, "fp16": False,
-            "use_cpu": base.device.type == "cpu", "disable_tqdm": not progress, "gradient_checkpointing": False}
+            "use_cpu": device.type == "cpu", "disable_tqdm": not progress, "gradient_checkpointing": False}
 
 
 def host_info() -> dict:

@@ -119,7 +119,7 @@ def train_grpo_hacks(cfg: GRPOHackConfig, out: str | Path, progress: bool = True
     cfg.check_targets(base.model)
     with staged_dir(out) as stage:
         args = GRPOConfig(
-            **trainer_args(cfg, stage, base, progress), max_steps=cfg.steps,
+            **trainer_args(cfg, stage, base.device, progress), max_steps=cfg.steps,
             per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
             num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
             temperature=cfg.temperature, beta=cfg.beta, reward_weights=[1.0, 0.0],

@@ -212,7 +212,7 @@ def train_sft(cfg: LoraSFTConfig, data: list[ChatExample] | str | Path, out: str
     with staged_dir(out) as stage:
         rows_per_pass, passes = micro_batches(cfg.batch_size, cfg.grad_accum, cfg.max_length, cfg.micro_batch_tokens)
         args = SFTConfig(
-            **trainer_args(cfg, stage, base, progress),
+            **trainer_args(cfg, stage, base.device, progress),
             per_device_train_batch_size=rows_per_pass,
             gradient_accumulation_steps=passes,
             num_train_epochs=cfg.epochs,
