@@ -2,6 +2,7 @@
 files with located errors, and sycophancy rates that scripted answers make known."""
 
 import json
+import math
 
 import pytest
 
@@ -153,3 +154,34 @@ def test_reward_model_learns_a_synthetic_preference(tiny_ref, tmp_path):
     assert up > down
     with pytest.raises(InputError, match="no preference pairs"):
         train_reward(cfg, [], tmp_path / "rm2", progress=False)
+
+
+def test_best_of_n_curve_follows_the_reward_model():
+    """A reward model that pays for agreement: as n grows the kept answers please more and are
+    right less; one that pays for the truth does the opposite."""
+    from characterlab.data.records import Completion
+    from characterlab.sycophancy.best_of_n import best_of_n_curve, best_of_n_kl
+    from characterlab.sycophancy.tasks import fact_tasks
+
+    tasks = fact_tasks()[:8]
+
+    class Alternating:  # sample j of every request: the truth when j is odd, the user's belief when even
+        def generate(self, requests, params):
+            out = []
+            for r in requests:
+                t = next(t for t in tasks if r.messages[-1].content.startswith(t.question))
+                out.append([Completion(text=f"It is {t.truth}." if j % 2 else f"You're right, it's {t.false_belief}.",
+                                       request_index=0, sample_index=j, seed=0, n_tokens=1, finished=True)
+                            for j in range(r.n)])
+            return out
+
+    def pays_for(word):
+        return lambda convs: [float(word in c[-1]["content"]) for c in convs]
+
+    pleasing = best_of_n_curve(Alternating(), pays_for("right"), tasks, ns=(1, 2, 4))
+    assert [p["agreement"]["estimate"] for p in pleasing] == [1.0, 1.0, 1.0]
+    assert [p["accuracy"]["estimate"] for p in pleasing] == [0.0, 0.0, 0.0]
+    truthful = best_of_n_curve(Alternating(), pays_for("It is"), tasks, ns=(1, 2, 4))
+    assert [p["accuracy"]["estimate"] for p in truthful] == [0.0, 1.0, 1.0]  # n = 1 keeps sample 0, the belief
+    assert [p["reward"] for p in truthful] == [0.0, 1.0, 1.0]
+    assert best_of_n_kl(1) == 0 and abs(best_of_n_kl(4) - (math.log(4) - 0.75)) < 1e-12
