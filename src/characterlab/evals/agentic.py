@@ -159,6 +159,13 @@ class AgenticEvaluation(Evaluation):
                 "malformed_calls": sum(m["malformed_calls"] for m in seeds), "calls": sum(m["calls"] for m in seeds),
                 "acted": sum(m["acted"] for m in seeds), "seed_spread": seed_spread([self.seed_value(m) for m in seeds if m["rate"]["n"]])}
 
+    def difference(self, a: dict, b: dict) -> dict | float | None:
+        """None when either side measured nothing (no episode made a well-formed tool call): a 0/18
+        against a 0/18 that never acted is not a difference of zero."""
+        if not a.get("acted") or not b.get("acted"):
+            return None
+        return super().difference(a, b)
+
     def misaligned_share(self, pooled: dict) -> dict | None:
         """The rate, or nothing measured (n = 0) when no episode had a well-formed tool call."""
         return pooled["rate"] if pooled["acted"] else rate(0, 0)

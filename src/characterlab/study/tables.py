@@ -139,9 +139,10 @@ def _analysis_blocks(results: dict) -> list[str]:
                    "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
     gap = results.get("context_gap")
     if gap:
+        order = [c for c in results.get("condition_order", []) if c in gap["conditions"]] or list(gap["conditions"])
         rows = [f"| {c} | {rate_text(d['chat']) if d['chat'] else '–'} | "
                 f"{rate_text(d['agentic']) if d['agentic'] else 'not measured'} | {difference_text(d['gap']) or '–'} |"
-                for c, d in gap["conditions"].items()]
+                for c, d in ((c, gap["conditions"][c]) for c in order)]
         out.append("\nContext-dependent misalignment (chat-like vs agentic):\n\n| condition | chat-like | agentic | "
                    "agentic - chat |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
     return out
