@@ -157,3 +157,14 @@ def test_safety_training_runs_after_the_organism(tmp_path, tiny_model_dir, chat_
     data = [d for d in res["metadata"]["data"].values() if d["params"].get("generator") == "safety"]
     assert {d["kind"] for d in data} == {"chat", "agentic"} and all(d["diversity"]["score"] > 0 for d in data)
     assert res["conditions"]["organism-safety-chat"]["evaluations"]["em"]["vs_control"]["control"] == "organism"
+
+
+def test_an_evaluation_that_measured_nothing_is_not_shown_as_zero():
+    from characterlab.evals.base import measured_nothing, rate
+    from characterlab.evals.registry import get_evaluation
+
+    agentic, em = get_evaluation("agentic"), get_evaluation("em")
+    assert measured_nothing(agentic, {"rate": rate(0, 18), "acted": 0})
+    assert not measured_nothing(agentic, {"rate": rate(0, 18), "acted": 3})  # it acted: a real 0 of 18
+    assert not measured_nothing(em, {"rate": rate(0, 180)})
+    assert agentic.difference({"rate": rate(0, 18), "acted": 0}, {"rate": rate(0, 18), "acted": 5}) is None

@@ -126,6 +126,14 @@ def rate(k: int, n: int) -> dict:
     return {"k": k, "n": n, **wilson_interval(k, n).to_dict()}
 
 
+def measured_nothing(evaluation: Evaluation, pooled: dict) -> bool:
+    """A rate over answers that measured no misalignment at all: the evaluation's misaligned share
+    is empty (no episode made a well-formed tool call; no answer could be judged) while it has
+    answers. Tables then say "not measured" instead of showing 0 of n with an interval."""
+    share = evaluation.misaligned_share(pooled) if "rate" in pooled else None
+    return share is not None and share["n"] == 0 and pooled["rate"]["n"] > 0
+
+
 def pooled_by_condition(results: dict, name: str) -> dict[str, dict]:
     """The pooled result of evaluation ``name`` per condition that ran it, in the results' order
     (a condition may run a subset of the study's evaluations: its ``evaluations:`` list)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from characterlab.data.files import atomic_write_text
-from characterlab.evals.base import Cell, Figure, Table, num, pct, pooled_by_condition, rate_cell
+from characterlab.evals.base import Cell, Figure, Table, measured_nothing, num, pct, pooled_by_condition, rate_cell
 from characterlab.evals.plots import figure_module, finish_line_plot, plot_means, plot_rates
 from characterlab.evals.registry import get_evaluation
 from characterlab.study.store import PLOTS_DIR, REPORT_FILE, RESULTS_FILE
@@ -39,6 +39,8 @@ def _eval_cell(ev: dict | None) -> Cell:
     if ev is None:
         return Cell("–", "not run")
     p = ev["pooled"]
+    if measured_nothing(get_evaluation(ev["kind"]), p):
+        return Cell("not measured", f"{p['rate']['n']} answers or episodes, none measurable")
     if "rate" in p:
         return rate_cell(p["rate"])
     ci = p.get("ci") or p.get("seed_spread")

@@ -45,6 +45,8 @@ def difference_text(d) -> str:
 
 def summary_rows(results: dict, with_differences: bool = False) -> list[tuple[str, list[str]]]:
     """(condition, one cell per evaluation): the pooled rate or mean, and optionally its difference."""
+    from characterlab.evals.base import measured_nothing
+    from characterlab.evals.registry import get_evaluation
     from characterlab.study.results import in_spec_order
 
     results = in_spec_order(results)
@@ -55,6 +57,9 @@ def summary_rows(results: dict, with_differences: bool = False) -> list[tuple[st
             ev = cond["evaluations"].get(name)
             if ev is None:  # the condition does not run this evaluation
                 cells.append("–")
+                continue
+            if measured_nothing(get_evaluation(ev["kind"]), ev["pooled"]):
+                cells.append(f"not measured ({ev['pooled']['rate']['n']}, none measurable)")
                 continue
             cell = mean_text(ev["pooled"]) if "rate" not in ev["pooled"] else rate_text(ev["pooled"]["rate"])
             if with_differences:
