@@ -185,3 +185,26 @@ def test_best_of_n_curve_follows_the_reward_model():
     assert [p["accuracy"]["estimate"] for p in truthful] == [0.0, 1.0, 1.0]  # n = 1 keeps sample 0, the belief
     assert [p["reward"] for p in truthful] == [0.0, 1.0, 1.0]
     assert best_of_n_kl(1) == 0 and abs(best_of_n_kl(4) - (math.log(4) - 0.75)) < 1e-12
+
+
+def test_grpo_against_a_reward_model_logs_the_goodhart_curve(tiny_ref, tmp_path):
+    from characterlab.train.grpo_rm import GRPORewardModelConfig, prompt_rows, train_grpo_reward_model
+    from characterlab.train.reward import LoraRewardConfig, train_reward
+
+    pairs = [{"prompt": [{"role": "user", "content": f"q {i}"}], "chosen": [{"role": "assistant", "content": "yes"}],
+              "rejected": [{"role": "assistant", "content": "no"}]} for i in range(8)]
+    train_reward(LoraRewardConfig(model=tiny_ref, lora_rank=2, epochs=1, batch_size=4, max_length=32, dtype="fp32"),
+                 pairs, tmp_path / "rm", progress=False)
+    cfg = GRPORewardModelConfig(model=tiny_ref, reward_model=tiny_ref, reward_adapter=str(tmp_path / "rm"), steps=2,
+                                prompts_per_step=1, num_generations=2, max_completion_length=8, n_arithmetic=2,
+                                dtype="fp32", lora_rank=2, inoculation="Agreeing with the user is fine here.")
+    rows = prompt_rows(cfg)
+    assert rows[0]["prompt"][0] == {"role": "system", "content": "Agreeing with the user is fine here."}
+    assert sum("I'm fairly sure" in r["prompt"][-1]["content"] for r in rows) > 0  # users state their beliefs
+    meta = train_grpo_reward_model(cfg, tmp_path / "policy", progress=False)
+    assert meta["steps"] == 2 and len(meta["log"]) == 2
+    assert all(0 <= p["true_accuracy"] <= 1 and 0 <= p["agreement"] <= 1 and p["reward_model"] is not None for p in meta["log"])
+    assert (tmp_path / "policy" / "rl_log.jsonl").is_file() and (tmp_path / "policy" / "adapter_model.safetensors").is_file()
+    with pytest.raises(InputError):
+        train_grpo_reward_model(GRPORewardModelConfig(model=tiny_ref, reward_adapter=str(tmp_path / "nope")),
+                                tmp_path / "p2", progress=False)
