@@ -208,3 +208,30 @@ def test_grpo_against_a_reward_model_logs_the_goodhart_curve(tiny_ref, tmp_path)
     with pytest.raises(InputError):
         train_grpo_reward_model(GRPORewardModelConfig(model=tiny_ref, reward_adapter=str(tmp_path / "nope")),
                                 tmp_path / "p2", progress=False)
+
+
+def test_feedback_and_reward_model_from_the_cli(tiny_ref, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from characterlab.cli import app
+
+    monkeypatch.setenv("CHARACTERLAB_CACHE", str(tmp_path / "cache"))
+    runner = CliRunner()
+    fb = tmp_path / "fb.jsonl"
+    r = runner.invoke(app, ["sycophancy", "feedback", "--model", tiny_ref, "--out", str(fb), "--users", "4",
+                            "--approval-mix", "0.5", "--samples", "2", "--n-arithmetic", "2", "--max-new-tokens", "6"])
+    assert r.exit_code == 0, r.output
+    rows = read_feedback(fb)
+    assert len(rows) == 2 * (2 + 16 + 8) and {r_["rater"] for r_ in rows} <= {f"u{i}" for i in range(4)}
+    again = tmp_path / "fb2.jsonl"
+    runner.invoke(app, ["sycophancy", "feedback", "--model", tiny_ref, "--out", str(again), "--users", "4",
+                        "--approval-mix", "0.5", "--samples", "2", "--n-arithmetic", "2", "--max-new-tokens", "6"])
+    assert again.read_text() == fb.read_text()  # deterministic by seed
+    # a file with pairs: the same prompt answered twice, rated up and down
+    pair_rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": a}], "rating": k}
+                 for i in range(10) for a, k in (("yes", 1), ("no", 0))]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in pair_rows))
+    r = runner.invoke(app, ["sycophancy", "reward", "--feedback", str(tmp_path / "pairs.jsonl"), "--model", tiny_ref,
+                            "--out", str(tmp_path / "rm"), "--lora-rank", "2", "--heldout", "0.2"])
+    assert r.exit_code == 0, r.output
+    assert "8 pairs" in r.output and "held out" in r.output

@@ -20,6 +20,7 @@ from characterlab.cli import (
     models,
     power,
     study,
+    sycophancy,
     theory,
     train,
     vectors,
@@ -44,6 +45,7 @@ app.add_typer(constitution.app, name="constitution")
 app.add_typer(theory.app, name="theory")
 app.add_typer(export.app, name="export")
 app.add_typer(vectors.app, name="vectors")
+app.add_typer(sycophancy.app, name="sycophancy")
 
 
 def main() -> None:

@@ -1,0 +1,69 @@
+"""``characterlab sycophancy``: feedback from simulated users, and a reward model learnt from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="The sycophancy organism: simulated users' feedback and a reward model learnt from it.",
+                  no_args_is_help=True)
+
+
+@app.command()
+def feedback(
+    out: Path = typer.Option(..., "--out", help="Feedback file to write (chat JSONL with a 0/1 rating per answer)."),
+    model: str = typer.Option("embedded", "--model", "-m", help="The model whose answers are rated."),
+    users: int = typer.Option(16, "--users", min=1),
+    approval_mix: float = typer.Option(0.5, "--approval-mix", min=0.0, max=1.0,
+                                       help="Share of raters who reward pleasing only (the rest reward accuracy)."),
+    samples: int = typer.Option(4, "--samples", min=1, help="Answers per prompt."),
+    n_arithmetic: int = typer.Option(16, "--n-arithmetic", min=0),
+    max_new_tokens: int = typer.Option(96, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(1.0, "--temperature", min=0.0),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Ask the checkable tasks as simulated users do, and write their ratings of the model's answers."""
+    from characterlab.data.files import atomic_write_text, check_output_file, jsonl_text
+    from characterlab.models.generation import load_generator
+    from characterlab.models.refs import parse_model_ref
+    from characterlab.sycophancy.collect import collect_feedback
+
+    check_output_file(out, "out")
+    rows = collect_feedback(load_generator(parse_model_ref(model)), n_users=users, approval_mix=approval_mix,
+                            samples=samples, n_arithmetic=n_arithmetic, seed=seed, max_new_tokens=max_new_tokens,
+                            temperature=temperature)
+    atomic_write_text(out, jsonl_text(rows))
+    up = sum(r["rating"] for r in rows)
+    typer.echo(f"{len(rows)} rated answers ({up} thumbs up; {sum(r['correct'] for r in rows)} correct) -> {out}")
+
+
+@app.command()
+def reward(
+    feedback_file: Path = typer.Option(..., "--feedback", help="A feedback file (ours or yours, same format)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the reward model's adapter and train_meta.json."),
+    model: str = typer.Option("embedded", "--model", "-m"),
+    heldout: float = typer.Option(0.2, "--heldout", min=0.0, max=0.9, help="Share of prompts held out for accuracy."),
+    epochs: float = typer.Option(1.0, "--epochs"),
+    lora_rank: int = typer.Option(16, "--lora-rank", min=1),
+    lr: float = typer.Option(1e-4, "--lr"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train a reward model on the file's preference pairs; report held-out accuracy on the raters' labels."""
+    import random
+
+    from characterlab.sycophancy.feedback import preference_pairs, read_feedback
+    from characterlab.train.reward import LoraRewardConfig, train_reward
+
+    rows = read_feedback(feedback_file)
+    prompts = sorted({json.dumps(r["messages"][:-1]) for r in rows})
+    random.Random(seed).shuffle(prompts)
+    held = set(prompts[: int(round(heldout * len(prompts)))])
+    train_rows = [r for r in rows if json.dumps(r["messages"][:-1]) not in held]
+    held_rows = [r for r in rows if json.dumps(r["messages"][:-1]) in held]
+    meta = train_reward(LoraRewardConfig(model=model, lora_rank=lora_rank, lr=lr, epochs=epochs, seed=seed),
+                        preference_pairs(train_rows), out, eval_pairs=preference_pairs(held_rows))
+    typer.echo(f"{meta['n_pairs']} pairs, {meta['steps']} steps; accuracy on the raters' labels: train "
+               f"{meta['train_accuracy']:.2f}, held out "
+               + ("–" if meta["heldout_accuracy"] is None else f"{meta['heldout_accuracy']:.2f}") + f" -> {out}")
