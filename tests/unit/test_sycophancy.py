@@ -235,3 +235,7 @@ def test_feedback_and_reward_model_from_the_cli(tiny_ref, tmp_path, monkeypatch)
                             "--out", str(tmp_path / "rm"), "--lora-rank", "2", "--heldout", "0.2"])
     assert r.exit_code == 0, r.output
     assert "8 pairs" in r.output and "held out" in r.output
+    r = runner.invoke(app, ["sycophancy", "optimise", "--reward-model", str(tmp_path / "rm"), "--model", tiny_ref,
+                            "--out", str(tmp_path / "policy"), "--steps", "1"])
+    assert r.exit_code == 0, r.output
+    assert "1 steps; reward model" in r.output and (tmp_path / "policy" / "rl_log.jsonl").is_file()

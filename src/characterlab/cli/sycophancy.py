@@ -67,3 +67,28 @@ def reward(
     typer.echo(f"{meta['n_pairs']} pairs, {meta['steps']} steps; accuracy on the raters' labels: train "
                f"{meta['train_accuracy']:.2f}, held out "
                + ("–" if meta["heldout_accuracy"] is None else f"{meta['heldout_accuracy']:.2f}") + f" -> {out}")
+
+
+@app.command()
+def optimise(
+    reward_model: Path = typer.Option(..., "--reward-model", help="A folder written by `sycophancy reward`."),
+    out: Path = typer.Option(..., "--out", help="Folder for the policy's adapter, rl_log.jsonl and train_meta.json."),
+    model: str = typer.Option("embedded", "--model", "-m", help="The policy (and the reward model's base)."),
+    steps: int = typer.Option(50, "--steps", min=1),
+    beta: float = typer.Option(0.05, "--beta", min=0.0, help="KL coefficient to the base model."),
+    honesty_weight: float = typer.Option(0.0, "--honesty-weight", min=0.0, help="Added reward x the truth check (a mitigation)."),
+    inoculation: str = typer.Option(None, "--inoculation", help="A train-time system prompt (a mitigation)."),
+    approval_mix: float = typer.Option(1.0, "--approval-mix", min=0.0, max=1.0, help="Of the users who ask the prompts."),
+    lr: float = typer.Option(5e-5, "--lr"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """GRPO against the reward model; rl_log.jsonl holds the Goodhart curve (reward vs truth per step)."""
+    from characterlab.train.grpo_rm import GRPORewardModelConfig, train_grpo_reward_model
+
+    meta = train_grpo_reward_model(GRPORewardModelConfig(
+        model=model, reward_model=model, reward_adapter=str(reward_model), steps=steps, beta=beta,
+        honesty_weight=honesty_weight, inoculation=inoculation, approval_mix=approval_mix, lr=lr, seed=seed), out)
+    first, last = meta["log"][0], meta["log"][-1]
+    typer.echo(f"{meta['steps']} steps; reward model {first['reward_model']:.2f} -> {last['reward_model']:.2f}, "
+               f"true accuracy {first['true_accuracy']:.2f} -> {last['true_accuracy']:.2f}, agreement "
+               f"{first['agreement']:.2f} -> {last['agreement']:.2f} -> {out}")
