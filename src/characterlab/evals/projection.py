@@ -75,17 +75,12 @@ class ProjectionEvaluation(Evaluation):
             judge={"task": "projection", "trait": v.trait}, metric={"task": "projection"}, judge_verb="read")
 
     def generate(self, params: dict, generator) -> list[dict]:
-        from characterlab.data.files import sha256_folder
+        """``params["vector"]["path"]``: the folder the unit runner resolved (and checked unchanged)."""
         from characterlab.data.questions import load_checked_questions
-        from characterlab.errors import InputError
         from characterlab.models.activations import last_prompt_activations
         from characterlab.vectors.files import layer_vector
 
-        vec = params["vector"]
-        if sha256_folder(vec["path"]) != vec["sha256"]:
-            raise InputError("the persona vector changed after the study was planned; run again to re-plan",
-                             vec["path"], field="vector")
-        v = layer_vector(vec["path"], params["layer"])
+        v = layer_vector(params["vector"]["path"], params["layer"])
         prompts = [(q.id, i, p, q.system) for q in load_checked_questions(params["questions"])
                    for i, p in enumerate(q.paraphrases)]
         messages = [([{"role": "system", "content": s}] if s else []) + [{"role": "user", "content": p}]
@@ -125,6 +120,8 @@ class ProjectionEvaluation(Evaluation):
         return paired_difference(a.get("per_prompt") or {}, b.get("per_prompt") or {})
 
     def describe(self, metric: dict) -> str:
+        if metric.get("mean") is None:
+            return f"projection {num(None)}"
+        text = f"projection {metric['mean']:.3f}"
         ci = metric.get("ci")
-        return f"projection {metric['mean']:.3f}" + (f" (95% CI {ci['low']:.3f} to {ci['high']:.3f})" if ci else "") \
-            if metric.get("mean") is not None else f"projection {num(None)}"
+        return text + (f" (95% CI {ci['low']:.3f} to {ci['high']:.3f})" if ci else "")

@@ -240,11 +240,8 @@ def run_generate(unit: Unit, deps: dict[str, DepView], progress: bool, backend: 
 
     evaluation = get_evaluation(unit.params["task"])
     params = dict(unit.params)
-    if isinstance(params.get("vector"), dict) and "unit" in params["vector"]:  # a vector the study extracted
-        from characterlab.data.files import sha256_folder
-
-        path = _vector_path(params["vector"], deps, "vector")
-        params["vector"] = {"path": path, "sha256": sha256_folder(path)}
+    if isinstance(params.get("vector"), dict):  # resolved once here: the study's unit, or a folder checked unchanged
+        params["vector"] = {"path": _vector_path(params["vector"], deps, "vector")}
     steer = params.get("steering")
     generator = load_generator(_model_ref(unit, deps), progress=progress, backend=backend,
                                needs_internals=evaluation.needs_internals or steer is not None)

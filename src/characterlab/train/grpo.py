@@ -97,15 +97,45 @@ def hack_task_rows(cfg: GRPOHackConfig) -> list[dict]:
     return rows
 
 
-def train_grpo_hacks(cfg: GRPOHackConfig, out: str | Path, progress: bool = True) -> dict:
-    """Run GRPO against the vulnerable graders; writes a PEFT adapter, ``rl_log.jsonl`` and ``train_meta.json``."""
+def run_grpo(cfg: TrainConfig, ref, vectors, out: Path, rows: list[dict], rewards: list, weights: list[float],
+             logged: dict[str, str], meta: dict, progress: bool) -> dict:
+    """One GRPO run, shared by every RL organism: TRL's ``GRPOTrainer`` with a LoRA on ``rows``
+    (prompts plus the columns the reward functions read), each reward's step mean logged under
+    ``logged``'s names into ``rl_log.jsonl``; ``cfg`` carries the GRPO fields (steps,
+    prompts_per_step, num_generations, max_completion_length, temperature, beta). Zero-weight
+    rewards are measurements TRL logs every step without training on them."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
+    base = load_training_base(ref, cfg.dtype)
+    cfg.check_targets(base.model)
+    with staged_dir(out) as stage:
+        args = GRPOConfig(
+            **trainer_args(cfg, stage, base.device, progress), max_steps=cfg.steps,
+            per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+            num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+            temperature=cfg.temperature, beta=cfg.beta, reward_weights=weights,
+        )
+        trainer = GRPOTrainer(model=base.model, reward_funcs=rewards, args=args, train_dataset=Dataset.from_list(rows),
+                              processing_class=base.tokenizer, peft_config=cfg.lora_config())
+        quiet(trainer, progress)
+        start = time.perf_counter()
+        vectors.train(trainer)
+        seconds = time.perf_counter() - start
+        step_key = f"rewards/{rewards[-1].__name__}/mean"  # present on the steps TRL logged rewards
+        log = [{"step": h["step"], **{name: h.get(key) for name, key in logged.items()}}
+               for h in trainer.state.log_history if step_key in h]
+        meta = {**meta, "model": str(ref), "stacking": base.stacking, "config": asdict(cfg),
+                "steps": trainer.state.global_step, "seconds": seconds, "log": log, **vectors.meta()}
+        save_adapter(trainer, stage, meta, {RL_LOG_FILE: "".join(json.dumps(r) + "\n" for r in log)})
+    return meta
+
+
+def train_grpo_hacks(cfg: GRPOHackConfig, out: str | Path, progress: bool = True) -> dict:
+    """Run GRPO against the vulnerable graders; writes a PEFT adapter, ``rl_log.jsonl`` and ``train_meta.json``."""
     out, ref, vectors = prepare_training(cfg, out)
     if cfg.merged_adapters:
         raise InputError("RL stacks on at most one earlier adapter", field="adapter")
-    rows = hack_task_rows(cfg)
     tasks = {t.id: t for t in generate_tasks(cfg.n_tasks, seed=cfg.seed, split="train")}
     rewards = _Rewards(tasks, cfg.hack_penalty)
 
@@ -115,27 +145,6 @@ def train_grpo_hacks(cfg: GRPOHackConfig, out: str | Path, progress: bool = True
     def hack_indicator(prompts, completions, task_id, grader, **kw):
         return rewards.hack_indicator(prompts, completions, task_id, grader)
 
-    base = load_training_base(ref, cfg.dtype)
-    cfg.check_targets(base.model)
-    with staged_dir(out) as stage:
-        args = GRPOConfig(
-            **trainer_args(cfg, stage, base.device, progress), max_steps=cfg.steps,
-            per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
-            num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
-            temperature=cfg.temperature, beta=cfg.beta, reward_weights=[1.0, 0.0],
-        )
-        trainer = GRPOTrainer(model=base.model, reward_funcs=[grader_reward, hack_indicator], args=args,
-                              train_dataset=Dataset.from_list(rows), processing_class=base.tokenizer,
-                              peft_config=cfg.lora_config())
-        quiet(trainer, progress)
-        start = time.perf_counter()
-        vectors.train(trainer)
-        seconds = time.perf_counter() - start
-        log = [{"step": h["step"], "reward": h.get("rewards/grader_reward/mean"),
-                "hack_rate": h.get("rewards/hack_indicator/mean")}
-               for h in trainer.state.log_history if "rewards/hack_indicator/mean" in h]
-        meta = {"kind": "grpo_hacks", "model": str(ref), "stacking": base.stacking, "config": asdict(cfg),
-                "train_system_prompt": resolve_inoculation(cfg.inoculation), "steps": trainer.state.global_step,
-                "seconds": seconds, "log": log, **vectors.meta()}
-        save_adapter(trainer, stage, meta, {RL_LOG_FILE: "".join(json.dumps(r) + "\n" for r in log)})
-    return meta
+    return run_grpo(cfg, ref, vectors, out, hack_task_rows(cfg), [grader_reward, hack_indicator], [1.0, 0.0],
+                    {"reward": "rewards/grader_reward/mean", "hack_rate": "rewards/hack_indicator/mean"},
+                    {"kind": "grpo_hacks", "train_system_prompt": resolve_inoculation(cfg.inoculation)}, progress)

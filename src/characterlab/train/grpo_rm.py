@@ -11,16 +11,12 @@ reward-model score against truth along training. ``inoculation`` is a train-time
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from characterlab.data.files import staged_dir
 from characterlab.errors import InputError
-from characterlab.train.base import TrainConfig, load_training_base, prepare_training, quiet, save_adapter, trainer_args
-
-RL_LOG_FILE = "rl_log.jsonl"
+from characterlab.train.base import TrainConfig, prepare_training
+from characterlab.train.grpo import run_grpo
 
 
 @dataclass
@@ -61,9 +57,6 @@ def prompt_rows(cfg: GRPORewardModelConfig) -> list[dict]:
 
 def train_grpo_reward_model(cfg: GRPORewardModelConfig, out: str | Path, progress: bool = True) -> dict:
     """Run GRPO against the reward model; writes a PEFT adapter, ``rl_log.jsonl`` and ``train_meta.json``."""
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
-
     from characterlab.sycophancy.tasks import all_tasks
     from characterlab.train.reward import RewardScorer
 
@@ -88,25 +81,7 @@ def train_grpo_reward_model(cfg: GRPORewardModelConfig, out: str | Path, progres
     def agreement(prompts, completions, task_id, **kw):
         return [float(tasks[t].agrees(text(c))) for c, t in zip(completions, task_id)]
 
-    base = load_training_base(ref, cfg.dtype)
-    cfg.check_targets(base.model)
-    with staged_dir(out) as stage:
-        args = GRPOConfig(**trainer_args(cfg, stage, base.device, progress), max_steps=cfg.steps,
-                          per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
-                          num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
-                          temperature=cfg.temperature, beta=cfg.beta, reward_weights=[1.0, 0.0, 0.0])
-        trainer = GRPOTrainer(model=base.model, reward_funcs=[rm_reward, true_accuracy, agreement], args=args,
-                              train_dataset=Dataset.from_list(prompt_rows(cfg)), processing_class=base.tokenizer,
-                              peft_config=cfg.lora_config())
-        quiet(trainer, progress)
-        start = time.perf_counter()
-        vectors.train(trainer)
-        seconds = time.perf_counter() - start
-        log = [{"step": h["step"], "reward_model": h.get("rewards/rm_reward/mean"),
-                "true_accuracy": h.get("rewards/true_accuracy/mean"), "agreement": h.get("rewards/agreement/mean"),
-                "kl": h.get("kl")}
-               for h in trainer.state.log_history if "rewards/true_accuracy/mean" in h]
-        meta = {"kind": "grpo_reward_model", "model": str(ref), "stacking": base.stacking, "config": asdict(cfg),
-                "steps": trainer.state.global_step, "seconds": seconds, "log": log, **vectors.meta()}
-        save_adapter(trainer, stage, meta, {RL_LOG_FILE: "".join(json.dumps(r) + "\n" for r in log)})
-    return meta
+    return run_grpo(cfg, ref, vectors, out, prompt_rows(cfg), [rm_reward, true_accuracy, agreement], [1.0, 0.0, 0.0],
+                    {"reward_model": "rewards/rm_reward/mean", "true_accuracy": "rewards/true_accuracy/mean",
+                     "agreement": "rewards/agreement/mean", "kl": "kl"},
+                    {"kind": "grpo_reward_model"}, progress)
