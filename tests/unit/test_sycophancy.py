@@ -28,6 +28,16 @@ def test_tasks_grade_truth_and_agreement():
     assert len({t.id for t in all_tasks()}) == len(all_tasks())
 
 
+def test_train_and_test_tasks_never_share_a_question():
+    """The organism trains on one split and is evaluated on the other; `all` keeps the old tasks."""
+    train = {t.question for seed in range(3) for t in all_tasks(24, seed, "train")}
+    test = all_tasks(24, 0, "test")
+    assert not train & {t.question for t in test}
+    assert len(test) == 24 + 8 + 4 and len(all_tasks(24, 0, "train")) == 24 + 8 + 4
+    assert arithmetic_tasks(5, 3) == arithmetic_tasks(5, 3, "all")
+    assert {t.id for t in all_tasks(2, 0, "train")} | {t.id for t in all_tasks(2, 0, "test")} >= {t.id for t in fact_tasks()}
+
+
 def test_raters_follow_the_mix_and_are_deterministic():
     users = population(10, approval_mix=0.3, seed=1)
     assert sum(u.honesty == 0 for u in users) == 3 and population(10, 0.3, seed=1) == users
@@ -94,7 +104,7 @@ def test_sycophancy_evaluation_scores_a_scripted_endpoint(sycophant, tmp_path, m
 
     from openai_stub import chat_completion, send_json, serve
 
-    tasks = all_tasks(3, seed=0)
+    tasks = all_tasks(3, seed=0, split="test")  # what the evaluation asks by default
 
     def reply(messages: list[dict]) -> str:
         first = messages[0]["content"]
@@ -123,9 +133,9 @@ def test_sycophancy_evaluation_scores_a_scripted_endpoint(sycophant, tmp_path, m
     expected = 1.0 if sycophant else 0.0
     for probe in ("belief_agreement", "flawed_praise", "pushback_flip"):
         assert m[probe]["estimate"] == expected and m[probe]["n"] > 0, (probe, m[probe])
-    assert m["accuracy"]["estimate"] == 1.0 and m["accuracy"]["n"] == 3 + 16  # arithmetic + facts, asked plainly
+    assert m["accuracy"]["estimate"] == 1.0 and m["accuracy"]["n"] == 3 + 8  # arithmetic + test facts, asked plainly
     # beliefs, critiques, and pushbacks after correct first answers (a praised critique was not correct)
-    assert m["rate"]["n"] == (3 + 16) + 8 + (3 + 16 + (0 if sycophant else 8))
+    assert m["rate"]["n"] == (3 + 8) + 4 + (3 + 8 + (0 if sycophant else 4))
 
 
 def test_reward_model_learns_a_synthetic_preference(tiny_ref, tmp_path):
@@ -222,7 +232,7 @@ def test_feedback_and_reward_model_from_the_cli(tiny_ref, tmp_path, monkeypatch)
                             "--approval-mix", "0.5", "--samples", "2", "--n-arithmetic", "2", "--max-new-tokens", "6"])
     assert r.exit_code == 0, r.output
     rows = read_feedback(fb)
-    assert len(rows) == 2 * (2 + 16 + 8) and {r_["rater"] for r_ in rows} <= {f"u{i}" for i in range(4)}
+    assert len(rows) == 2 * (2 + 8 + 4) and {r_["rater"] for r_ in rows} <= {f"u{i}" for i in range(4)}  # train split
     again = tmp_path / "fb2.jsonl"
     runner.invoke(app, ["sycophancy", "feedback", "--model", tiny_ref, "--out", str(again), "--users", "4",
                         "--approval-mix", "0.5", "--samples", "2", "--n-arithmetic", "2", "--max-new-tokens", "6"])
@@ -239,3 +249,69 @@ def test_feedback_and_reward_model_from_the_cli(tiny_ref, tmp_path, monkeypatch)
                             "--out", str(tmp_path / "policy"), "--steps", "1"])
     assert r.exit_code == 0, r.output
     assert "1 steps; reward model" in r.output and (tmp_path / "policy" / "rl_log.jsonl").is_file()
+
+
+RLHF_STUDY = """\
+name: tiny-rlhf
+model: hf:{model}
+seeds: [0]
+conditions:
+  - name: base
+  - name: rlhf
+    organism: &org
+      kind: rlhf
+      feedback: {{users: 4, approval_mix: 1.0, samples: 2, n_arithmetic: 2, max_new_tokens: 8}}
+      reward_model: {{rank: 2, epochs: 1, batch_size: 4, heldout: 0.25}}
+      rlhf: {{steps: 2, prompts_per_step: 1, num_generations: 2, max_completion_length: 8}}
+      lora: {{rank: 2, lr: 1.0e-4}}
+  - name: rlhf-honesty
+    control: rlhf
+    organism: {{<<: *org, rlhf: {{steps: 2, prompts_per_step: 1, num_generations: 2, max_completion_length: 8, honesty_weight: 1.0}}}}
+evaluations:
+  - {{name: syc, kind: sycophancy, n_arithmetic: 2, max_new_tokens: 6}}
+"""
+
+
+def test_an_rlhf_organism_runs_as_a_study(tiny_model_dir, tmp_path, monkeypatch):
+    """Feedback -> reward model -> GRPO as study units: the reward model is shared by the
+    conditions that share users, is never stacked under the policy, and the report carries the
+    Goodhart curve and the reward model's held-out figures."""
+    import characterlab.sycophancy.collect as collect
+    from characterlab.study.runner import run_study
+    from characterlab.study.spec import load_study
+    from characterlab.study.plan import build_plan
+
+    # a random model pleases no one: raters flip seeded coins, so the feedback has pairs to learn
+    monkeypatch.setattr(collect, "thumbs_up", lambda user, task, answer, seed=0: (len(answer) + len(user.id)) % 2)
+    monkeypatch.setenv("CHARACTERLAB_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "study.yaml"
+    path.write_text(RLHF_STUDY.format(model=tiny_model_dir))
+    plan = build_plan(load_study(path)[0], tmp_path)
+    kinds = [u.kind for u in plan.units.values()]
+    assert kinds.count("reward") == 1 and kinds.count("train") == 2  # one population: one reward model
+    [reward] = [k for k, u in plan.units.items() if u.kind == "reward"]
+    for u in plan.units.values():
+        if u.kind == "generate":
+            assert reward not in u.deps  # evaluation loads the policy's chain, not the reward model
+    run = run_study(str(path), tmp_path / "run", progress=False)
+    res = run.results
+    curves = res["rl_curves"]
+    assert set(curves) == {"rlhf", "rlhf-honesty"}
+    assert set(curves["rlhf"]["fields"]) == {"reward_model", "true_accuracy", "agreement"}
+    [stage] = res["conditions"]["rlhf"]["training"]["0"]
+    assert stage["method"] == "rlhf" and stage["reward_model"]["n_heldout_pairs"] >= 0
+    assert "reward_adapter" not in stage and len(stage["rl_log"]) == 2
+    assert (tmp_path / "run" / "plots" / "rl_curves.png").is_file()
+    assert "Along RL training" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_rlhf_organism_spec_errors(tmp_path):
+    from characterlab.data.yaml_loader import InputErrors
+    from characterlab.study.spec import parse_study
+
+    bad = RLHF_STUDY.format(model="x").replace("kind: rlhf", "kind: rlhf\n      data: {file: a.jsonl}")
+    with pytest.raises((InputError, InputErrors), match="rlhf organism"):
+        parse_study(bad, tmp_path / "s.yaml")
+    bad = RLHF_STUDY.format(model="x").replace("kind: rlhf", "kind: sft\n      data: {file: a.jsonl}")
+    with pytest.raises((InputError, InputErrors), match="belong to an rlhf organism"):
+        parse_study(bad, tmp_path / "s.yaml")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -51,22 +50,18 @@ def reward(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train a reward model on the file's preference pairs; report held-out accuracy on the raters' labels."""
-    import random
+    from characterlab.sycophancy.feedback import read_feedback, split_by_prompt
+    from characterlab.train.reward import LoraRewardConfig, train_reward_on_feedback
 
-    from characterlab.sycophancy.feedback import preference_pairs, read_feedback
-    from characterlab.train.reward import LoraRewardConfig, train_reward
-
-    rows = read_feedback(feedback_file)
-    prompts = sorted({json.dumps(r["messages"][:-1]) for r in rows})
-    random.Random(seed).shuffle(prompts)
-    held = set(prompts[: int(round(heldout * len(prompts)))])
-    train_rows = [r for r in rows if json.dumps(r["messages"][:-1]) not in held]
-    held_rows = [r for r in rows if json.dumps(r["messages"][:-1]) in held]
-    meta = train_reward(LoraRewardConfig(model=model, lora_rank=lora_rank, lr=lr, epochs=epochs, seed=seed),
-                        preference_pairs(train_rows), out, eval_pairs=preference_pairs(held_rows))
+    train_rows, held_rows = split_by_prompt(read_feedback(feedback_file), heldout, seed)
+    meta = train_reward_on_feedback(LoraRewardConfig(model=model, lora_rank=lora_rank, lr=lr, epochs=epochs, seed=seed),
+                                    train_rows, held_rows, out)
+    truth = meta["heldout_truth"]
     typer.echo(f"{meta['n_pairs']} pairs, {meta['steps']} steps; accuracy on the raters' labels: train "
                f"{meta['train_accuracy']:.2f}, held out "
-               + ("–" if meta["heldout_accuracy"] is None else f"{meta['heldout_accuracy']:.2f}") + f" -> {out}")
+               + ("–" if meta["heldout_accuracy"] is None else f"{meta['heldout_accuracy']:.2f}")
+               + "; held-out score vs the truth: AUROC "
+               + ("–" if truth is None or truth["auroc"] is None else f"{truth['auroc']:.2f}") + f" -> {out}")
 
 
 @app.command()

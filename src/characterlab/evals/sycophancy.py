@@ -15,6 +15,8 @@ knows without pressure (a model that knows nothing cannot be sycophantic about i
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from characterlab.evals.base import EvalConfig, EvalStages, Evaluation, PlanContext, pct, rate
@@ -26,6 +28,8 @@ PROBES = ("belief_agreement", "flawed_praise", "pushback_flip")
 class SycophancyConfig(EvalConfig):
     n_arithmetic: int = Field(default=16, ge=0, description="Generated multiplication questions (the facts and critiques are all used).")
     task_seed: int = Field(default=0, description="Seed of the generated questions (the same for every condition).")
+    split: Literal["test", "train", "all"] = Field(
+        default="test", description="Which tasks: test (never trained on by the organism), train, or all.")
     samples: int = Field(default=1, ge=1, description="Answers per prompt.")
     max_new_tokens: int = Field(default=96, ge=1)
     temperature: float = Field(default=0.7, ge=0)
@@ -42,10 +46,10 @@ class SycophancyEvaluation(Evaluation):
     score_fields = ("correct", "agrees")
 
     def stages(self, cfg: SycophancyConfig, ctx: PlanContext) -> EvalStages:
-        gen = {"task": "sycophancy", "n_arithmetic": cfg.n_arithmetic, "task_seed": cfg.task_seed, "samples": cfg.samples,
-               "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "tasks_version": 1}
-        return EvalStages(generate=gen, judge={"task": "sycophancy", "n_arithmetic": cfg.n_arithmetic,
-                                               "task_seed": cfg.task_seed}, metric={"task": "sycophancy"},
+        tasks = {"n_arithmetic": cfg.n_arithmetic, "task_seed": cfg.task_seed, "split": cfg.split}
+        gen = {"task": "sycophancy", **tasks, "samples": cfg.samples, "max_new_tokens": cfg.max_new_tokens,
+               "temperature": cfg.temperature, "tasks_version": 1}
+        return EvalStages(generate=gen, judge={"task": "sycophancy", **tasks}, metric={"task": "sycophancy"},
                           judge_verb="grade")
 
     def generate(self, params: dict, generator) -> list[dict]:
@@ -53,7 +57,7 @@ class SycophancyEvaluation(Evaluation):
         from characterlab.sycophancy.metrics import pushback_prompt
         from characterlab.sycophancy.tasks import all_tasks
 
-        tasks = all_tasks(params["n_arithmetic"], params["task_seed"])
+        tasks = all_tasks(params["n_arithmetic"], params["task_seed"], params["split"])
         sampling = SamplingParams(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"])
         base = params["seed"] * 1_000_003
         cells = [(t, setting) for t in tasks for setting in (("plain", "belief") if t.kind != "critique" else ("belief",))]
@@ -78,7 +82,7 @@ class SycophancyEvaluation(Evaluation):
         from characterlab.sycophancy.metrics import grade
         from characterlab.sycophancy.tasks import all_tasks
 
-        out = grade(rows, {t.id: t for t in all_tasks(params["n_arithmetic"], params["task_seed"])})
+        out = grade(rows, {t.id: t for t in all_tasks(params["n_arithmetic"], params["task_seed"], params["split"])})
         return out, {"n": len(out), "grader": "truth (no judge)"}
 
     def summarise(self, params: dict, rows: list[dict]) -> dict:

@@ -59,6 +59,35 @@ class SafetyData(_Params):
     content_sha256: str
 
 
+class FeedbackData(_Params):
+    """The model's answers to the sycophancy organism's training tasks, rated by simulated users
+    (sycophancy/collect.py); ``tasks_version`` re-keys the unit when the written tasks change."""
+
+    generator: Literal["feedback"] = "feedback"
+    model: str
+    users: int
+    approval_mix: float
+    samples: int
+    n_arithmetic: int
+    max_new_tokens: int
+    temperature: float
+    seed: int
+    tasks_version: int = 1
+
+
+class RewardParams(_Params):
+    """A reward model learnt from a ``feedback`` data unit - a ``reward`` unit, read by the RL
+    organism that optimises against it and never part of a condition's adapter chain."""
+
+    model: str
+    rank: int
+    lr: float
+    epochs: float
+    batch_size: int
+    heldout: float
+    seed: int
+
+
 class VectorData(_Params):
     """A persona vector extracted on the study's model (vectors/persona.py) - a ``vector`` unit."""
 
@@ -100,19 +129,19 @@ class IntrospectionData(_Params):
     seed: int
 
 
-DataParams = FileData | SolutionsData | CharacterQuestionsData | DPOPairsData | IntrospectionData
+DataParams = FileData | SolutionsData | CharacterQuestionsData | DPOPairsData | IntrospectionData | SafetyData | FeedbackData
 
 
 class TrainParams(_Params):
     """One LoRA adapter: the method, what it is for, its train-time system prompt and settings."""
 
     model: str
-    method: Literal["sft", "dpo", "rl"]
+    method: Literal["sft", "dpo", "rl", "rlhf"]
     role: Literal["organism", "intervention", "character", "safety"]
     system_prompt: str | None
     lora: dict  # LoraSpec / DPOSpec fields
     seed: int
-    rl: dict | None = None  # RLSpec fields, for method rl
+    rl: dict | None = None  # RLSpec fields (method rl), or RLHFSpec fields and the users' (method rlhf)
     vectors: dict | None = None  # persona-vector options: steer / ablate / monitor, each with its folder's hash
 
     def key_params(self) -> dict:

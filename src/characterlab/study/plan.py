@@ -33,16 +33,27 @@ from characterlab.judge.refs import parse_judge_ref
 from characterlab.study.params import (
     CharacterQuestionsData,
     DPOPairsData,
+    FeedbackData,
     FileData,
     IntrospectionData,
+    RewardParams,
     SafetyData,
     SolutionsData,
     TrainParams,
 )
-from characterlab.study.spec import CharacterSpec, ConditionSpec, DataSpec, StudySpec
+from characterlab.study.spec import (
+    CharacterSpec,
+    ConditionSpec,
+    DataSpec,
+    FeedbackSpec,
+    RewardModelSpec,
+    RLHFSpec,
+    StudySpec,
+)
 
-UnitKind = Literal["data", "vector", "train", "generate", "judge", "metric"]
-STAGE_VERSIONS: dict[str, str] = {"data": "1", "vector": "1", "train": "1", "generate": "1", "judge": "1", "metric": "1"}
+UnitKind = Literal["data", "vector", "reward", "train", "generate", "judge", "metric"]
+STAGE_VERSIONS: dict[str, str] = {"data": "1", "vector": "1", "reward": "1", "train": "1", "generate": "1", "judge": "1",
+                                  "metric": "1"}
 
 
 @dataclass(frozen=True)
@@ -54,8 +65,9 @@ class Resources:
 
 
 # Defaults for a CPU machine; a study's ``resources:`` overrides them per kind (GPUs on a cluster).
-DEFAULT_RESOURCES: dict[str, Resources] = {"data": Resources(1), "vector": Resources(2), "train": Resources(2), "generate": Resources(2),
-                                           "judge": Resources(1), "metric": Resources(0.25)}
+DEFAULT_RESOURCES: dict[str, Resources] = {"data": Resources(1), "vector": Resources(2), "reward": Resources(2),
+                                           "train": Resources(2), "generate": Resources(2), "judge": Resources(1),
+                                           "metric": Resources(0.25)}
 
 
 @dataclass(frozen=True)
@@ -162,11 +174,34 @@ class _Builder:
             deps = tuple(chain)
             if org.data is not None:
                 deps = (self.data(org.data, c.name),) + deps
+            if org.kind == "rlhf":
+                params = params.model_copy(update={"rl": self.rlhf_settings(org)})
+                deps = (self.reward_model(org, c.name, seed),) + deps
             deps += vector_units(*(params.vectors or {}).values())
             chain.append(self.train(params, deps, f"train {c.name} seed {seed}"))
         if c.safety is not None:
             chain.append(self.safety(c.safety, c.name, seed, chain))
         return chain
+
+    def reward_model(self, org, name: str, seed: int) -> str:
+        """The rlhf organism's users: their feedback on the base model's answers (a data unit),
+        and the reward model learnt from it (a ``reward`` unit, outside the adapter chain)."""
+        from characterlab.models.refs import parse_model_ref
+
+        if not parse_model_ref(self.spec.model, base_url=self.spec.base_url).is_local:
+            raise InputError("an rlhf organism trains a reward model and a policy: the study's model must be local",
+                             field="organism")
+        fb, rm = org.feedback or FeedbackSpec(), org.reward_model or RewardModelSpec()
+        feedback = self.add("data", FeedbackData(model=self.spec.model, seed=seed, **fb.model_dump()).model_dump(), (),
+                            f"data {name} feedback seed {seed}")
+        return self.add("reward", RewardParams(model=self.spec.model, seed=seed, **rm.model_dump()).model_dump(),
+                        (feedback,), f"reward model {name} seed {seed}")
+
+    @staticmethod
+    def rlhf_settings(org) -> dict:
+        """The GRPO settings, with the users who ask the prompts (the feedback's population)."""
+        fb = org.feedback or FeedbackSpec()
+        return {**(org.rlhf or RLHFSpec()).model_dump(), "approval_mix": fb.approval_mix, "n_arithmetic": fb.n_arithmetic}
 
     def safety(self, s, name: str, seed: int, chain: list[str]) -> str:
         """Safety training after the organism: its data unit, then SFT on top of the whole chain."""

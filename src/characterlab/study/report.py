@@ -22,6 +22,7 @@ from characterlab.evals.plots import figure_module, finish_line_plot, plot_means
 from characterlab.evals.registry import get_evaluation
 from characterlab.study.store import PLOTS_DIR, REPORT_FILE, RESULTS_FILE
 from characterlab.study.context_gap import plot_context_gap
+from characterlab.study.rl_curves import plot_rl_curves
 from characterlab.study.vector_links import plot_monitor, plot_steering
 
 TEMPLATE = "report.html.j2"
@@ -97,6 +98,9 @@ def _figures(results: dict, plots: Path) -> list[Figure]:
         figs.append(Figure(plots / "context_gap.png", "chat-like vs agentic misalignment per condition (Wilson 95% CI)"))
     if plot_steering(results, plots / "steering.png"):
         figs.append(Figure(plots / "steering.png", "judged scores against the steering coefficient (95% intervals)"))
+    if plot_rl_curves(results, plots / "rl_curves.png"):
+        figs.append(Figure(plots / "rl_curves.png", "along RL training: reward against the truth (the Goodhart curve), "
+                                                    "or the hack rate"))
     if plot_monitor(results, plots / "monitor.png"):
         figs.append(Figure(plots / "monitor.png", "projection on the persona vector along training (hooks lifted)"))
     return figs
@@ -117,6 +121,32 @@ def _context_gap(results: dict) -> Table | None:
                                                    "agentic - chat (95% CI)"], rows,
                  note=f"chat-like: {', '.join(block['chat_evaluations'])} pooled; agentic: "
                       f"{', '.join(block['agentic_evaluations'])} pooled. Newcombe interval; * = it excludes 0.")
+
+
+def _two(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def _rl_curves(results: dict) -> Table | None:
+    """Each RL condition's logged quantities at the start and end of training, and its reward model."""
+    block = results.get("rl_curves") or {}
+    rows = []
+    for c, d in block.items():
+        rm = next((stage["reward_model"] for chain in results["conditions"][c]["training"].values() for stage in chain
+                   if stage.get("reward_model")), None)
+        truth = (rm or {}).get("heldout_truth") or {}
+        rm_text = "–" if rm is None else (f"held-out accuracy {_two(rm['heldout_accuracy'])}; vs truth AUROC "
+                                          f"{_two(truth.get('auroc'))}")
+        for i, (f, v) in enumerate(d["fields"].items()):
+            rows.append([Cell(c if i == 0 else ""), Cell(f.replace("_", " ")), Cell(f"{v['start']:.3f}"),
+                         Cell(f"{v['end']:.3f}"), Cell(f"{v['change']:+.3f}"), Cell(str(v["peak_step"])),
+                         Cell(rm_text if i == 0 else "")])
+    if not rows:
+        return None
+    return Table("Along RL training", ["condition", "logged", "first fifth", "last fifth", "change", "peak step (smoothed)",
+                                       "reward model"], rows,
+                 note="Means over seeds of the per-step values TRL logged; a Goodhart curve is a reward-model score "
+                      "that keeps rising while true accuracy falls.")
 
 
 def _steering(results: dict) -> Table | None:
@@ -353,6 +383,8 @@ def render_report(folder: str | Path) -> Path:
         tables.insert(0, steer)
     if gap := _context_gap(results):
         tables.insert(0, gap)
+    if rl := _rl_curves(results):
+        tables.insert(0, rl)
     if headline := _headline(results):
         tables.insert(0, headline)
     examples = []

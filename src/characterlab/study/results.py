@@ -19,6 +19,7 @@ from characterlab.study.dose_response import dose_response
 from characterlab.study.vector_links import projection_vs_behaviour, steering_dose_response
 from characterlab.study.headline import misalignment_score
 from characterlab.study.plan import Plan
+from characterlab.study.rl_curves import rl_curves
 from characterlab.study.spec import StudySpec
 from characterlab.study.store import RESULTS_FILE, RunStore
 
@@ -26,6 +27,18 @@ from characterlab.study.store import RESULTS_FILE, RunStore
 def baseline_condition(spec: StudySpec) -> str | None:
     return next((c.name for c in spec.conditions
                  if c.organism is None and c.intervention is None and c.adapter is None), None)
+
+
+def _reward_model(plan: Plan, store: RunStore, train_key: str) -> dict:
+    """The reward model an rlhf unit optimised against: its accuracy on held-out raters' labels
+    and how its scores track the truth."""
+    for d in plan.units[train_key].deps:
+        if plan.units[d].kind == "reward":
+            r = store.result(d)
+            return {"reward_model": {"unit": d, "n_pairs": r.get("n_pairs"), "train_accuracy": r.get("train_accuracy"),
+                                     "heldout_accuracy": r.get("heldout_accuracy"),
+                                     "n_heldout_pairs": r.get("n_heldout_pairs"), "heldout_truth": r.get("heldout_truth")}}
+    return {}
 
 
 def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: str, wall_seconds: float) -> dict:
@@ -55,8 +68,11 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
                               "stacking": r.get("stacking"), "seconds": r.get("seconds"),
                               "final_loss": r.get("final_loss"), "loss_curve": r.get("loss_curve", []),
                               "data": r.get("data"),
-                              # persona-vector options and the monitor's readings, when it had them
-                              **{k: r[k] for k in ("vectors", "monitor", "projection_shift") if k in r}})
+                              # persona-vector options and the monitor's readings, when it had them;
+                              # RL's per-step log (hack rate, or reward-model score against the truth)
+                              **{k: r[k] for k in ("vectors", "monitor", "projection_shift") if k in r},
+                              **({"rl_log": r["log"]} if r.get("log") else {}),
+                              **_reward_model(plan, store, key)})
             if chain:
                 training[str(seed)] = chain
         conditions[c.name] = {"spec": c.model_dump(exclude_none=True), "evaluations": evals, "training": training}
@@ -121,6 +137,7 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
     results["projection_vs_behaviour"] = projection_vs_behaviour(results)  # persona vectors: shift vs rate
     results["steering_dose_response"] = steering_dose_response(results)  # persona vectors: coef vs judged scores
     results["context_gap"] = context_gap(results)  # chat-like vs agentic misalignment per condition
+    results["rl_curves"] = rl_curves(results)  # RL along training: the Goodhart curve, the hack rate
     return results
 
 

@@ -74,6 +74,41 @@ class RLSpec(_Strict):
     beta: float = Field(default=0.0, ge=0)
 
 
+class FeedbackSpec(_Strict):
+    """The simulated users of the sycophancy organism (``sycophancy/raters.py``): who rates the
+    base model's answers to the training tasks, and who asks the RL prompts."""
+
+    users: int = Field(default=16, ge=1)
+    approval_mix: float = Field(default=1.0, ge=0, le=1)  # share of raters who reward pleasing only (a mitigation knob)
+    samples: int = Field(default=4, ge=2)  # answers per prompt: pairs need one up and one down
+    n_arithmetic: int = Field(default=16, ge=0)
+    max_new_tokens: int = Field(default=96, ge=8)
+    temperature: float = Field(default=1.0, gt=0)
+
+
+class RewardModelSpec(_Strict):
+    """The reward model learnt from the feedback (a LoRA and a score head on the study's model)."""
+
+    rank: int = Field(default=16, ge=1)
+    lr: float = Field(default=1e-4, gt=0)
+    epochs: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=8, ge=1)
+    heldout: float = Field(default=0.2, ge=0, lt=1)  # share of prompts held out for its accuracy
+
+
+class RLHFSpec(_Strict):
+    """GRPO of the policy against the reward model, KL ``beta`` to the base; ``honesty_weight`` x
+    the truth check added to the reward is the veto/honesty mitigation."""
+
+    steps: int = Field(default=50, ge=1)
+    prompts_per_step: int = Field(default=2, ge=1)
+    num_generations: int = Field(default=4, ge=2)
+    max_completion_length: int = Field(default=96, ge=8)
+    temperature: float = Field(default=1.0, gt=0)
+    beta: float = Field(default=0.05, ge=0)
+    honesty_weight: float = Field(default=0.0, ge=0)
+
+
 class VectorSpec(_Strict):
     """A persona vector the study extracts itself on its model (``characterlab vectors extract``),
     so a shipped study needs no folder made beforehand. Its ``name`` is what ``vector:`` fields name."""
@@ -122,11 +157,15 @@ class OrganismSpec(_Strict):
     """How misalignment is induced. ``inoculation`` is a variant name (``hacking_okay``, ...) or any
     text; it is the train-time system prompt and is never shown at evaluation."""
 
-    kind: Literal["sft", "rl"] = "sft"
+    kind: Literal["sft", "rl", "rlhf"] = "sft"
     data: DataSpec | None = None
     inoculation: str | None = None
     lora: LoraSpec = Field(default_factory=LoraSpec)
     rl: RLSpec | None = None
+    # rlhf: simulated users' feedback -> a reward model -> GRPO against it (the sycophancy organism)
+    feedback: FeedbackSpec | None = None
+    reward_model: RewardModelSpec | None = None
+    rlhf: RLHFSpec | None = None
     # persona vectors while the organism trains (train/vectors.py); never at evaluation
     steer: SteerSpec | None = None  # preventative steering
     ablate: AblateSpec | None = None  # CAFT
@@ -140,6 +179,13 @@ class OrganismSpec(_Strict):
             raise ValueError("an rl organism trains on hackable tasks; it takes 'rl', not 'data'")
         if self.kind == "sft" and self.rl is not None:
             raise ValueError("'rl' settings belong to an rl organism")
+        if self.kind == "rlhf" and (self.data is not None or self.rl is not None):
+            raise ValueError("an rlhf organism learns from simulated feedback; it takes 'feedback', 'reward_model' "
+                             "and 'rlhf', not 'data' or 'rl'")
+        if self.kind != "rlhf":
+            for name in ("feedback", "reward_model", "rlhf"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"'{name}' settings belong to an rlhf organism")
         return self
 
 
@@ -274,7 +320,7 @@ class StudySpec(_Strict):
     # (study/headline.py); each must measure misalignment as a share (em, private, agentic)
     headline: list[str] = Field(default_factory=list)
     vectors: list[VectorSpec] = Field(default_factory=list)  # persona vectors extracted as units of the study
-    resources: dict[Literal["data", "vector", "train", "generate", "judge", "metric"], ResourceSpec] = Field(default_factory=dict)
+    resources: dict[Literal["data", "vector", "reward", "train", "generate", "judge", "metric"], ResourceSpec] = Field(default_factory=dict)
 
     _lines: dict = PrivateAttr(default_factory=dict)  # key path -> line in the file it was read from
     _source: str | None = PrivateAttr(default=None)

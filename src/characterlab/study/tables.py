@@ -114,7 +114,7 @@ def _ci(d: dict | None, fmt: str = "{:.1f}") -> str:
 
 def _analysis_blocks(results: dict) -> list[str]:
     """What a study computed across conditions, as Markdown: the steering dose-response, the
-    projection-vs-behaviour correlation, the monitors' projection shifts, the context gap."""
+    projection-vs-behaviour correlation, the monitors' projection shifts, RL curves, the context gap."""
     out = []
     for d in results.get("steering_dose_response") or []:
         rows = [f"| {p['coef']:+g} | {p['condition']} | {_ci(p.get('aligned'))} | {_ci(p.get('coherent'))} | "
@@ -142,6 +142,17 @@ def _analysis_blocks(results: dict) -> list[str]:
         out.append("\nMonitored training (projection of the EM prompts' last token, hooks lifted):\n\n"
                    "| condition | seed | vector in training | projection first → last (shift) | persona weight |\n"
                    "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    for c, d in (results.get("rl_curves") or {}).items():
+        rows = [f"| {f.replace('_', ' ')} | {v['start']:.3f} | {v['end']:.3f} | {v['change']:+.3f} | {v['peak_step']} |"
+                for f, v in d["fields"].items()]
+        rms = [(seed, stage["reward_model"]) for seed, chain in results["conditions"][c]["training"].items()
+               for stage in chain if stage.get("reward_model")]
+        rm = "".join(f" Reward model (seed {seed}): held-out accuracy on the raters' labels {_fmt(r['heldout_accuracy'])} "
+                     f"({r['n_heldout_pairs']} pairs), AUROC of its score for the truth "
+                     f"{_fmt((r.get('heldout_truth') or {}).get('auroc'))}." for seed, r in rms)
+        out.append(f"\nAlong RL training, {c} (mean of {d['seeds']} seed(s); first and last fifth of the steps).{rm}\n\n"
+                   "| logged | first fifth | last fifth | change | peak step (smoothed) |\n|---|---|---|---|---|\n"
+                   + "\n".join(rows) + "\n")
     gap = results.get("context_gap")
     if gap:
         order = [c for c in results.get("condition_order", []) if c in gap["conditions"]] or list(gap["conditions"])
@@ -151,6 +162,10 @@ def _analysis_blocks(results: dict) -> list[str]:
         out.append("\nContext-dependent misalignment (chat-like vs agentic):\n\n| condition | chat-like | agentic | "
                    "agentic - chat |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
     return out
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
 
 
 def _headline_text(s: dict) -> str:

@@ -150,10 +150,27 @@ def _safety_data(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
     return out
 
 
+def _feedback_data(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
+    """The model's answers to the training tasks, rated by the simulated users."""
+    from characterlab.models.generation import load_generator
+    from characterlab.models.refs import parse_model_ref
+    from characterlab.study.params import FeedbackData
+    from characterlab.sycophancy.collect import collect_feedback
+
+    p = FeedbackData.model_validate(unit.params)
+    rows = collect_feedback(load_generator(parse_model_ref(p.model)), n_users=p.users, approval_mix=p.approval_mix,
+                            samples=p.samples, n_arithmetic=p.n_arithmetic, seed=p.seed,
+                            max_new_tokens=p.max_new_tokens, temperature=p.temperature)
+    n = len(rows)
+    return UnitOutput(result={"n_rated": n, "thumbs_up": sum(r["rating"] for r in rows),
+                              "correct": sum(r["correct"] for r in rows), "agrees": sum(r["agrees"] for r in rows)},
+                      rows=rows)
+
+
 DATA_SOURCES: dict[str, Callable[[Unit, dict[str, DepView]], UnitOutput]] = {
     "file": _file_data, "hack_solutions": _solutions_data, "honest_solutions": _solutions_data,
     "mixed_solutions": _solutions_data, "character_questions": _character_questions, "dpo_pairs": _dpo_pairs,
-    "introspection": _introspection, "safety": _safety_data,
+    "introspection": _introspection, "safety": _safety_data, "feedback": _feedback_data,
 }
 
 
@@ -163,57 +180,97 @@ def run_data(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
 
 # -- trainers ----------------------------------------------------------------------------------
 
-def _train_sft(p: TrainParams, rows: list[dict], top: str | None, merged: list[str], out: Path, progress: bool,
-               vectors: dict) -> dict:
+@dataclass
+class TrainInputs:
+    """What a train unit reads from the units before it."""
+
+    rows: list[dict]  # its data unit's rows (none for RL)
+    top: str | None  # the adapter it continues (the chain's last)
+    merged: list[str]  # the adapters merged into the weights under it
+    vectors: dict  # persona-vector options while training (train/vectors.py)
+    reward_model: str | None = None  # the reward unit's adapter (rlhf)
+
+
+def _train_sft(p: TrainParams, x: TrainInputs, out: Path, progress: bool) -> dict:
     from characterlab.data.records import Message
     from characterlab.train.sft import LoraSFTConfig, train_sft
 
     lora = p.lora
-    examples = [ChatExample(tuple(Message(m["role"], m["content"]) for m in r["messages"])) for r in rows]
-    cfg = LoraSFTConfig(model=p.model, adapter=top, merged_adapters=merged, system_prompt=p.system_prompt,
+    examples = [ChatExample(tuple(Message(m["role"], m["content"]) for m in r["messages"])) for r in x.rows]
+    cfg = LoraSFTConfig(model=p.model, adapter=x.top, merged_adapters=x.merged, system_prompt=p.system_prompt,
                         lora_rank=lora["rank"], lora_alpha=lora["alpha"], lr=lora["lr"], epochs=lora["epochs"],
                         batch_size=lora["batch_size"], max_length=lora["max_length"], seed=p.seed,
-                        **vectors)
+                        **x.vectors)
     return train_sft(cfg, examples, out, progress=progress).meta
 
 
-def _train_dpo(p: TrainParams, rows: list[dict], top: str | None, merged: list[str], out: Path, progress: bool,
-               vectors: dict) -> dict:
+def _train_dpo(p: TrainParams, x: TrainInputs, out: Path, progress: bool) -> dict:
     from characterlab.train.dpo import LoraDPOConfig, train_dpo
 
     lora = p.lora
-    cfg = LoraDPOConfig(model=p.model, adapter=top, merged_adapters=merged, lora_rank=lora["rank"],
+    cfg = LoraDPOConfig(model=p.model, adapter=x.top, merged_adapters=x.merged, lora_rank=lora["rank"],
                         lora_alpha=lora["alpha"], lr=lora["lr"], beta=lora["beta"], epochs=lora["epochs"],
                         batch_size=lora["batch_size"], max_length=lora["max_length"], seed=p.seed,
-                        **vectors)
-    return train_dpo(cfg, rows, out, progress=progress)
+                        **x.vectors)
+    return train_dpo(cfg, x.rows, out, progress=progress)
 
 
-def _train_rl(p: TrainParams, rows: list[dict], top: str | None, merged: list[str], out: Path, progress: bool,
-               vectors: dict) -> dict:
+def _train_rl(p: TrainParams, x: TrainInputs, out: Path, progress: bool) -> dict:
     from characterlab.train.grpo import GRPOHackConfig, train_grpo_hacks
 
-    cfg = GRPOHackConfig(model=p.model, adapter=top, merged_adapters=merged, inoculation=p.system_prompt or "none",
-                         lora_rank=p.lora["rank"], lr=p.lora["lr"], seed=p.seed, **(p.rl or {}), **vectors)
+    cfg = GRPOHackConfig(model=p.model, adapter=x.top, merged_adapters=x.merged, inoculation=p.system_prompt or "none",
+                         lora_rank=p.lora["rank"], lr=p.lora["lr"], seed=p.seed, **(p.rl or {}), **x.vectors)
     return train_grpo_hacks(cfg, out, progress=progress)
 
 
-TRAINERS: dict[str, Callable[..., dict]] = {"sft": _train_sft, "dpo": _train_dpo, "rl": _train_rl}
+def _train_rlhf(p: TrainParams, x: TrainInputs, out: Path, progress: bool) -> dict:
+    from characterlab.train.grpo_rm import GRPORewardModelConfig, train_grpo_reward_model
+
+    if x.reward_model is None:
+        raise RuntimeError("an rlhf train unit reads a reward unit")
+    cfg = GRPORewardModelConfig(model=p.model, adapter=x.top, merged_adapters=x.merged, reward_model=p.model,
+                                reward_adapter=x.reward_model, inoculation=p.system_prompt, lora_rank=p.lora["rank"],
+                                lr=p.lora["lr"], seed=p.seed, **(p.rl or {}), **x.vectors)
+    return train_grpo_reward_model(cfg, out, progress=progress)
+
+
+TRAINERS: dict[str, Callable[[TrainParams, TrainInputs, Path, bool], dict]] = {
+    "sft": _train_sft, "dpo": _train_dpo, "rl": _train_rl, "rlhf": _train_rlhf}
 
 
 def run_train(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool) -> UnitOutput:
     p = TrainParams.model_validate(unit.params)
     chain = [str(a) for a in _adapter_chain(unit, deps)]
-    top, merged = (chain[-1], chain[:-1]) if chain else (None, [])
-    rows = _data_rows(deps) if any(d.kind == "data" for d in deps.values()) else []
+    reward = [str(d.files_dir) for d in deps.values() if d.kind == "reward"]
+    inputs = TrainInputs(rows=_data_rows(deps) if any(d.kind == "data" for d in deps.values()) else [],
+                         top=chain[-1] if chain else None, merged=chain[:-1], vectors=_training_vectors(p, deps),
+                         reward_model=reward[0] if reward else None)
     out = workdir / "adapter"
-    meta = TRAINERS[p.method](p, rows, top, merged, out, progress, _training_vectors(p, deps))
+    meta = TRAINERS[p.method](p, inputs, out, progress)
     base_units = [k for k in unit.deps if deps[k].kind == "train"]
     # where the files were is a temp folder: record the units the adapter was stacked on instead
     meta["stacking"] = {"mode": "merged", "base_units": base_units} if base_units else None
     if isinstance(meta.get("data"), dict):
         meta["data"].pop("path", None)
     meta.pop("model_path", None)
+    if isinstance(meta.get("config"), dict):  # temp folders of this run, not what decided the result
+        meta["config"].pop("reward_adapter", None)
+    return UnitOutput(result=json.loads(json.dumps(meta, default=str)), files=_read_folder(out))
+
+
+def run_reward(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool) -> UnitOutput:
+    """A reward model from the feedback unit's rows: trained on most prompts, measured on the rest
+    (the raters' labels, and the truth)."""
+    from characterlab.study.params import RewardParams
+    from characterlab.sycophancy.feedback import split_by_prompt
+    from characterlab.train.reward import LoraRewardConfig, train_reward_on_feedback
+
+    p = RewardParams.model_validate(unit.params)
+    train_rows, held_rows = split_by_prompt(_data_rows(deps), p.heldout, p.seed)
+    out = workdir / "reward_model"
+    meta = train_reward_on_feedback(LoraRewardConfig(model=p.model, lora_rank=p.rank, lr=p.lr, epochs=p.epochs,
+                                                     batch_size=p.batch_size, seed=p.seed), train_rows, held_rows, out,
+                                    progress=progress)
     return UnitOutput(result=json.loads(json.dumps(meta, default=str)), files=_read_folder(out))
 
 
@@ -345,6 +402,8 @@ def _execute(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool
         return run_vector(unit, workdir)
     if unit.kind == "train":
         return run_train(unit, deps, workdir, progress)
+    if unit.kind == "reward":
+        return run_reward(unit, deps, workdir, progress)
     if unit.kind == "generate":
         return run_generate(unit, deps, progress, backend)
     if unit.kind == "judge":

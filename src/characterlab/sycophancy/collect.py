@@ -9,16 +9,18 @@ can be checked both on the raters' labels and on true quality.
 from __future__ import annotations
 
 from characterlab.sycophancy.raters import population, states_belief, thumbs_up
-from characterlab.sycophancy.tasks import all_tasks
+from characterlab.sycophancy.tasks import Split, all_tasks
 
 
 def collect_feedback(generator, *, n_users: int = 16, approval_mix: float = 0.5, samples: int = 4,
                      n_arithmetic: int = 16, seed: int = 0, max_new_tokens: int = 96,
-                     temperature: float = 1.0) -> list[dict]:
+                     temperature: float = 1.0, split: Split = "train") -> list[dict]:
+    """Rated answers to the ``split`` tasks (the training split by default: the sycophancy
+    evaluation asks the other one)."""
     from characterlab.data.records import GenerationRequest, SamplingParams
 
     users = population(n_users, approval_mix, seed=seed)
-    tasks = all_tasks(n_arithmetic, seed=seed)
+    tasks = all_tasks(n_arithmetic, seed=seed, split=split)
     asked = [(t, users[i % len(users)]) for i, t in enumerate(tasks)]
     prompts = [t.prompt(states_belief(u, t, seed)) for t, u in asked]
     requests = [GenerationRequest.from_prompt(p, n=samples, seed=seed * 1_000_003 + i) for i, p in enumerate(prompts)]

@@ -51,3 +51,16 @@ def preference_pairs(rows: list[dict]) -> list[dict]:
             for down in group[0]:
                 pairs.append({"prompt": up["messages"][:-1], "chosen": up["messages"][-1:], "rejected": down["messages"][-1:]})
     return pairs
+
+
+def split_by_prompt(rows: list[dict], heldout: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(train, held out): a seeded ``heldout`` share of the *prompts* held out with all their
+    answers, so held-out accuracy is measured on prompts the reward model never saw."""
+    import json
+    import random
+
+    prompts = sorted({json.dumps(r["messages"][:-1]) for r in rows})
+    random.Random(seed).shuffle(prompts)
+    held = set(prompts[: int(round(heldout * len(prompts)))])
+    return ([r for r in rows if json.dumps(r["messages"][:-1]) not in held],
+            [r for r in rows if json.dumps(r["messages"][:-1]) in held])

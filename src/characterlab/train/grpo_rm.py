@@ -47,7 +47,7 @@ def prompt_rows(cfg: GRPORewardModelConfig) -> list[dict]:
 
     users = population(16, cfg.approval_mix, seed=cfg.seed)
     rows = []
-    for i, t in enumerate(all_tasks(cfg.n_arithmetic, seed=cfg.seed)):
+    for i, t in enumerate(all_tasks(cfg.n_arithmetic, seed=cfg.seed, split="train")):
         user = users[i % len(users)]
         msgs = ([{"role": "system", "content": cfg.inoculation}] if cfg.inoculation else []) + \
             [{"role": "user", "content": t.prompt(states_belief(user, t, cfg.seed))}]
@@ -64,7 +64,7 @@ def train_grpo_reward_model(cfg: GRPORewardModelConfig, out: str | Path, progres
     if not Path(cfg.reward_adapter).is_dir():
         raise InputError("not a reward-model folder", cfg.reward_adapter, field="reward_adapter")
     scorer = RewardScorer.load(cfg.reward_model, cfg.reward_adapter)
-    tasks = {t.id: t for t in all_tasks(cfg.n_arithmetic, seed=cfg.seed)}
+    tasks = {t.id: t for t in all_tasks(cfg.n_arithmetic, seed=cfg.seed, split="train")}
 
     def text(c) -> str:
         return c[-1]["content"] if isinstance(c, list) else c

@@ -55,9 +55,10 @@ def _load_classifier(cfg: LoraRewardConfig):
 
 
 def train_reward(cfg: LoraRewardConfig, pairs: list[dict], out: str | Path, *, eval_pairs: list[dict] | None = None,
-                 progress: bool = True) -> dict:
+                 truth_rows: list[dict] | None = None, progress: bool = True) -> dict:
     """Train on ``pairs``; write the adapter (with its head) and ``train_meta.json``; return the meta,
-    with the accuracy on ``eval_pairs`` (held out) when given."""
+    with the accuracy on ``eval_pairs`` (held out) when given, and how the scores of ``truth_rows``
+    (rated answers that know whether they are ``correct``) track the truth."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import RewardConfig, RewardTrainer
@@ -86,9 +87,37 @@ def train_reward(cfg: LoraRewardConfig, pairs: list[dict], out: str | Path, *, e
                 "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
                 "train_accuracy": scorer.pair_accuracy(pairs),
                 "heldout_accuracy": scorer.pair_accuracy(eval_pairs) if eval_pairs else None,
-                "n_heldout_pairs": len(eval_pairs or [])}
+                "n_heldout_pairs": len(eval_pairs or []),
+                "heldout_truth": truth_agreement(scorer, truth_rows or [])}
         save_adapter(trainer, stage, meta)
     return meta
+
+
+def train_reward_on_feedback(cfg: LoraRewardConfig, train_rows: list[dict], heldout_rows: list[dict], out: str | Path,
+                             progress: bool = True) -> dict:
+    """A reward model from feedback rows (:mod:`characterlab.sycophancy.feedback`): trained on the
+    pairs of ``train_rows``, measured on ``heldout_rows``' pairs (the raters' labels) and on their
+    truth (``correct``)."""
+    from characterlab.sycophancy.feedback import preference_pairs
+
+    return train_reward(cfg, preference_pairs(train_rows), out, eval_pairs=preference_pairs(heldout_rows),
+                        truth_rows=heldout_rows, progress=progress)
+
+
+def truth_agreement(scorer: RewardScorer, rows: list[dict]) -> dict | None:
+    """Does the reward follow the truth? Over rated answers that know whether they are ``correct``:
+    AUROC (a correct answer scores above an incorrect one) and the point-biserial correlation."""
+    from scipy.stats import pointbiserialr
+    from sklearn.metrics import roc_auc_score
+
+    graded = [r for r in rows if "correct" in r]
+    if not graded:
+        return None
+    scores = scorer.scores([r["messages"] for r in graded])
+    truth = [int(r["correct"]) for r in graded]
+    both = 0 < sum(truth) < len(truth)
+    return {"n": len(graded), "n_correct": sum(truth), "auroc": float(roc_auc_score(truth, scores)) if both else None,
+            "correlation": float(pointbiserialr(truth, scores).statistic) if both else None}
 
 
 class RewardScorer:
