@@ -83,6 +83,10 @@ def test_shipped_studies_parse_and_plan():
         kinds = [u.kind for u in plan.units.values()]
         assert kinds.count("data") == 2  # the hack data is shared by the plain and inoculated conditions
         assert kinds.count("train") == 3 * len(spec.seeds)
+    spec, _ = load_study("builtin:sycophancy")  # needs no data: the organism's users are simulated
+    kinds = [u.kind for u in build_plan(spec).units.values()]
+    # two populations of raters (approval, honest): two feedback sets and reward models; four policies
+    assert kinds.count("reward") == 2 and kinds.count("train") == 4 and kinds.count("data") == 2
 
 
 @pytest.mark.shared

@@ -249,6 +249,15 @@ def test_feedback_and_reward_model_from_the_cli(tiny_ref, tmp_path, monkeypatch)
                             "--out", str(tmp_path / "policy"), "--steps", "1"])
     assert r.exit_code == 0, r.output
     assert "1 steps; reward model" in r.output and (tmp_path / "policy" / "rl_log.jsonl").is_file()
+    r = runner.invoke(app, ["sycophancy", "best-of-n", "--reward-model", str(tmp_path / "rm"), "--model", tiny_ref,
+                            "--ns", "1,2", "--n-arithmetic", "2", "--max-new-tokens", "4", "--out", str(tmp_path / "bon.json")])
+    assert r.exit_code == 0, r.output
+    curve = json.loads((tmp_path / "bon.json").read_text())["points"]
+    assert [p["n"] for p in curve] == [1, 2] and curve[1]["reward"] >= curve[0]["reward"]  # the kept reward cannot fall
+    assert curve[0]["accuracy"]["n"] == 2 + 8 + 4  # the test split
+    r = runner.invoke(app, ["sycophancy", "best-of-n", "--reward-model", str(tmp_path / "rm"), "--model", tiny_ref,
+                            "--ns", "4,2"])
+    assert isinstance(r.exception, InputError) and r.exception.field == "ns"  # before any model is loaded
 
 
 RLHF_STUDY = """\

@@ -129,7 +129,7 @@ def _command(ev: Evaluation):
 
     command.__signature__ = inspect.Signature(_common(ev) + config_params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}  # type: ignore[attr-defined]
-    command.__doc__ = (type(ev).__doc__ or ev.title).strip().splitlines()[0]
+    command.__doc__ = (type(ev).__doc__ or ev.title).strip().split("\n\n")[0]  # the first paragraph, whole
     return command
 
 

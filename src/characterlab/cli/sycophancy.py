@@ -87,3 +87,48 @@ def optimise(
     typer.echo(f"{meta['steps']} steps; reward model {first['reward_model']:.2f} -> {last['reward_model']:.2f}, "
                f"true accuracy {first['true_accuracy']:.2f} -> {last['true_accuracy']:.2f}, agreement "
                f"{first['agreement']:.2f} -> {last['agreement']:.2f} -> {out}")
+
+
+@app.command("best-of-n")
+def best_of_n(
+    reward_model: Path = typer.Option(..., "--reward-model", help="A folder written by `sycophancy reward`."),
+    out: Path = typer.Option(None, "--out", help="Write the curve as JSON here."),
+    model: str = typer.Option("embedded", "--model", "-m", help="The policy sampled (and the reward model's base)."),
+    ns: str = typer.Option("1,2,4,8,16", "--ns", help="Increasing n, comma-separated."),
+    n_arithmetic: int = typer.Option(16, "--n-arithmetic", min=0),
+    split: str = typer.Option("test", "--split", help="Tasks: test (the reward model never saw them) | train | all."),
+    max_new_tokens: int = typer.Option(96, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(1.0, "--temperature", min=0.0),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Best-of-n against the reward model: reward, true accuracy and agreement of the kept answers
+    per n, each with the KL bound (the Goodhart curve without RL)."""
+    from characterlab.data.files import atomic_write_json, check_output_file
+    from characterlab.errors import InputError
+    from characterlab.models.generation import load_generator
+    from characterlab.models.refs import parse_model_ref
+    from characterlab.sycophancy.best_of_n import best_of_n_curve
+    from characterlab.sycophancy.tasks import all_tasks
+    from characterlab.train.reward import RewardScorer
+
+    try:
+        sizes = [int(x) for x in ns.split(",")]
+    except ValueError:
+        raise InputError(f"not a list of integers: {ns!r}", field="ns") from None
+    if sizes != sorted(set(sizes)) or sizes[0] < 1:
+        raise InputError(f"must increase and start at 1 or more, got {ns!r}", field="ns")
+    if split not in ("test", "train", "all"):
+        raise InputError(f"must be test, train or all, got {split!r}", field="split")
+    if out is not None:
+        check_output_file(out, "out")
+    if not reward_model.is_dir():
+        raise InputError("not a reward-model folder", reward_model, field="reward_model")
+    tasks = all_tasks(n_arithmetic, seed, split)  # each asked with the user's belief (or pride in the work)
+    points = best_of_n_curve(load_generator(parse_model_ref(model)), RewardScorer.load(model, reward_model).scores,
+                             tasks, sizes, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature)
+    for p in points:
+        typer.echo(f"n={p['n']:3d}  KL<={p['kl_bound']:.2f}  reward {p['reward']:+.3f}  accuracy "
+                   f"{100 * p['accuracy']['estimate']:.1f}%  agreement {100 * p['agreement']['estimate']:.1f}% "
+                   f"(of {p['accuracy']['n']})")
+    if out is not None:
+        atomic_write_json(out, {"model": model, "reward_model": str(reward_model), "split": split, "points": points})
