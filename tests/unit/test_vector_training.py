@@ -9,7 +9,7 @@ import torch
 from safetensors.numpy import save_file
 
 from characterlab.data.files import atomic_write_json
-from characterlab.models.activations import ablation, last_prompt_activations
+from characterlab.models.activations import ablation, decoder_blocks, last_prompt_activations
 from characterlab.models.local import load_local_model
 from characterlab.models.refs import parse_model_ref
 from characterlab.train.sft import LoraSFTConfig, train_sft
@@ -35,15 +35,37 @@ def _messages(prompts=PROMPTS):
     return [[{"role": "user", "content": p}] for p in prompts]
 
 
-def test_last_prompt_reading_matches_one_prompt_at_a_time(tiny_local):
+@pytest.mark.parametrize("layer", [0, 1, 2])  # the tiny model has 2 blocks: the early stop reads layer 1
+def test_last_prompt_reading_matches_one_prompt_at_a_time(tiny_local, layer):
     tok, model = tiny_local.tokenizer, tiny_local.model
-    batched = last_prompt_activations(model, tok, _messages(), layer=1, batch_size=3)
-    for i, m in enumerate(_messages()):
+    alone = []
+    for m in _messages():
         ids = tok(tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True), add_special_tokens=False,
                   return_tensors="pt")["input_ids"]
         with torch.no_grad():
-            alone = model(input_ids=ids, output_hidden_states=True).hidden_states[1][0, -1].numpy()
-        np.testing.assert_allclose(batched[i], alone, atol=1e-5)
+            alone.append(model(input_ids=ids, output_hidden_states=True).hidden_states[layer][0, -1].numpy())
+    hooks = [len(b._forward_hooks) for b in decoder_blocks(model)]  # transformers keeps hooks of its own there
+    batched = last_prompt_activations(model, tok, _messages(), layer=layer, batch_size=3)
+    np.testing.assert_allclose(batched, np.stack(alone), atol=1e-5)
+    assert [len(b._forward_hooks) for b in decoder_blocks(model)] == hooks  # the stopping hook is gone
+
+
+def test_the_early_stop_reads_a_peft_model_and_sees_steering(tiny_ref):
+    from peft import LoraConfig, get_peft_model
+
+    from characterlab.models.activations import steering
+
+    local = load_local_model(parse_model_ref(tiny_ref), dtype=torch.float32)  # its own copy: LoRA is injected in place
+    tok = local.tokenizer
+    peft = get_peft_model(local.model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    v = np.random.default_rng(2).normal(size=peft.config.hidden_size).astype(np.float32)
+    ids = tok(tok.apply_chat_template(_messages()[0], tokenize=False, add_generation_prompt=True), add_special_tokens=False,
+              return_tensors="pt")["input_ids"]
+    with steering(peft, v, 1, 3.0):
+        read = last_prompt_activations(peft, tok, _messages()[:1], layer=1)
+        with torch.no_grad():
+            full = peft(input_ids=ids, output_hidden_states=True).hidden_states[1][0, -1].numpy()
+    np.testing.assert_allclose(read[0], full, atol=1e-5)
 
 
 def test_ablation_removes_the_direction_and_only_while_held(tiny_local):

@@ -24,6 +24,8 @@ calls pi_evil, read off the activations.
 
 from __future__ import annotations
 
+import time
+
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -102,6 +104,7 @@ class VectorTraining:
             raise InputError("must be >= 1", field="monitor.every")
         self._prompts = (monitor.prompts or default_monitor_prompts()) if monitor else []
         self.curve: list[dict] = []
+        self.seconds = 0.0  # spent reading: what the monitor adds to training time
         self.calibration: dict | None = None
         self._systems = _persona_systems(monitor.vector) if monitor else {}
         self._stack: ExitStack | None = None
@@ -151,6 +154,7 @@ class VectorTraining:
         return last_prompt_activations(self._model, self.tokenizer, msgs, self.monitor.layer) @ self._monitor_v.unit
 
     def read(self, step: int) -> None:
+        start = time.perf_counter()
         self._hooks_off()  # the weights' own shift, not the hook's
         try:
             proj = self._projection()
@@ -167,6 +171,7 @@ class VectorTraining:
             c = self.calibration
             entry["persona_weight"] = round((entry["projection"] - c["neg"]) / (c["pos"] - c["neg"]), 5)
         self.curve.append(entry)
+        self.seconds += time.perf_counter() - start
 
     def _callback(self):
         from transformers import TrainerCallback
@@ -195,5 +200,6 @@ class VectorTraining:
             out["monitor"] = self.curve
             out["projection_shift"] = (self.curve[-1]["projection"] - self.curve[0]["projection"]) if len(self.curve) > 1 else None
             out["monitor_calibration"] = self.calibration
+            out["monitor_seconds"] = round(self.seconds, 3)
         return out
 
