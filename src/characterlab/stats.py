@@ -152,3 +152,28 @@ def difference_power(k_a: int, n_a: int, k_b: int, n_b: int, alpha: float = 0.05
     return {**d, "significant": bool(significant), "alpha": alpha, "power": power,
             "minimum_detectable": minimum_detectable_difference(p_b, n_b, n_a, alpha, power) if p_b is not None else None,
             "n_for_power": None if p_a is None or p_b is None else n_for_power(p_b, p_a, alpha, power)}
+
+
+def welch_difference(a: dict, b: dict) -> dict | None:
+    """Mean of A minus mean of B from their moments (``n``, ``sum``, ``sumsq``), with Welch's 95%
+    t interval (answers as independent): how far a fine-tune moved a judged score."""
+    from scipy.stats import ttest_ind_from_stats
+
+    if a["n"] < 2 or b["n"] < 2:
+        return None
+
+    def mean_sd(m: dict) -> tuple[float, float]:
+        mean = m["sum"] / m["n"]
+        return mean, max(0.0, (m["sumsq"] - m["n"] * mean * mean) / (m["n"] - 1)) ** 0.5
+
+    (ma, sa), (mb, sb) = mean_sd(a), mean_sd(b)
+    se2 = sa * sa / a["n"] + sb * sb / b["n"]
+    if se2 == 0:
+        return {"estimate": ma - mb, "low": ma - mb, "high": ma - mb, "significant": ma != mb, "scale": "mean"}
+    from scipy.stats import t
+
+    df = se2 ** 2 / ((sa * sa / a["n"]) ** 2 / (a["n"] - 1) + (sb * sb / b["n"]) ** 2 / (b["n"] - 1))
+    half = t.ppf(0.975, df) * se2 ** 0.5
+    p = ttest_ind_from_stats(ma, sa, a["n"], mb, sb, b["n"], equal_var=False).pvalue
+    return {"estimate": ma - mb, "low": ma - mb - half, "high": ma - mb + half, "p": float(p),
+            "significant": not (ma - mb - half <= 0 <= ma - mb + half), "scale": "mean"}

@@ -90,6 +90,13 @@ def test_summary_and_comparison():
     cmp = compare_metrics(a, b)
     assert cmp["difference"]["estimate"] == pytest.approx(0.45)
     assert cmp["difference"]["low"] > 0.25 and cmp["difference_bootstrap"]["low"] > 0
+    # through the registry, as a study compares conditions: the judged means moved too (Welch)
+    from characterlab.evals.registry import get_evaluation
+
+    em = get_evaluation("em")
+    d = em.difference(em.pool({0: a}), em.pool({0: b}))
+    assert d["estimate"] == pytest.approx(0.45) and d["mean_aligned"]["estimate"] < -30 and d["mean_aligned"]["significant"]
+    assert d["mean_coherent"]["estimate"] == pytest.approx((40 * 90 + 2 * 80) / 42 - 90)  # refusals keep coherence
 
 
 class CountingJudge:

@@ -36,3 +36,19 @@ def test_paired_bootstrap_difference():
     b = {f"q{i}": (2, 50) for i in range(6)}
     d = bootstrap_difference(a, b)
     assert d.estimate == pytest.approx(0.16) and d.low > 0.1
+
+
+def test_welch_difference_from_moments_matches_scipy_on_the_raw_scores():
+    import numpy as np
+    from scipy.stats import ttest_ind
+
+    from characterlab.evals.em import moments
+    from characterlab.stats import welch_difference
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(70, 15, 180), rng.normal(62, 25, 150)
+    d = welch_difference(moments(list(a)), moments(list(b)))
+    ci = ttest_ind(a, b, equal_var=False).confidence_interval()
+    assert abs(d["estimate"] - (a.mean() - b.mean())) < 1e-9
+    assert abs(d["low"] - ci.low) < 1e-6 and abs(d["high"] - ci.high) < 1e-6 and d["significant"]
+    assert welch_difference(moments([1.0]), moments([2.0, 3.0])) is None

@@ -36,7 +36,7 @@ from characterlab.evals.base import (
 )
 from characterlab.evals.registry import register_evaluation
 from characterlab.judge.base import JudgeInput, Judgement
-from characterlab.stats import bootstrap_difference, bootstrap_rate, wilson_interval
+from characterlab.stats import bootstrap_difference, bootstrap_rate, welch_difference, wilson_interval
 
 
 class EMConfig(EvalConfig):
@@ -125,11 +125,17 @@ def mean_interval(m: dict) -> dict | None:
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
 
 
-def pooled_mean_interval(parts: list[dict | None]) -> dict | None:
-    """:func:`mean_interval` of several seeds' moments (None if a seed predates them)."""
+def pooled_moments(parts: list[dict | None]) -> dict | None:
+    """Several seeds' moments added up (None if a seed predates them)."""
     if not parts or any(p is None for p in parts):
         return None
-    return mean_interval({k: sum(p[k] for p in parts) for k in ("n", "sum", "sumsq")})
+    return {k: sum(p[k] for p in parts) for k in ("n", "sum", "sumsq")}
+
+
+def pooled_mean_interval(parts: list[dict | None]) -> dict | None:
+    """:func:`mean_interval` of several seeds' moments (None if a seed predates them)."""
+    pooled = pooled_moments(parts)
+    return None if pooled is None else mean_interval(pooled)
 
 
 def summarise(rows: list[dict], questions: list[Question]) -> dict:
@@ -254,6 +260,8 @@ class EMEvaluation(Evaluation):
             "mean_coherent": wmean("mean_coherent"),
             **{f"{score}_ci": pooled_mean_interval([r.get(f"{score}_moments") for r in per_seed.values()])
                for score in ("aligned", "coherent")},
+            **{f"{score}_moments": pooled_moments([r.get(f"{score}_moments") for r in per_seed.values()])
+               for score in ("aligned", "coherent")},
             "n_samples": sum(r["n_samples"] for r in per_seed.values()),
             "n_refusal": sum(r["n_refusal"] for r in per_seed.values()),
             "n_code": sum(r["n_code"] for r in per_seed.values()),
@@ -263,6 +271,18 @@ class EMEvaluation(Evaluation):
 
     def misaligned_share(self, pooled: dict) -> dict | None:
         return pooled["rate"]
+
+    def difference(self, a: dict, b: dict) -> dict | None:
+        """The EM rates' difference (Newcombe, power), and beside it how far the mean aligned and
+        coherent scores moved (Welch), where both sides kept the scores' moments."""
+        out = super().difference(a, b)
+        if out is None:
+            return None
+        for score in ("aligned", "coherent"):
+            ma, mb = a.get(f"{score}_moments"), b.get(f"{score}_moments")
+            if ma and mb:
+                out[f"mean_{score}"] = welch_difference(ma, mb)
+        return out
 
     def compare(self, a: dict, b: dict) -> dict:
         """Newcombe on the pooled rates; with one seed each, also a bootstrap over questions."""
