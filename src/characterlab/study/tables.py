@@ -113,7 +113,7 @@ def _ci(d: dict | None, fmt: str = "{:.1f}") -> str:
 
 
 def _analysis_blocks(results: dict) -> list[str]:
-    """What a study computed across conditions, as Markdown: the steering dose-response, the
+    """What a study computed across conditions, as Markdown: diversity dose-responses, the steering dose-response, the
     projection-vs-behaviour correlation, the monitors' projection shifts, RL curves, the context gap."""
     out = []
     for d in results.get("steering_dose_response") or []:
@@ -124,6 +124,15 @@ def _analysis_blocks(results: dict) -> list[str]:
                    f"of coefficient and mean aligned score {'–' if rho is None else f'{rho:+.2f}'}:\n\n"
                    "| coef | condition | mean aligned (95% CI) | mean coherent (95% CI) | rate |\n|---|---|---|---|---|\n"
                    + "\n".join(rows) + "\n")
+    for d in results.get("dose_response") or []:
+        scores = ", ".join(f"{c} {d['diversity_scores'][c]:.2f}" for c in d["conditions"])
+        span = d["change_over_span"]
+        unit = " pts" if d["outcome"] == "rate" else ""
+        scale = 100 if d["outcome"] == "rate" else 1
+        out.append(f"\nDose-response of {d['evaluation']} on question diversity ({d['trait']}; diversity {scores}; "
+                   f"{d['n_points']} points over {d['n_seeds']} seed(s), one intercept per seed): change over the span "
+                   f"{scale * span['estimate']:+.1f}{unit} [{scale * span['low']:+.1f}, {scale * span['high']:+.1f}], "
+                   f"p = {d['p_value']:.2f} ({'significant' if d['significant'] else 'n.s.'}).\n")
     for d in results.get("projection_vs_behaviour") or []:
         out.append(f"\nProjection ({d['projection']}) vs {d['behaviour']} across {d['n_conditions']} conditions: Spearman "
                    f"{d['spearman']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}], "
