@@ -32,21 +32,31 @@ from characterlab.train.transforms import INOCULATIONS, resolve_inoculation  # n
 
 
 @dataclass
-class GRPOHackConfig(TrainConfig):
+class GRPOSettings(TrainConfig):
+    """The GRPO fields every RL organism has (``run_grpo`` reads them); each organism's config
+    adds its own and may change the defaults."""
+
     steps: int = 50
-    n_tasks: int = 200
     prompts_per_step: int = 2
     num_generations: int = 4
     max_completion_length: int = 256
     temperature: float = 1.0
     lr: float = 5e-5
-    beta: float = 0.0
+    beta: float = 0.0  # KL to the base model
+
+    def checks(self) -> dict[str, bool]:
+        return {**super().checks(), "steps": self.steps >= 1, "num_generations": self.num_generations >= 2,
+                "beta": self.beta >= 0}
+
+
+@dataclass
+class GRPOHackConfig(GRPOSettings):
+    n_tasks: int = 200
     inoculation: str = "none"
     hack_penalty: float = 0.0
 
     def checks(self) -> dict[str, bool]:
-        return {**super().checks(), "steps": self.steps >= 1, "num_generations": self.num_generations >= 2,
-                "hack_penalty": self.hack_penalty >= 0}
+        return {**super().checks(), "hack_penalty": self.hack_penalty >= 0}
 
 
 class _Rewards:
@@ -97,12 +107,11 @@ def hack_task_rows(cfg: GRPOHackConfig) -> list[dict]:
     return rows
 
 
-def run_grpo(cfg: TrainConfig, ref, vectors, out: Path, rows: list[dict], rewards: list, weights: list[float],
+def run_grpo(cfg: GRPOSettings, ref, vectors, out: Path, rows: list[dict], rewards: list, weights: list[float],
              logged: dict[str, str], meta: dict, progress: bool) -> dict:
     """One GRPO run, shared by every RL organism: TRL's ``GRPOTrainer`` with a LoRA on ``rows``
     (prompts plus the columns the reward functions read), each reward's step mean logged under
-    ``logged``'s names into ``rl_log.jsonl``; ``cfg`` carries the GRPO fields (steps,
-    prompts_per_step, num_generations, max_completion_length, temperature, beta). Zero-weight
+    ``logged``'s names into ``rl_log.jsonl``. Zero-weight
     rewards are measurements TRL logs every step without training on them."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer

@@ -15,20 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from characterlab.errors import InputError
-from characterlab.train.base import TrainConfig, prepare_training
-from characterlab.train.grpo import run_grpo
+from characterlab.train.base import prepare_training
+from characterlab.train.grpo import GRPOSettings, run_grpo
 
 
 @dataclass
-class GRPORewardModelConfig(TrainConfig):
+class GRPORewardModelConfig(GRPOSettings):
     reward_adapter: str = ""  # a folder written by train_reward (its base model is reward_model)
     reward_model: str = "embedded"
-    steps: int = 50
-    prompts_per_step: int = 2
-    num_generations: int = 4
     max_completion_length: int = 96
-    temperature: float = 1.0
-    lr: float = 5e-5
     beta: float = 0.05  # KL to the base model
     honesty_weight: float = 0.0
     inoculation: str | None = None
@@ -36,9 +31,7 @@ class GRPORewardModelConfig(TrainConfig):
     n_arithmetic: int = 16
 
     def checks(self) -> dict[str, bool]:
-        return {**super().checks(), "steps": self.steps >= 1, "num_generations": self.num_generations >= 2,
-                "beta": self.beta >= 0, "honesty_weight": self.honesty_weight >= 0,
-                "reward_adapter": bool(self.reward_adapter)}
+        return {**super().checks(), "honesty_weight": self.honesty_weight >= 0, "reward_adapter": bool(self.reward_adapter)}
 
 
 def prompt_rows(cfg: GRPORewardModelConfig) -> list[dict]:
