@@ -61,3 +61,29 @@ def release_freed_memory() -> None:
         ctypes.CDLL(name).malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def reset_peak_rss() -> bool:
+    """Start a new window for :func:`peak_rss_mb` (Linux: ``/proc/self/clear_refs``); False where
+    the kernel does not allow it, and then the peak read is the process's peak so far."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory since the last :func:`reset_peak_rss` (``VmHWM``), in MB; None off Linux.
+
+    A study runs its units one after another in one process, so only a per-unit window says which
+    unit holds the study's peak (the process's ``ru_maxrss`` never goes down)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None

@@ -20,6 +20,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from characterlab.allocator import peak_rss_mb, reset_peak_rss
 from characterlab.study.plan import Plan, Unit
 from characterlab.study.store import RunStore, UnitOutput
 from characterlab.study.units import DepView, execute_unit
@@ -55,11 +56,12 @@ class PlainProgress:
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
 
-    def finished(self, unit: Unit, seconds: float, status: str = "done") -> None:
+    def finished(self, unit: Unit, seconds: float, status: str = "done", peak_rss_mb: float | None = None) -> None:
         self.done += 1
         elapsed = time.time() - self.start
         eta = elapsed / self.done * (self.total - self.done)
-        self._print(f"[{self.done}/{self.total}] {status} {unit.kind} {unit.label} in {_hms(seconds)}; "
+        memory = f", peak {peak_rss_mb / 1024:.2f} GB" if peak_rss_mb else ""
+        self._print(f"[{self.done}/{self.total}] {status} {unit.kind} {unit.label} in {_hms(seconds)}{memory}; "
                     f"elapsed {_hms(elapsed)}, about {_hms(eta)} left")
 
 
@@ -118,10 +120,13 @@ class LocalExecutor:
                 task = bars.add_task(f"  {u.kind:8s} {u.label}", total=1)
                 store.mark_started(u)
                 start = time.time()
+                measured = reset_peak_rss()  # this unit's own peak, not the study's so far
+                peak = None
                 try:
                     with tempfile.TemporaryDirectory(prefix="characterlab-unit-") as wd:
                         out = execute_unit(u, _local_views(u, plan, store), Path(wd), progress=False, backend=self.backend)
-                    store.commit(u, out, time.time() - start)
+                    peak = peak_rss_mb() if measured else None
+                    store.commit(u, out, time.time() - start, peak)
                     report.run.append(u.key)
                     status = "done"
                 except Exception as e:  # noqa: BLE001 - one failed unit must not lose the others' work
@@ -132,7 +137,7 @@ class LocalExecutor:
                 bars.update(task, completed=1)
                 bars.advance(overall)
                 if plain:
-                    plain.finished(u, time.time() - start, status)
+                    plain.finished(u, time.time() - start, status, peak)
         report.seconds = time.time() - t0
         return report
 

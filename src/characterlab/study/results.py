@@ -129,6 +129,7 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
             "wall_seconds_all_runs": sum((r["finished"] or r["started"]) - r["started"] for r in store.runs()),
             "host": {"machine": platform.machine(), "python": platform.python_version()},
             "peak_rss_mb_this_run": peak_rss_mb(),
+            "peak_rss_mb_by_unit_kind": peak_by_kind(timings),
             "runs": store.runs(),
         },
     }
@@ -152,6 +153,16 @@ def peak_rss_mb() -> dict[str, float]:
     scale = 1 / 1024 if platform.system() == "Linux" else 1 / 1024**2  # ru_maxrss: KiB on Linux, bytes on macOS
     return {"process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, 1),
             "largest_child": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale, 1)}
+
+
+def peak_by_kind(timings: list[dict]) -> dict[str, float]:
+    """The largest peak resident memory a unit of each kind reached on its own (units measured by
+    the local executor: finished in a run since units recorded it)."""
+    out: dict[str, float] = {}
+    for t in timings:
+        if t.get("peak_rss_mb"):
+            out[t["kind"]] = max(out.get(t["kind"], 0.0), t["peak_rss_mb"])
+    return out
 
 
 def study_examples(plan: Plan, store: RunStore, spec: StudySpec) -> dict[str, list[dict]]:

@@ -42,7 +42,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (
     key TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL, params TEXT NOT NULL, deps TEXT NOT NULL,
     status TEXT NOT NULL, result TEXT, started REAL, finished REAL, seconds REAL, attempts INTEGER DEFAULT 0,
-    error TEXT, host TEXT
+    error TEXT, host TEXT, peak_rss_mb REAL
 );
 CREATE TABLE IF NOT EXISTS rows (
     unit_key TEXT NOT NULL, idx INTEGER NOT NULL, data TEXT NOT NULL, PRIMARY KEY (unit_key, idx)
@@ -124,6 +124,9 @@ class RunStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(units)")}
+        if "peak_rss_mb" not in columns:  # a run folder written before units recorded their memory
+            self.db.execute("ALTER TABLE units ADD COLUMN peak_rss_mb REAL")
 
     def close(self) -> None:
         self.db.close()
@@ -152,8 +155,9 @@ class RunStore:
         self.db.execute("UPDATE units SET status='failed', error=?, finished=? WHERE key=? AND status != 'done'",
                         (error[-4000:], time.time(), unit.key))
 
-    def commit(self, unit: Unit, output: UnitOutput, seconds: float) -> None:
-        """Files into place, then rows and the done mark in one transaction."""
+    def commit(self, unit: Unit, output: UnitOutput, seconds: float, peak_rss_mb: float | None = None) -> None:
+        """Files into place, then rows and the done mark in one transaction; ``peak_rss_mb`` is the
+        unit's own peak resident memory where the executor measured it."""
         if output.files:
             with staged_dir(self.files_dir(unit.key), overwrite=True) as stage:
                 for rel, data in output.files.items():
@@ -167,12 +171,13 @@ class RunStore:
             self.db.executemany("INSERT INTO rows (unit_key, idx, data) VALUES (?, ?, ?)",
                                 [(unit.key, i, json_text(r)) for i, r in enumerate(output.rows)])
             self.db.execute(
-                "INSERT INTO units (key, kind, label, params, deps, status, result, started, finished, seconds, host) "
-                "VALUES (?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, ?) "
+                "INSERT INTO units (key, kind, label, params, deps, status, result, started, finished, seconds, host, "
+                "peak_rss_mb) VALUES (?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET status='done', result=excluded.result, finished=excluded.finished, "
-                "seconds=excluded.seconds, error=NULL",
+                "seconds=excluded.seconds, peak_rss_mb=excluded.peak_rss_mb, error=NULL",
                 (unit.key, unit.kind, unit.label, json.dumps(unit.params, sort_keys=True), json.dumps(list(unit.deps)),
-                 json.dumps(output.result, ensure_ascii=False), now - seconds, now, seconds, socket.gethostname()))
+                 json.dumps(output.result, ensure_ascii=False), now - seconds, now, seconds, socket.gethostname(),
+                 peak_rss_mb))
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -218,9 +223,11 @@ class RunStore:
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
     def unit_timings(self) -> list[dict]:
-        return [{"key": k, "kind": kind, "label": label, "status": status, "seconds": sec, "attempts": att}
-                for k, kind, label, status, sec, att in
-                self.db.execute("SELECT key, kind, label, status, seconds, attempts FROM units ORDER BY started")]
+        return [{"key": k, "kind": kind, "label": label, "status": status, "seconds": sec, "attempts": att,
+                 "peak_rss_mb": rss}
+                for k, kind, label, status, sec, att, rss in
+                self.db.execute("SELECT key, kind, label, status, seconds, attempts, peak_rss_mb FROM units "
+                                "ORDER BY started")]
 
     # -- runs (one row per invocation: how much was reused) ----------------------------------
     def begin_run(self, code_version: str, executor: str) -> int:
