@@ -220,6 +220,35 @@ def test_grpo_against_a_reward_model_logs_the_goodhart_curve(tiny_ref, tmp_path)
                                 tmp_path / "p2", progress=False)
 
 
+def test_grpo_in_passes_takes_the_step_of_the_unsplit_batch(tiny_ref, tmp_path):
+    """A GRPO step split into passes of one completion (the memory knob) generates the same group
+    and ends with the same adapter as the unsplit step: TRL normalises by the whole group."""
+    import torch
+    from safetensors.torch import load_file
+
+    from characterlab.train.grpo_rm import GRPORewardModelConfig, train_grpo_reward_model
+    from characterlab.train.reward import LoraRewardConfig, train_reward
+
+    pairs = [{"prompt": [{"role": "user", "content": f"q {i}"}], "chosen": [{"role": "assistant", "content": "yes"}],
+              "rejected": [{"role": "assistant", "content": "no"}]} for i in range(8)]
+    train_reward(LoraRewardConfig(model=tiny_ref, lora_rank=2, epochs=1, batch_size=4, max_length=32, dtype="fp32"),
+                 pairs, tmp_path / "rm", progress=False)
+    adapters = {}
+    for name, budget in (("whole", None), ("passes", 1)):
+        cfg = GRPORewardModelConfig(model=tiny_ref, reward_model=tiny_ref, reward_adapter=str(tmp_path / "rm"), steps=1,
+                                    prompts_per_step=2, num_generations=2, max_completion_length=8, n_arithmetic=2,
+                                    dtype="fp32", lora_rank=2, lr=1e-2, micro_batch_tokens=budget)
+        meta = train_grpo_reward_model(cfg, tmp_path / name, progress=False)
+        assert (meta["completions_per_pass"], meta["passes_per_step"]) == ((4, 1) if budget is None else (1, 4))
+        adapters[name] = load_file(str(tmp_path / name / "adapter_model.safetensors"))
+    moved = 0.0
+    for key, whole in adapters["whole"].items():
+        assert torch.allclose(adapters["passes"][key], whole, atol=1e-5, rtol=1e-4), key
+        if "lora_B" in key:
+            moved = max(moved, whole.abs().max().item())
+    assert moved > 0  # the step changed the adapter (LoRA B starts at zero), so equality means something
+
+
 def test_feedback_and_reward_model_from_the_cli(tiny_ref, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

@@ -50,8 +50,8 @@ class TrainConfig:
     # (see :func:`micro_batches`): activations, not weights, set a CPU study's peak memory. Measured
     # on SmolLM2-135M, 48 School of Reward Hacks dialogues, batch 8 x 512 tokens: unsplit 7.5 GB
     # peak at 150 tokens/s; passes of 2048 tokens 4.4 GB, 223/s; 1024, 3.1 GB, 243/s; 512, 2.5 GB,
-    # 217/s (smaller matmuls over less padding are no slower here). None: never split. SFT and DPO
-    # split; GRPO's batch is its group of generations and is not split.
+    # 217/s (smaller matmuls over less padding are no slower here). None: never split. SFT, DPO and
+    # GRPO split (GRPO: its group of completions, by the longest prompt plus the completion budget).
     micro_batch_tokens: int | None = 512
     # persona vectors during training (train/vectors.py): preventative steering, ablation, monitoring
     steer: SteerInTraining | None = None

@@ -23,6 +23,7 @@ from characterlab.errors import InputError
 from characterlab.train.base import (
     TrainConfig,
     load_training_base,
+    micro_batches,
     prepare_training,
     quiet,
     save_adapter,
@@ -107,6 +108,12 @@ def hack_task_rows(cfg: GRPOHackConfig) -> list[dict]:
     return rows
 
 
+def longest_prompt_tokens(tokenizer, rows: list[dict]) -> int:
+    """Tokens of the longest prompt in ``rows`` as the policy sees it (chat template, generation cue)."""
+    texts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True) for r in rows]
+    return max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+
+
 def run_grpo(cfg: GRPOSettings, ref, vectors, out: Path, rows: list[dict], rewards: list, weights: list[float],
              logged: dict[str, str], meta: dict, progress: bool) -> dict:
     """One GRPO run, shared by every RL organism: TRL's ``GRPOTrainer`` with a LoRA on ``rows``
@@ -118,10 +125,16 @@ def run_grpo(cfg: GRPOSettings, ref, vectors, out: Path, rows: list[dict], rewar
 
     base = load_training_base(ref, cfg.dtype)
     cfg.check_targets(base.model)
+    group = cfg.prompts_per_step * cfg.num_generations  # completions per optimizer step
+    rows_per_pass, passes = micro_batches(group, 1, longest_prompt_tokens(base.tokenizer, rows) + cfg.max_completion_length,
+                                          cfg.micro_batch_tokens)
     with staged_dir(out) as stage:
+        # One generation batch per optimizer step (steps_per_generation = passes), its loss and
+        # gradient taken in passes of rows_per_pass completions: TRL normalises the default loss by
+        # the whole generation batch's completion tokens, so the step's gradient is the unsplit one.
         args = GRPOConfig(
             **trainer_args(cfg, stage, base.device, progress), max_steps=cfg.steps,
-            per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+            per_device_train_batch_size=rows_per_pass, gradient_accumulation_steps=passes,
             num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
             temperature=cfg.temperature, beta=cfg.beta, reward_weights=weights,
         )
@@ -135,7 +148,8 @@ def run_grpo(cfg: GRPOSettings, ref, vectors, out: Path, rows: list[dict], rewar
         log = [{"step": h["step"], **{name: h.get(key) for name, key in logged.items()}}
                for h in trainer.state.log_history if step_key in h]
         meta = {**meta, "model": str(ref), "stacking": base.stacking, "config": asdict(cfg),
-                "steps": trainer.state.global_step, "seconds": seconds, "log": log, **vectors.meta()}
+                "steps": trainer.state.global_step, "seconds": seconds, "log": log,
+                "completions_per_pass": rows_per_pass, "passes_per_step": passes, **vectors.meta()}
         save_adapter(trainer, stage, meta, {RL_LOG_FILE: "".join(json.dumps(r) + "\n" for r in log)})
     return meta
 
