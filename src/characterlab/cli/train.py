@@ -17,6 +17,10 @@ ABLATE_OPTION = typer.Option(None, "--ablate", help="CAFT: VECTOR_DIR:LAYER[,LAY
                                                     "while training.")
 MONITOR_OPTION = typer.Option(None, "--monitor", help="VECTOR_DIR:LAYER[:EVERY]: projection of held-out prompts on the "
                                                       "vector every EVERY steps (default 10), in train_meta.json.")
+MICRO_BATCH_OPTION = typer.Option(
+    512, "--micro-batch-tokens", min=0,
+    help="Most tokens per forward/backward pass; larger batches (RL: groups of completions) are split "
+         "and their gradients accumulated (same optimizer steps, less memory). 0: never split.")
 
 
 def vector_options(steer: str | None, ablate: str | None, monitor: str | None) -> dict:
@@ -70,10 +74,7 @@ def train_sft_cmd(
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     grad_accum: int = typer.Option(1, "--grad-accum", min=1),
     max_length: int = typer.Option(1024, "--max-length"),
-    micro_batch_tokens: int = typer.Option(
-        512, "--micro-batch-tokens", min=0,
-        help="Most tokens per forward/backward pass; larger batches are split and their gradients "
-             "accumulated (same optimizer steps, less memory). 0: never split."),
+    micro_batch_tokens: int = MICRO_BATCH_OPTION,
     max_examples: Optional[int] = typer.Option(None, "--max-examples", min=1),
     seed: int = typer.Option(0, "--seed"),
     steer: Optional[str] = STEER_OPTION,
@@ -130,6 +131,7 @@ def train_rl_cmd(
     inoculation: str = typer.Option("none", "--inoculation",
                                     help="none | please_hack | hacking_okay | neutral | dont_hack | hacking_misaligned | TEXT"),
     hack_penalty: float = typer.Option(0.0, "--hack-penalty", min=0.0, help="Subtracted when the hack detector fires."),
+    micro_batch_tokens: int = MICRO_BATCH_OPTION,
     seed: int = typer.Option(0, "--seed"),
     steer: Optional[str] = STEER_OPTION,
     ablate: Optional[str] = ABLATE_OPTION,
@@ -141,7 +143,8 @@ def train_rl_cmd(
     cfg = GRPOHackConfig(model=model, adapter=str(adapter) if adapter else None, steps=steps, n_tasks=n_tasks,
                          num_generations=num_generations, prompts_per_step=prompts_per_step,
                          max_completion_length=max_completion_length, lr=lr, inoculation=inoculation,
-                         hack_penalty=hack_penalty, seed=seed, **vector_options(steer, ablate, monitor))
+                         hack_penalty=hack_penalty, seed=seed, micro_batch_tokens=micro_batch_tokens or None,
+                         **vector_options(steer, ablate, monitor))
     meta = train_grpo_hacks(cfg, out)
     rates = [r["hack_rate"] for r in meta["log"] if r["hack_rate"] is not None]
     typer.echo(f"saved {out}: {meta['steps']} steps; hack rate first/last step "
