@@ -10,6 +10,8 @@ and a condition that names its matched ``control`` with that condition the same 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import platform
 from pathlib import Path
 
@@ -41,7 +43,8 @@ def _reward_model(plan: Plan, store: RunStore, train_key: str) -> dict:
     return {}
 
 
-def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: str, wall_seconds: float) -> dict:
+def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: str, wall_seconds: float,
+                  units_run: Sequence[str] = ()) -> dict:
     baseline = baseline_condition(spec)
     conditions: dict[str, dict] = {}
     for c in spec.conditions:
@@ -128,7 +131,7 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
             "wall_seconds_this_run": wall_seconds,
             "wall_seconds_all_runs": sum((r["finished"] or r["started"]) - r["started"] for r in store.runs()),
             "host": {"machine": platform.machine(), "python": platform.python_version()},
-            "peak_rss_mb_this_run": peak_rss_mb(),
+            "peak_rss_mb_this_run": peak_rss_this_run(timings, units_run),
             "peak_rss_mb_by_unit_kind": peak_by_kind(timings),
             "runs": store.runs(),
         },
@@ -142,16 +145,21 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
     return results
 
 
-def peak_rss_mb() -> dict[str, float]:
+def peak_rss_this_run(timings: list[dict], units_run: Sequence[str]) -> dict[str, float]:
     """Peak resident memory of this process and of its largest finished child (sandboxed code), in MB.
 
-    A study's units run in this process with the local executor, so ``process`` is the study's
-    peak; with Ray the workers are other processes and are not counted here.
+    A study's units run in this process with the local executor, which measures each unit's own
+    peak by resetting the kernel's high-water mark; that reset also lowers ``ru_maxrss``, so the
+    run's peak is the larger of what the process reports now and the peaks of the units it ran.
+    With Ray the workers are other processes and are not counted here.
     """
     import resource
 
     scale = 1 / 1024 if platform.system() == "Linux" else 1 / 1024**2  # ru_maxrss: KiB on Linux, bytes on macOS
-    return {"process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, 1),
+    ran = set(units_run)
+    units = [t["peak_rss_mb"] for t in timings if t["key"] in ran and t.get("peak_rss_mb")]
+    process = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    return {"process": round(max([process, *units]), 1),
             "largest_child": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale, 1)}
 
 

@@ -112,7 +112,7 @@ def _run_locked(spec: StudySpec, text: str, plan: Plan, folder: Path, base: Path
         store.end_run(run_id, len(execution.run), len(execution.reused))
         if execution.failed or execution.skipped:
             return StudyRun(folder, spec, plan, execution, None, None)
-        results = build_results(spec, plan, store, version, time.time() - t0)
+        results = build_results(spec, plan, store, version, time.time() - t0, execution.run)
         results["examples"] = study_examples(plan, store, spec)
         atomic_write_json(folder / RESULTS_FILE, results)
         report = render_report(folder)

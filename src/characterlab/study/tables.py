@@ -101,8 +101,8 @@ def markdown(results: dict) -> str:
     if rss := meta.get("peak_rss_mb_this_run"):
         by_kind = meta.get("peak_rss_mb_by_unit_kind") or {}
         top = max(by_kind, key=by_kind.get) if by_kind else None
-        foot.append(f"peak resident memory {rss['process'] / 1024:.2f} GB (last run"
-                    + (f"; largest unit: {top} {by_kind[top] / 1024:.2f} GB)" if top else ")"))
+        foot.append(f"peak resident memory {rss['process'] / 1024:.2f} GB (last run)"
+                    + (f", largest of any unit {by_kind[top] / 1024:.2f} GB ({top})" if top else ""))
     if agreement := meta.get("judge_agreement"):
         foot.append(f"judge error: per-model EM rates {agreement.get('em_rate_all_answers_mean_abs_diff_points', 0):.2f} "
                     f"points from GPT-4o's on average on {agreement.get('n_models', '?')} held-out models")
