@@ -87,6 +87,15 @@ class TrainConfig:
                           lora_dropout=self.lora_dropout, target_modules=self.target_modules, task_type="CAUSAL_LM")
 
 
+# Padded lengths of training batches are rounded up to a multiple of this. oneDNN compiles and
+# caches a kernel ("primitive") per matmul shape: with every batch a new length, a 20-step SFT run
+# left 520 MB of such kernels resident (measured with mallinfo2: heap in use 154 MB after the
+# imports, 671 MB after training, no live tensor) and peaked at 2.25 GB; padded to 64 tokens it
+# keeps 72 MB, peaks at 1.60 GB, at the same speed (92 vs 94 s). Shrinking oneDNN's cache instead
+# (ONEDNN_PRIMITIVE_CACHE_CAPACITY) re-compiles kernels: 128 entries cost 30% more time, 0 three times.
+PAD_TO_MULTIPLE_OF = 64
+
+
 def micro_batches(batch_size: int, grad_accum: int, tokens_per_row: int, budget: int | None) -> tuple[int, int]:
     """``(rows per forward pass, passes per optimizer step)`` for ``batch_size`` x ``grad_accum`` rows.
 
