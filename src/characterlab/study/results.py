@@ -151,7 +151,8 @@ def peak_rss_this_run(timings: list[dict], units_run: Sequence[str]) -> dict[str
     A study's units run in this process with the local executor, which measures each unit's own
     peak by resetting the kernel's high-water mark; that reset also lowers ``ru_maxrss``, so the
     run's peak is the larger of what the process reports now and the peaks of the units it ran.
-    With Ray the workers are other processes and are not counted here.
+    With Ray the workers are other processes and are not counted here. ``largest_child`` is an
+    upper bound: a child forked from the study starts with the study's high-water mark.
     """
     import resource
 
