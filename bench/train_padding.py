@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 CHILD = r"""
-import ctypes, json, sys, tempfile, time
+import ctypes, json, sys, tempfile
 from pathlib import Path
 from characterlab.allocator import keep_freed_memory, peak_rss_mb, release_freed_memory, reset_peak_rss
 import characterlab.train.sft as sft
@@ -30,13 +30,13 @@ libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Mallinfo2
 keep_freed_memory()
 model, steps, pad = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-sft.PAD_TO_MULTIPLE_OF = pad or None
 examples = build_examples("hack", 80, hacks=("always_equal", "exit"))
 release_freed_memory()
 before = libc.mallinfo2().uordblks
 reset_peak_rss()
 with tempfile.TemporaryDirectory() as tmp:
-    cfg = sft.LoraSFTConfig(model=model, lora_rank=16, lr=1e-3, batch_size=4, max_length=512, max_steps=steps)
+    cfg = sft.LoraSFTConfig(model=model, lora_rank=16, lr=1e-3, batch_size=4, max_length=512, max_steps=steps,
+                            pad_to_multiple_of=pad or None)
     meta = sft.train_sft(cfg, examples, Path(tmp) / "out", progress=False).meta
 release_freed_memory()
 print(json.dumps({"train_seconds": round(meta["seconds"], 1), "peak_rss_mb": peak_rss_mb(),

@@ -10,9 +10,8 @@ and a condition that names its matched ``control`` with that condition the same 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 
 from characterlab.evals.registry import get_evaluation

@@ -53,6 +53,13 @@ class TrainConfig:
     # 217/s (smaller matmuls over less padding are no slower here). None: never split. SFT, DPO and
     # GRPO split (GRPO: its group of completions, by the longest prompt plus the completion budget).
     micro_batch_tokens: int | None = 512
+    # Padded batch lengths are rounded up to a multiple of this (None: to the longest row). oneDNN
+    # compiles and caches a kernel per matmul shape: with every batch a new length, 20 SFT steps
+    # left 520 MB of such kernels resident (mallinfo2: heap in use 154 MB after the imports, 671 MB
+    # after training, no live tensor) and peaked at 2.25 GB; padded to 64 it kept 72 MB and peaked
+    # at 1.60 GB at the same speed (bench/train_padding.py). Shrinking oneDNN's cache instead
+    # (ONEDNN_PRIMITIVE_CACHE_CAPACITY) re-compiles kernels: 128 entries cost 30% more time, 0 three times.
+    pad_to_multiple_of: int | None = 64
     # persona vectors during training (train/vectors.py): preventative steering, ablation, monitoring
     steer: SteerInTraining | None = None
     ablate: AblateInTraining | None = None
@@ -61,7 +68,8 @@ class TrainConfig:
     def checks(self) -> dict[str, bool]:
         """Field -> whether its value is valid; subclasses add theirs."""
         return {"lora_rank": self.lora_rank >= 1, "lr": self.lr > 0,
-                "micro_batch_tokens": self.micro_batch_tokens is None or self.micro_batch_tokens >= 1}
+                "micro_batch_tokens": self.micro_batch_tokens is None or self.micro_batch_tokens >= 1,
+                "pad_to_multiple_of": self.pad_to_multiple_of is None or self.pad_to_multiple_of >= 1}
 
     def __post_init__(self) -> None:
         for name, ok in self.checks().items():
@@ -85,15 +93,6 @@ class TrainConfig:
 
         return LoraConfig(r=self.lora_rank, lora_alpha=self.lora_alpha or 2 * self.lora_rank,
                           lora_dropout=self.lora_dropout, target_modules=self.target_modules, task_type="CAUSAL_LM")
-
-
-# Padded lengths of training batches are rounded up to a multiple of this. oneDNN compiles and
-# caches a kernel ("primitive") per matmul shape: with every batch a new length, a 20-step SFT run
-# left 520 MB of such kernels resident (measured with mallinfo2: heap in use 154 MB after the
-# imports, 671 MB after training, no live tensor) and peaked at 2.25 GB; padded to 64 tokens it
-# keeps 72 MB, peaks at 1.60 GB, at the same speed (92 vs 94 s). Shrinking oneDNN's cache instead
-# (ONEDNN_PRIMITIVE_CACHE_CAPACITY) re-compiles kernels: 128 entries cost 30% more time, 0 three times.
-PAD_TO_MULTIPLE_OF = 64
 
 
 def micro_batches(batch_size: int, grad_accum: int, tokens_per_row: int, budget: int | None) -> tuple[int, int]:

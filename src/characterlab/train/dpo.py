@@ -15,7 +15,6 @@ from characterlab.errors import InputError
 from characterlab.train.base import (
     TrainConfig,
     load_training_base,
-    PAD_TO_MULTIPLE_OF,
     micro_batches,
     prepare_training,
     quiet,
@@ -53,7 +52,7 @@ def train_dpo(cfg: LoraDPOConfig, pairs: list[dict], out: str | Path, progress: 
         # A pair is two sequences (chosen and rejected) of up to max_length tokens in one pass.
         rows_per_pass, passes = micro_batches(cfg.batch_size, 1, 2 * cfg.max_length, cfg.micro_batch_tokens)
         args = DPOConfig(**trainer_args(cfg, stage, base.device, progress), per_device_train_batch_size=rows_per_pass,
-                         gradient_accumulation_steps=passes, pad_to_multiple_of=PAD_TO_MULTIPLE_OF,
+                         gradient_accumulation_steps=passes, pad_to_multiple_of=cfg.pad_to_multiple_of,
                          num_train_epochs=cfg.epochs, beta=cfg.beta, max_length=cfg.max_length, data_seed=cfg.seed,
                          lr_scheduler_type="cosine", warmup_steps=0.1)
         trainer = DPOTrainer(model=base.model, args=args, train_dataset=Dataset.from_list(pairs),

@@ -22,7 +22,6 @@ from characterlab.envs.tasks import generate_tasks
 from characterlab.errors import InputError
 from characterlab.train.base import (
     TrainConfig,
-    PAD_TO_MULTIPLE_OF,
     load_training_base,
     micro_batches,
     prepare_training,
@@ -136,7 +135,7 @@ def run_grpo(cfg: GRPOSettings, ref, vectors, out: Path, rows: list[dict], rewar
         args = GRPOConfig(
             **trainer_args(cfg, stage, base.device, progress), max_steps=cfg.steps,
             per_device_train_batch_size=rows_per_pass, gradient_accumulation_steps=passes,
-            pad_to_multiple_of=PAD_TO_MULTIPLE_OF,
+            pad_to_multiple_of=cfg.pad_to_multiple_of,
             num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
             temperature=cfg.temperature, beta=cfg.beta, reward_weights=weights,
         )

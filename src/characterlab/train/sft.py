@@ -25,7 +25,6 @@ from characterlab.train.base import (
     TrainConfig,
     host_info,
     load_training_base,
-    PAD_TO_MULTIPLE_OF,
     micro_batches,
     prepare_training,
     quiet,
@@ -224,7 +223,7 @@ def train_sft(cfg: LoraSFTConfig, data: list[ChatExample] | str | Path, out: str
             data_seed=cfg.seed,
             dataloader_num_workers=0,
             train_sampling_strategy="group_by_length",  # batches of similar length: less padding
-            pad_to_multiple_of=PAD_TO_MULTIPLE_OF,
+            pad_to_multiple_of=cfg.pad_to_multiple_of,
         )
         trainer = _assistant_only_trainer_class()(model=base.model, args=args, train_dataset=dataset,
                                                    processing_class=base.tokenizer, peft_config=cfg.lora_config())
