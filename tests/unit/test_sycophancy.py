@@ -3,6 +3,7 @@ files with located errors, and sycophancy rates that scripted answers make known
 
 import json
 import math
+import re
 
 import pytest
 
@@ -275,9 +276,23 @@ def test_feedback_and_reward_model_from_the_cli(tiny_ref, tmp_path, monkeypatch)
     assert r.exit_code == 0, r.output
     assert "8 pairs" in r.output and "held out" in r.output
     r = runner.invoke(app, ["sycophancy", "optimise", "--reward-model", str(tmp_path / "rm"), "--model", tiny_ref,
-                            "--out", str(tmp_path / "policy"), "--steps", "1"])
+                            "--out", str(tmp_path / "policy"), "--steps", "2", "--checkpoint-every", "1"])
     assert r.exit_code == 0, r.output
-    assert "1 steps; reward model" in r.output and (tmp_path / "policy" / "rl_log.jsonl").is_file()
+    assert "2 steps; reward model" in r.output and (tmp_path / "policy" / "rl_log.jsonl").is_file()
+    step1 = tmp_path / "policy" / "checkpoints" / "step-1"
+    assert (step1 / "adapter_model.safetensors").is_file() and json.loads((step1 / "train_meta.json").read_text())["checkpoint_step"] == 1
+    assert not (tmp_path / "policy" / "checkpoints" / "step-2").exists()  # the last step is the policy folder itself
+    # sycophancy along the run: the base, the checkpoint and the final policy, each against the base
+    r = runner.invoke(app, ["sycophancy", "checkpoints", str(tmp_path / "policy"), "--model", tiny_ref, "--out",
+                            str(tmp_path / "along"), "--n-arithmetic", "2", "--samples", "1", "--max-new-tokens", "4", "-q"])
+    assert r.exit_code == 0, r.output
+    lines = [m.group(1) for m in re.finditer(r"(?:^|\s)(\S+)  sycophancy ", r.output)]
+    assert lines == ["base", "step-1", "step-2"] and r.output.count("vs base") == 2
+    along = json.loads((tmp_path / "along" / "results.json").read_text())["conditions"]
+    assert along["step-1"]["spec"]["adapter"] == str(step1.resolve())
+    assert (tmp_path / "along" / "samples-step-1.jsonl").is_file()
+    r = runner.invoke(app, ["sycophancy", "checkpoints", str(tmp_path / "rm"), "--out", str(tmp_path / "x")])
+    assert isinstance(r.exception, InputError) and r.exception.field == "policy"  # not a policy with checkpoints
     r = runner.invoke(app, ["sycophancy", "best-of-n", "--reward-model", str(tmp_path / "rm"), "--model", tiny_ref,
                             "--ns", "1,2", "--n-arithmetic", "2", "--max-new-tokens", "4", "--out", str(tmp_path / "bon.json")])
     assert r.exit_code == 0, r.output
@@ -304,7 +319,8 @@ conditions:
       lora: {{rank: 2, lr: 1.0e-4}}
   - name: rlhf-honesty
     control: rlhf
-    organism: {{<<: *org, rlhf: {{steps: 2, prompts_per_step: 1, num_generations: 2, max_completion_length: 8, honesty_weight: 1.0}}}}
+    organism: {{<<: *org, rlhf: {{steps: 2, prompts_per_step: 1, num_generations: 2, max_completion_length: 8, honesty_weight: 1.0,
+                                checkpoint_every: 1}}}}
 evaluations:
   - {{name: syc, kind: sycophancy, n_arithmetic: 2, max_new_tokens: 6}}
 """
@@ -341,6 +357,10 @@ def test_an_rlhf_organism_runs_as_a_study(tiny_model_dir, tmp_path, monkeypatch)
     assert "reward_adapter" not in stage and len(stage["rl_log"]) == 2
     assert (tmp_path / "run" / "plots" / "rl_curves.png").is_file()
     assert "Along RL training" in (tmp_path / "run" / "report.html").read_text()
+    [honest] = res["conditions"]["rlhf-honesty"]["training"]["0"]
+    assert (tmp_path / "run" / "adapters" / honest["unit"] / "checkpoints" / "step-1").is_dir()
+    # checkpoint_every unset is left out of the unit's key: studies run before it existed are reused
+    assert "checkpoint_every" not in plan.units[stage["unit"]].params["rl"]
 
 
 def test_rlhf_organism_spec_errors(tmp_path):

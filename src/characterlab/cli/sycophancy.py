@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
+
+from characterlab.cli.train import CHECKPOINT_OPTION
 
 app = typer.Typer(help="The sycophancy organism: simulated users' feedback and a reward model learnt from it.",
                   no_args_is_help=True)
@@ -75,6 +78,7 @@ def optimise(
     inoculation: str = typer.Option(None, "--inoculation", help="A train-time system prompt (a mitigation)."),
     approval_mix: float = typer.Option(1.0, "--approval-mix", min=0.0, max=1.0, help="Of the users who ask the prompts."),
     lr: float = typer.Option(5e-5, "--lr"),
+    checkpoint_every: Optional[int] = CHECKPOINT_OPTION,
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """GRPO against the reward model; rl_log.jsonl holds the Goodhart curve (reward vs truth per step)."""
@@ -82,7 +86,8 @@ def optimise(
 
     meta = train_grpo_reward_model(GRPORewardModelConfig(
         model=model, reward_model=model, reward_adapter=str(reward_model), steps=steps, beta=beta,
-        honesty_weight=honesty_weight, inoculation=inoculation, approval_mix=approval_mix, lr=lr, seed=seed), out)
+        honesty_weight=honesty_weight, inoculation=inoculation, approval_mix=approval_mix, lr=lr, seed=seed,
+        checkpoint_every=checkpoint_every), out)
     first, last = meta["log"][0], meta["log"][-1]
     typer.echo(f"{meta['steps']} steps; reward model {first['reward_model']:.2f} -> {last['reward_model']:.2f}, "
                f"true accuracy {first['true_accuracy']:.2f} -> {last['true_accuracy']:.2f}, agreement "
@@ -132,3 +137,51 @@ def best_of_n(
                    f"(of {p['accuracy']['n']})")
     if out is not None:
         atomic_write_json(out, {"model": model, "reward_model": str(reward_model), "split": split, "points": points})
+
+
+@app.command()
+def checkpoints(
+    policy: Path = typer.Argument(..., help="A policy folder trained with --checkpoint-every (its checkpoints/step-N)."),
+    out: Path = typer.Option(..., "--out", help="Run folder for the evaluations (resumable)."),
+    model: str = typer.Option(None, "--model", "-m", help="The policy's base model (default: the one it was trained on)."),
+    n_arithmetic: int = typer.Option(16, "--n-arithmetic", min=0),
+    samples: int = typer.Option(2, "--samples", min=1, help="Answers per prompt."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(0.7, "--temperature", min=0.0),
+    seed: int = typer.Option(0, "--seed"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Sycophancy on held-out tasks along an RL run: the base, every saved checkpoint and the final
+    policy, each with its Wilson interval and its difference from the base (Newcombe)."""
+    import json
+
+    from characterlab.errors import InputError
+    from characterlab.study.single import checkpoints_study_text, run_study_text
+    from characterlab.study.tables import difference_text, rate_text
+    from characterlab.train.base import META_FILE, checkpoint_folders
+
+    meta_file = policy / META_FILE
+    if not meta_file.is_file():
+        raise InputError(f"not a trained policy folder (no {META_FILE})", policy, field="policy")
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    if meta.get("stacking"):
+        raise InputError("this policy was trained on a merged earlier adapter; its checkpoints are not models "
+                         "on their own (evaluate them in a study that stacks them)", policy, field="policy")
+    steps = checkpoint_folders(policy)
+    if not steps:
+        raise InputError("no checkpoints/step-N here; train with --checkpoint-every N", policy, field="policy")
+    adapters = [("base", None), *((f"step-{s}", str(d)) for s, d in steps), (f"step-{meta['steps']}", str(policy))]
+    fields = {"n_arithmetic": n_arithmetic, "samples": samples, "max_new_tokens": max_new_tokens,
+              "temperature": temperature, "split": "test"}
+    text = checkpoints_study_text("sycophancy", fields, model or meta.get("model", "embedded"), adapters, seed)
+    run = run_study_text(text, "characterlab sycophancy checkpoints", out, overwrite=False, progress=not quiet)
+    if run.execution.failed or run.execution.skipped:
+        from characterlab.cli.study import report_failures
+
+        report_failures(run)
+    for name, _ in adapters:
+        entry = run.results["conditions"][name]["evaluations"]["sycophancy"]
+        pooled, diff = entry["pooled"], (entry.get("vs_baseline") or {}).get("difference")
+        typer.echo(f"{name:>10}  sycophancy {rate_text(pooled['rate'])}  accuracy {rate_text(pooled['accuracy'])}"
+                   + (f"  vs base {difference_text(diff)}" if diff else ""))
+    typer.echo(f"-> {out}")

@@ -17,6 +17,8 @@ ABLATE_OPTION = typer.Option(None, "--ablate", help="CAFT: VECTOR_DIR:LAYER[,LAY
                                                     "while training.")
 MONITOR_OPTION = typer.Option(None, "--monitor", help="VECTOR_DIR:LAYER[:EVERY]: projection of held-out prompts on the "
                                                       "vector every EVERY steps (default 10), in train_meta.json.")
+CHECKPOINT_OPTION = typer.Option(None, "--checkpoint-every", min=1, help="Save the adapter every N steps "
+                                  "(OUT/checkpoints/step-N), to evaluate the policy along the run.")
 MICRO_BATCH_OPTION = typer.Option(
     512, "--micro-batch-tokens", min=0,
     help="Most tokens per forward/backward pass; larger batches (RL: groups of completions) are split "
@@ -132,6 +134,7 @@ def train_rl_cmd(
                                     help="none | please_hack | hacking_okay | neutral | dont_hack | hacking_misaligned | TEXT"),
     hack_penalty: float = typer.Option(0.0, "--hack-penalty", min=0.0, help="Subtracted when the hack detector fires."),
     micro_batch_tokens: int = MICRO_BATCH_OPTION,
+    checkpoint_every: Optional[int] = CHECKPOINT_OPTION,
     seed: int = typer.Option(0, "--seed"),
     steer: Optional[str] = STEER_OPTION,
     ablate: Optional[str] = ABLATE_OPTION,
@@ -144,7 +147,7 @@ def train_rl_cmd(
                          num_generations=num_generations, prompts_per_step=prompts_per_step,
                          max_completion_length=max_completion_length, lr=lr, inoculation=inoculation,
                          hack_penalty=hack_penalty, seed=seed, micro_batch_tokens=micro_batch_tokens or None,
-                         **vector_options(steer, ablate, monitor))
+                         checkpoint_every=checkpoint_every, **vector_options(steer, ablate, monitor))
     meta = train_grpo_hacks(cfg, out)
     rates = [r["hack_rate"] for r in meta["log"] if r["hack_rate"] is not None]
     typer.echo(f"saved {out}: {meta['steps']} steps; hack rate first/last step "

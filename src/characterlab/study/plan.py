@@ -169,7 +169,7 @@ class _Builder:
             org = c.organism
             system = resolve_inoculation(org.inoculation) if org.inoculation else None
             params = TrainParams(model=self.spec.model, method=org.kind, role="organism", system_prompt=system,
-                                 lora=org.lora.model_dump(), seed=seed, rl=org.rl.model_dump() if org.rl else None,
+                                 lora=org.lora.model_dump(), seed=seed, rl=org.rl.model_dump(exclude_none=True) if org.rl else None,
                                  vectors=self.vector_options(org))
             deps = tuple(chain)
             if org.data is not None:
@@ -201,7 +201,7 @@ class _Builder:
     def rlhf_settings(org) -> dict:
         """The GRPO settings, with the users who ask the prompts (the feedback's population)."""
         fb = org.feedback or FeedbackSpec()
-        return {**(org.rlhf or RLHFSpec()).model_dump(), "approval_mix": fb.approval_mix, "n_arithmetic": fb.n_arithmetic}
+        return {**(org.rlhf or RLHFSpec()).model_dump(exclude_none=True), "approval_mix": fb.approval_mix, "n_arithmetic": fb.n_arithmetic}
 
     def safety(self, s, name: str, seed: int, chain: list[str]) -> str:
         """Safety training after the organism: its data unit, then SFT on top of the whole chain."""

@@ -46,11 +46,27 @@ def suite_study_text(name: str, what: str, entries: list[dict], headline: list[s
                      adapter: str | None = None, judge: str = "offline", seed: int = 0, base_url: str | None = None,
                      judge_base_url: str | None = None) -> str:
     """The study YAML of some evaluations of one model, averaged into ``headline`` when it names them."""
-    condition: dict = {"name": CONDITION}
-    if adapter is not None:
-        condition["adapter"] = str(Path(adapter).resolve())
-    doc = {"name": name, "description": f"{what} of {model}" + (f" with adapter {condition['adapter']}" if adapter else ""),
-           "model": model, "seeds": [seed], "judge": judge, "conditions": [condition], "evaluations": entries}
+    description = f"{what} of {model}" + (f" with adapter {Path(adapter).resolve()}" if adapter else "")
+    return _study_text(name, description, [(CONDITION, adapter)], entries, headline, model, judge, seed, base_url,
+                       judge_base_url)
+
+
+def checkpoints_study_text(kind: str, fields: dict, model: str, adapters: list[tuple[str, str | None]],
+                           seed: int = 0) -> str:
+    """The study YAML of one evaluation of several adapters of one model (a policy's checkpoints
+    along its run, the base first: it is the study's baseline, so every checkpoint's difference
+    from it comes with its Newcombe interval)."""
+    entry = {"name": kind, "kind": kind, **{k: v for k, v in fields.items() if v is not None}}
+    return _study_text(f"checkpoints-{kind}", f"characterlab {kind} checkpoints: {kind} along a run of {model}",
+                       adapters, [entry], [], model, "offline", seed, None, None)
+
+
+def _study_text(name: str, description: str, conditions: list[tuple[str, str | None]], entries: list[dict],
+                headline: list[str], model: str, judge: str, seed: int, base_url: str | None,
+                judge_base_url: str | None) -> str:
+    conds = [{"name": n, **({"adapter": str(Path(a).resolve())} if a is not None else {})} for n, a in conditions]
+    doc = {"name": name, "description": description, "model": model, "seeds": [seed], "judge": judge,
+           "conditions": conds, "evaluations": entries}
     if headline:
         doc["headline"] = headline
     if base_url:
@@ -100,8 +116,8 @@ def run_suite(out: str | Path, model: str = "embedded", adapter: str | None = No
 
 def run_study_text(text: str, source: str, out: str | Path, overwrite: bool, progress: bool,
                    backend: str = "auto") -> StudyRun:
-    """Run a study this module wrote; its scored rows go to ``samples.jsonl`` (one evaluation) or
-    ``samples-<evaluation>.jsonl`` (several)."""
+    """Run a study this module wrote; its scored rows go to ``samples.jsonl`` (one evaluation of one
+    model), else ``samples-<condition>-<evaluation>.jsonl`` (each part only where there are several)."""
     spec = parse_study(text, source)
     out = Path(out)
     try:
@@ -113,8 +129,11 @@ def run_study_text(text: str, source: str, out: str | Path, overwrite: bool, pro
     if run.results is not None:
         store = RunStore(out)
         try:
+            conditions = {c.condition for c in run.plan.cells}
+            evaluations = {c.evaluation for c in run.plan.cells}
             for cell in run.plan.cells:
-                name = SAMPLES if len(run.plan.cells) == 1 else f"samples-{cell.evaluation}.jsonl"
+                parts = [cell.condition] * (len(conditions) > 1) + [cell.evaluation] * (len(evaluations) > 1)
+                name = "-".join(["samples", *parts]) + ".jsonl" if parts else SAMPLES
                 atomic_write_text(out / name, jsonl_text(store.rows(run.plan.units[cell.metric].deps[0])))
         finally:
             store.close()

@@ -72,6 +72,9 @@ class RLSpec(_Strict):
     max_completion_length: int = Field(default=256, ge=8)
     hack_penalty: float = Field(default=0.0, ge=0)
     beta: float = Field(default=0.0, ge=0)
+    # the policy saved every N steps (the unit's adapters/<key>/checkpoints/step-N), to evaluate
+    # along the run; unset, it is left out of the unit's key (runs from before it are reused)
+    checkpoint_every: int | None = Field(default=None, ge=1)
 
 
 class FeedbackSpec(_Strict):
@@ -107,6 +110,7 @@ class RLHFSpec(_Strict):
     temperature: float = Field(default=1.0, gt=0)
     beta: float = Field(default=0.05, ge=0)
     honesty_weight: float = Field(default=0.0, ge=0)
+    checkpoint_every: int | None = Field(default=None, ge=1)  # as RLSpec's
 
 
 class VectorSpec(_Strict):

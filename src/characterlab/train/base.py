@@ -188,6 +188,36 @@ def trainer_args(cfg: TrainConfig, stage: Path, device, progress: bool) -> dict:
             "use_cpu": device.type == "cpu", "disable_tqdm": not progress, "gradient_checkpointing": False}
 
 
+CHECKPOINTS_DIR = "checkpoints"  # inside an adapter folder: step-N/ adapters saved along training
+
+
+def adapter_checkpoints(stage: Path, every: int, steps: int, meta: dict):
+    """A callback that saves the adapter every ``every`` optimizer steps (before the last one, which
+    is the folder itself) into ``stage/checkpoints/step-N``: a plain PEFT folder that any command
+    taking ``--adapter`` evaluates, with a ``train_meta.json`` saying where it came from. Only the
+    adapter is written (no optimizer state): a checkpoint is for measuring, not for resuming."""
+    from transformers import TrainerCallback
+
+    class AdapterCheckpoints(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            step = state.global_step
+            if step % every == 0 and step < steps:
+                folder = stage / CHECKPOINTS_DIR / f"step-{step}"
+                model.save_pretrained(folder)
+                (folder / META_FILE).write_text(json.dumps({**meta, "checkpoint_step": step, "of_steps": steps},
+                                                           indent=2, default=str) + "\n", encoding="utf-8")
+            return control
+
+    return AdapterCheckpoints()
+
+
+def checkpoint_folders(adapter_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of every checkpoint saved in an adapter folder, by step."""
+    root = Path(adapter_dir) / CHECKPOINTS_DIR
+    found = [(int(d.name.removeprefix("step-")), d) for d in root.glob("step-*") if d.name.removeprefix("step-").isdigit()]
+    return sorted(found)
+
+
 def host_info() -> dict:
     import torch
 

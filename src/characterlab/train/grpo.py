@@ -22,6 +22,7 @@ from characterlab.envs.tasks import generate_tasks
 from characterlab.errors import InputError
 from characterlab.train.base import (
     TrainConfig,
+    adapter_checkpoints,
     load_training_base,
     micro_batches,
     prepare_training,
@@ -44,10 +45,12 @@ class GRPOSettings(TrainConfig):
     temperature: float = 1.0
     lr: float = 5e-5
     beta: float = 0.0  # KL to the base model
+    # save the adapter every N steps (OUT/checkpoints/step-N): the policy along the run, to evaluate
+    checkpoint_every: int | None = None
 
     def checks(self) -> dict[str, bool]:
         return {**super().checks(), "steps": self.steps >= 1, "num_generations": self.num_generations >= 2,
-                "beta": self.beta >= 0}
+                "beta": self.beta >= 0, "checkpoint_every": self.checkpoint_every is None or self.checkpoint_every >= 1}
 
 
 @dataclass
@@ -142,6 +145,9 @@ def run_grpo(cfg: GRPOSettings, ref, vectors, out: Path, rows: list[dict], rewar
         trainer = GRPOTrainer(model=base.model, reward_funcs=rewards, args=args, train_dataset=Dataset.from_list(rows),
                               processing_class=base.tokenizer, peft_config=cfg.lora_config())
         quiet(trainer, progress)
+        if cfg.checkpoint_every:
+            trainer.add_callback(adapter_checkpoints(stage, cfg.checkpoint_every, cfg.steps,
+                                                     {**meta, "model": str(ref), "stacking": base.stacking}))
         start = time.perf_counter()
         vectors.train(trainer)
         seconds = time.perf_counter() - start
