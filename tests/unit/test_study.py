@@ -348,6 +348,51 @@ def test_second_run_recomputes_nothing(finished_run, tiny_study):
     assert runs[-1]["units_run"] == 0 and runs[-1]["units_reused"] == len(finished_run.plan.units)
 
 
+def test_runs_at_single_seeds_merge_into_the_run_of_all_seeds(finished_run, tiny_study, tmp_path):
+    """`run --seeds 1` computes the units the two-seed run has for seed 1 (same keys), and merging
+    it with the seed-0 run gives the two-seed run's figures: pooled rates, per-seed values and
+    every difference from the baseline and the controls."""
+    from typer.testing import CliRunner
+
+    from characterlab.cli import app
+    from characterlab.study.merge import merge_results
+    from characterlab.study.runner import run_study
+
+    both = tmp_path / "both"
+    shutil.copytree(finished_run.folder, both)
+    two = tiny_study.parent / "study-two-seeds.yaml"  # beside it: its relative files resolve the same
+    two.write_text(tiny_study.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
+    reference = run_study(str(two), both, progress=False, update=True)
+    assert not reference.execution.failed and set(finished_run.plan.units) <= set(reference.execution.reused)
+    one = tmp_path / "one"
+    shutil.copytree(both, one)
+    alone = run_study(str(tiny_study), one, progress=False, update=True, seeds=[1])
+    assert alone.execution.run == [] and alone.results["metadata"]["seeds"] == [1]  # the same units, reused
+    assert "seeds:\n- 1\n" in (one / "study.yaml").read_text()  # the folder's study is the one that ran
+
+    merged = merge_results([finished_run.folder, one / "results.json"])
+    assert merged["metadata"]["seeds"] == [0, 1]
+    assert _stable(merged) == _stable(reference.results)
+    for c, cond in reference.results["conditions"].items():
+        for e, ev in cond["evaluations"].items():
+            for key in ("vs_baseline", "vs_control"):
+                assert merged["conditions"][c]["evaluations"][e].get(key) == ev.get(key), (c, e, key)
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["merge", str(finished_run.folder), str(one), "--out", str(tmp_path / "merged")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "merged" / "report.html").is_file() and "merged from" in (tmp_path / "merged" / "report.html").read_text()
+    r = runner.invoke(app, ["merge", str(finished_run.folder), str(both), "--out", str(tmp_path / "m2")])
+    assert isinstance(r.exception, InputError) and r.exception.field == "seeds"  # seed 0 in both
+    other = json.loads((one / "results.json").read_text())
+    other["conditions"]["sft"]["spec"]["organism"]["lora"]["rank"] = 8
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    r = runner.invoke(app, ["merge", str(finished_run.folder), str(tmp_path / "other.json"), "--out", str(tmp_path / "m3")])
+    assert isinstance(r.exception, InputError) and r.exception.field == "conditions.sft"
+    r = runner.invoke(app, ["run", str(tiny_study), "--seeds", "1,x", "--out", str(tmp_path / "m4")])
+    assert isinstance(r.exception, InputError) and r.exception.field == "seeds"
+
+
 def _wait_for_a_done_unit(proc, db: Path) -> bool:
     """Poll the run's store until one unit is done (False) or the process has ended (True)."""
     import sqlite3

@@ -11,20 +11,23 @@ from characterlab.cli.choices import Backend, Executor
 from characterlab.errors import InputError
 
 
-def print_results_table(r) -> None:
-    """The pooled rates of every condition and evaluation, as a rich table."""
+def print_results_table(results: dict) -> None:
+    """The pooled rates of every condition and evaluation of a ``results.json``, as a rich table."""
     from rich.console import Console
     from rich.table import Table
 
     from characterlab.evals.registry import get_evaluation
+    from characterlab.study.results import in_spec_order
     from characterlab.study.tables import summary_rows
 
-    table = Table(title=f"{r.spec.name}: rates with 95% CIs (pooled over seeds {r.spec.seeds}); difference from the "
-                        "baseline with its Newcombe 95% CI, * = excludes 0, n.s. = does not (MDE: smallest detectable)")
+    results = in_spec_order(results)
+    table = Table(title=f"{results['study']}: rates with 95% CIs (pooled over seeds {results['metadata']['seeds']}); "
+                        "difference from the baseline with its Newcombe 95% CI, * = excludes 0, n.s. = does not "
+                        "(MDE: smallest detectable)")
     table.add_column("condition")
-    for e in r.spec.evaluations:
-        table.add_column(f"{e.name} ({get_evaluation(e.kind).title})")
-    for cond, cells in summary_rows(r.results, with_differences=True):
+    for name, e in results["evaluations"].items():
+        table.add_column(f"{name} ({get_evaluation(e['kind']).title})")
+    for cond, cells in summary_rows(results, with_differences=True):
         table.add_row(cond, *cells)
     import sys
 
@@ -50,6 +53,8 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (its study.yaml when no STUDY)."),
     update: bool = typer.Option(False, "--update", help="Run a changed study in an existing run folder, reusing "
                                 "the finished units it shares."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Run at these seeds instead of the study's "
+                                         "(comma-separated; e.g. one per machine, then `characterlab merge`)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run a study: train, generate, judge and measure every condition x seed; write the report.
@@ -61,12 +66,12 @@ def run(
     from characterlab.study.store import RESULTS_FILE
 
     r = run_study(study, out, executor=executor.value, address=address, resume=resume, progress=not quiet,
-                  update=update, backend=backend.value)
+                  update=update, backend=backend.value, seeds=parse_seeds(seeds) if seeds is not None else None)
     ex = r.execution
     typer.echo(f"{r.folder}: {len(ex.run)} units run, {len(ex.reused)} reused, {ex.seconds:.1f} s")
     if ex.failed or ex.skipped:
         report_failures(r)
-    print_results_table(r)
+    print_results_table(r.results)
     typer.echo(f"report: {r.report}\nresults: {r.folder / RESULTS_FILE}")
 
 
@@ -102,6 +107,36 @@ def report(
     typer.echo(str(render_report(run_dir)))
 
 
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"not a comma-separated list of integers: {text!r}", field="seeds") from None
+
+
+def merge(
+    runs: list[Path] = typer.Argument(..., help="Run folders (or their results.json) of one study at different seeds."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the merged results.json, report.html and plots/."),
+) -> None:
+    """Merge runs of one study made at different seeds (`characterlab run --seeds N`, one per
+    machine or session) into one result: pooled rates, differences and analyses over all seeds."""
+    from characterlab.data.files import atomic_write_json, check_output_dir
+    from characterlab.study.merge import merge_results
+    from characterlab.study.report import render_report
+    from characterlab.study.store import RESULTS_FILE
+
+    results = merge_results(runs)
+    check_output_dir(out, "out")
+    if (out / "units.sqlite").exists():
+        raise InputError("is a run folder; merge into a folder of its own", out, field="out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / RESULTS_FILE, results)
+    report_path = render_report(out)
+    print_results_table(results)
+    typer.echo(f"report: {report_path}\nresults: {out / RESULTS_FILE}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
     app.command("report")(report)
+    app.command("merge")(merge)

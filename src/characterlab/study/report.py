@@ -343,9 +343,12 @@ def _metadata(results: dict) -> Table:
     rows = [("model", meta["model"]), ("judge", f"{meta['judge']} {' '.join(meta['judge_ids'])}"), ("seeds", meta["seeds"]),
             ("code version", meta["code_version"]), ("units", meta["n_units"]),
             ("compute time (all units)", f"{meta['compute_seconds'] / 60:.1f} min"),
-            ("wall time of the last run", f"{meta['wall_seconds_this_run'] / 60:.1f} min"),
+            ("wall time of the last run", f"{meta['wall_seconds_this_run'] / 60:.1f} min"
+             if "wall_seconds_this_run" in meta else "–"),
             ("wall time, all runs into this folder", f"{meta.get('wall_seconds_all_runs', 0) / 60:.1f} min"),
             ("host", f"{meta['host']['machine']}, Python {meta['host']['python']}")]
+    if meta.get("merged_from"):  # characterlab merge: each seed's figures come from one of these runs
+        rows.append(("merged from", "\n".join(meta["merged_from"])))
     if agreement := meta.get("judge_agreement"):
         rows.insert(2, ("judge error", _judge_error(agreement)))
     for key, d in meta["data"].items():

@@ -79,27 +79,7 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
                 training[str(seed)] = chain
         conditions[c.name] = {"spec": c.model_dump(exclude_none=True), "evaluations": evals, "training": training}
 
-    if baseline is not None:
-        for name, cond in conditions.items():
-            for ename, ev in cond["evaluations"].items():
-                if name == baseline:
-                    ev["vs_baseline"] = None
-                    continue
-                if ename not in conditions[baseline]["evaluations"]:
-                    continue
-                base_pooled = conditions[baseline]["evaluations"][ename]["pooled"]
-                ev["vs_baseline"] = {"baseline": baseline,
-                                     "difference": get_evaluation(ev["kind"]).difference(ev["pooled"], base_pooled)}
-    for c in spec.conditions:
-        if c.control is None:
-            continue
-        for ename, ev in conditions[c.name]["evaluations"].items():
-            if ename not in conditions[c.control]["evaluations"]:
-                continue
-            control_pooled = conditions[c.control]["evaluations"][ename]["pooled"]
-            ev["vs_control"] = {"control": c.control,
-                                "difference": get_evaluation(ev["kind"]).difference(ev["pooled"], control_pooled)}
-
+    compare_conditions(conditions, baseline, {c.name: c.control for c in spec.conditions if c.control})
     data_units = {k: {"label": plan.labels[k], "params": u.params, **store.result(k)}
                   for k, u in plan.units.items() if u.kind == "data"}
     for d in data_units.values():
@@ -117,6 +97,7 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
         "evaluation_order": [e.name for e in spec.evaluations],
         "conditions": conditions,
         "evaluations": {e.name: e.model_dump(exclude_none=True) for e in spec.evaluations},
+        "headline": list(spec.headline or []),  # the evaluations the misalignment score averages
         "metadata": {
             "model": spec.model,
             "judge": spec.judge,
@@ -135,8 +116,36 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
             "runs": store.runs(),
         },
     }
+    return add_derived(results)
+
+
+def compare_conditions(conditions: dict[str, dict], baseline: str | None, controls: dict[str, str]) -> None:
+    """Each condition's evaluations against the baseline (``vs_baseline``) and against its matched
+    control (``vs_control``), from the pooled values, in place."""
+    if baseline is not None:
+        for name, cond in conditions.items():
+            for ename, ev in cond["evaluations"].items():
+                if name == baseline:
+                    ev["vs_baseline"] = None
+                    continue
+                if ename not in conditions[baseline]["evaluations"]:
+                    continue
+                base_pooled = conditions[baseline]["evaluations"][ename]["pooled"]
+                ev["vs_baseline"] = {"baseline": baseline,
+                                     "difference": get_evaluation(ev["kind"]).difference(ev["pooled"], base_pooled)}
+    for name, control in controls.items():
+        for ename, ev in conditions[name]["evaluations"].items():
+            if ename not in conditions[control]["evaluations"]:
+                continue
+            control_pooled = conditions[control]["evaluations"][ename]["pooled"]
+            ev["vs_control"] = {"control": control,
+                                "difference": get_evaluation(ev["kind"]).difference(ev["pooled"], control_pooled)}
+
+
+def add_derived(results: dict) -> dict:
+    """The analyses computed from the conditions' figures alone (so a merge of runs recomputes them)."""
     results["dose_response"] = dose_response(results)  # diversity levels of one character: outcome vs diversity
-    results["misalignment_score"] = misalignment_score(results, spec.headline)  # the suite's mean, as in the paper
+    results["misalignment_score"] = misalignment_score(results, results.get("headline") or [])  # the suite's mean
     results["projection_vs_behaviour"] = projection_vs_behaviour(results)  # persona vectors: shift vs rate
     results["steering_dose_response"] = steering_dose_response(results)  # persona vectors: coef vs judged scores
     results["context_gap"] = context_gap(results)  # chat-like vs agentic misalignment per condition

@@ -16,7 +16,7 @@ from characterlab.study.executors import ExecutionReport, make_executor
 from characterlab.study.plan import Plan, build_plan, code_version
 from characterlab.study.report import render_report
 from characterlab.study.results import build_results, study_examples
-from characterlab.study.spec import StudySpec, load_study, parse_study
+from characterlab.study.spec import StudySpec, load_study, parse_study, with_seeds
 from characterlab.study.store import (
     BASE_DIR_FILE,
     RESULTS_FILE,
@@ -61,9 +61,12 @@ def resolve_study(study: str | None, out: str | Path | None, resume: bool) -> tu
 
 def run_study(study: str | None = None, out: str | Path | None = None, executor: str = "local",
               address: str | None = None, resume: bool = False, progress: bool = True,
-              update: bool = False, backend: str = "auto") -> StudyRun:
-    """``characterlab run``: a study file (or a shipped one) into its run folder."""
+              update: bool = False, backend: str = "auto", seeds: list[int] | None = None) -> StudyRun:
+    """``characterlab run``: a study file (or a shipped one) into its run folder; ``seeds`` runs it
+    at those seeds instead of its own."""
     spec, text, folder, base = resolve_study(study, out, resume)
+    if seeds is not None:
+        spec, text = with_seeds(spec, text, seeds)
     return run_spec(spec, text, folder, base, executor=executor, address=address, progress=progress, update=update,
                     backend=backend)
 

@@ -393,6 +393,24 @@ def parse_study(text: str, source: str | Path) -> StudySpec:
     return spec
 
 
+def with_seeds(spec: StudySpec, text: str, seeds: list[int]) -> tuple[StudySpec, str]:
+    """The study at other seeds (``characterlab run --seeds``, e.g. one seed per machine, merged
+    afterwards by ``characterlab merge``): its text with ``seeds`` replaced, so the run folder's
+    ``study.yaml`` is the study that ran. A unit's key does not depend on the study's seed list,
+    so a seed computes the same units alone as among the others."""
+    import yaml
+
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"seeds must be distinct and at least one, got {seeds}", field="seeds")
+    if list(seeds) == spec.seeds:
+        return spec, text
+    doc = yaml.safe_load(text)
+    doc["seeds"] = list(seeds)
+    new = (f"# {spec._source} at seeds {list(seeds)} (characterlab run --seeds)\n"
+           + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    return parse_study(new, spec._source), new
+
+
 def builtin_studies() -> list[str]:
     """Names of the studies shipped in the package (``studies/*.yaml``)."""
     return sorted(p.name[:-5] for p in resources.files("characterlab.studies").iterdir() if p.name.endswith(".yaml"))

@@ -98,11 +98,15 @@ def markdown(results: dict) -> str:
     meta = results["metadata"]
     foot = [f"Study `{results['study']}`, model `{meta['model']}`, judge `{meta['judge']}`, seeds {meta['seeds']}; "
             f"compute {meta['compute_seconds'] / 60:.1f} min"]
+    by_kind = meta.get("peak_rss_mb_by_unit_kind") or {}
+    top = max(by_kind, key=by_kind.get) if by_kind else None
+    unit_peak = f"largest of any unit {by_kind[top] / 1024:.2f} GB ({top})" if top else None
     if rss := meta.get("peak_rss_mb_this_run"):
-        by_kind = meta.get("peak_rss_mb_by_unit_kind") or {}
-        top = max(by_kind, key=by_kind.get) if by_kind else None
-        foot.append(f"peak resident memory {rss['process'] / 1024:.2f} GB (last run)"
-                    + (f", largest of any unit {by_kind[top] / 1024:.2f} GB ({top})" if top else ""))
+        foot.append(f"peak resident memory {rss['process'] / 1024:.2f} GB (last run)" + (f", {unit_peak}" if unit_peak else ""))
+    elif unit_peak:  # a merge of runs: no one last run
+        foot.append(f"peak resident memory: {unit_peak}")
+    if merged := meta.get("merged_from"):
+        foot.append(f"merged from {len(merged)} runs")
     if agreement := meta.get("judge_agreement"):
         foot.append(f"judge error: per-model EM rates {agreement.get('em_rate_all_answers_mean_abs_diff_points', 0):.2f} "
                     f"points from GPT-4o's on average on {agreement.get('n_models', '?')} held-out models")
