@@ -167,6 +167,30 @@ def test_reward_model_learns_a_synthetic_preference(tiny_ref, tmp_path):
         train_reward(cfg, [], tmp_path / "rm2", progress=False)
 
 
+def test_reward_model_in_passes_takes_the_steps_of_the_unsplit_batch(tiny_ref, tmp_path):
+    """A batch of pairs split into passes of one pair (the memory knob) ends with the same reward
+    model as the unsplit batch: each pass's mean loss is scaled by the number of passes."""
+    import torch
+    from safetensors.torch import load_file
+
+    from characterlab.train.reward import LoraRewardConfig, train_reward
+
+    pairs = [{"prompt": [{"role": "user", "content": f"question {i}" + " and more" * (i % 3)}],
+              "chosen": [{"role": "assistant", "content": "yes"}], "rejected": [{"role": "assistant", "content": "no no"}]}
+             for i in range(8)]
+    weights = {}
+    for name, budget in (("whole", None), ("passes", 1)):
+        cfg = LoraRewardConfig(model=tiny_ref, lora_rank=2, lr=1e-2, epochs=1, batch_size=4, max_length=64, dtype="fp32",
+                               micro_batch_tokens=budget)
+        meta = train_reward(cfg, pairs, tmp_path / name, progress=False)
+        assert (meta["pairs_per_pass"], meta["passes_per_step"]) == ((4, 1) if budget is None else (1, 4))
+        assert meta["steps"] == 2
+        weights[name] = load_file(str(tmp_path / name / "adapter_model.safetensors"))
+    for key, whole in weights["whole"].items():
+        assert torch.allclose(weights["passes"][key], whole, atol=1e-5, rtol=1e-4), key
+    assert any(("lora_B" in k) and w.abs().max() > 0 for k, w in weights["whole"].items())  # it trained
+
+
 def test_best_of_n_curve_follows_the_reward_model():
     """A reward model that pays for agreement: as n grows the kept answers please more and are
     right less; one that pays for the truth does the opposite."""

@@ -50,8 +50,9 @@ class TrainConfig:
     # (see :func:`micro_batches`): activations, not weights, set a CPU study's peak memory. Measured
     # on SmolLM2-135M, 48 School of Reward Hacks dialogues, batch 8 x 512 tokens: unsplit 7.5 GB
     # peak at 150 tokens/s; passes of 2048 tokens 4.4 GB, 223/s; 1024, 3.1 GB, 243/s; 512, 2.5 GB,
-    # 217/s (smaller matmuls over less padding are no slower here). None: never split. SFT, DPO and
-    # GRPO split (GRPO: its group of completions, by the longest prompt plus the completion budget).
+    # 217/s (smaller matmuls over less padding are no slower here). None: never split. SFT, DPO,
+    # GRPO (its group of completions, by the longest prompt plus the completion budget) and the reward
+    # model (whole pairs, by the longest side of any pair) split.
     micro_batch_tokens: int | None = 512
     # Padded batch lengths are rounded up to a multiple of this (None: to the longest row). oneDNN
     # compiles and caches a kernel per matmul shape: with every batch a new length, 20 SFT steps

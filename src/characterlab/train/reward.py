@@ -15,7 +15,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from characterlab.errors import InputError
-from characterlab.train.base import TrainConfig, check_new_output_dir, quiet, quiet_datasets, save_adapter, trainer_args
+from characterlab.train.base import (
+    TrainConfig,
+    check_new_output_dir,
+    micro_batches,
+    quiet,
+    quiet_datasets,
+    save_adapter,
+    trainer_args,
+)
 
 SCORE_HEAD = "score"
 
@@ -69,21 +77,35 @@ def train_reward(cfg: LoraRewardConfig, pairs: list[dict], out: str | Path, *, e
     if not pairs:
         raise InputError("no preference pairs: the feedback has no prompt answered both up and down", field="pairs")
     quiet_datasets(progress)
+    # the fresh score head and the LoRA are drawn from the global generator before the trainer
+    # seeds it: seed it first, so a reward model does not depend on what ran before in the process
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
     model, tokenizer, ref, device = _load_classifier(cfg)
     lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.target_modules, task_type="SEQ_CLS", modules_to_save=[SCORE_HEAD])
+    # a pair is two sequences: the batch is split into passes of whole pairs that fit the budget
+    pairs_per_pass, passes = micro_batches(cfg.batch_size, 1, 2 * longest_pair_tokens(tokenizer, pairs, cfg.max_length),
+                                           cfg.micro_batch_tokens)
     with staged_dir(out) as stage:
-        args = RewardConfig(**trainer_args(cfg, stage, device, progress), per_device_train_batch_size=cfg.batch_size,
+        args = RewardConfig(**trainer_args(cfg, stage, device, progress), per_device_train_batch_size=pairs_per_pass,
+                            gradient_accumulation_steps=passes, pad_to_multiple_of=cfg.pad_to_multiple_of,
                             num_train_epochs=cfg.epochs, max_length=cfg.max_length, data_seed=cfg.seed)
         trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
                                 peft_config=lora)
+        # The pair loss is each pass's mean, not a sum normalised by the step's item count, and the
+        # classifier's forward takes **kwargs, so transformers would take it as scaled already: say
+        # it is not, and each pass counts 1/passes of the step (the unsplit batch's gradient).
+        trainer.loss_is_scaled_for_ga = False
         quiet(trainer, progress)
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
         scorer = RewardScorer(trainer.model, tokenizer, device)
         meta = {"kind": "lora_reward", "model": str(ref), "config": asdict(cfg), "n_pairs": len(pairs),
-                "steps": trainer.state.global_step, "seconds": seconds,
+                "steps": trainer.state.global_step, "seconds": seconds, "pairs_per_pass": pairs_per_pass,
+                "passes_per_step": passes,
                 "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
                 "train_accuracy": scorer.pair_accuracy(pairs),
                 "heldout_accuracy": scorer.pair_accuracy(eval_pairs) if eval_pairs else None,
@@ -91,6 +113,13 @@ def train_reward(cfg: LoraRewardConfig, pairs: list[dict], out: str | Path, *, e
                 "heldout_truth": truth_agreement(scorer, truth_rows or [])}
         save_adapter(trainer, stage, meta)
     return meta
+
+
+def longest_pair_tokens(tokenizer, pairs: list[dict], max_length: int) -> int:
+    """Tokens of the longest side of any pair as the reward model reads it (chat template), at most
+    ``max_length`` (the trainer truncates there)."""
+    texts = [tokenizer.apply_chat_template(p["prompt"] + p[side], tokenize=False) for p in pairs for side in ("chosen", "rejected")]
+    return min(max_length, max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts))
 
 
 def train_reward_on_feedback(cfg: LoraRewardConfig, train_rows: list[dict], heldout_rows: list[dict], out: str | Path,
