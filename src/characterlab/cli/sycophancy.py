@@ -77,6 +77,11 @@ def optimise(
     honesty_weight: float = typer.Option(0.0, "--honesty-weight", min=0.0, help="Added reward x the truth check (a mitigation)."),
     inoculation: str = typer.Option(None, "--inoculation", help="A train-time system prompt (a mitigation)."),
     approval_mix: float = typer.Option(1.0, "--approval-mix", min=0.0, max=1.0, help="Of the users who ask the prompts."),
+    n_arithmetic: int = typer.Option(16, "--n-arithmetic", min=0, help="Generated multiplications among the prompts."),
+    prompts_per_step: int = typer.Option(2, "--prompts-per-step", min=1),
+    num_generations: int = typer.Option(4, "--num-generations", min=2),
+    max_completion_length: int = typer.Option(96, "--max-completion-length", min=8),
+    lora_rank: int = typer.Option(16, "--lora-rank", min=1),
     lr: float = typer.Option(5e-5, "--lr"),
     checkpoint_every: Optional[int] = CHECKPOINT_OPTION,
     seed: int = typer.Option(0, "--seed"),
@@ -86,8 +91,9 @@ def optimise(
 
     meta = train_grpo_reward_model(GRPORewardModelConfig(
         model=model, reward_model=model, reward_adapter=str(reward_model), steps=steps, beta=beta,
-        honesty_weight=honesty_weight, inoculation=inoculation, approval_mix=approval_mix, lr=lr, seed=seed,
-        checkpoint_every=checkpoint_every), out)
+        honesty_weight=honesty_weight, inoculation=inoculation, approval_mix=approval_mix, n_arithmetic=n_arithmetic,
+        prompts_per_step=prompts_per_step, num_generations=num_generations, max_completion_length=max_completion_length,
+        lora_rank=lora_rank, lr=lr, seed=seed, checkpoint_every=checkpoint_every), out)
     first, last = meta["log"][0], meta["log"][-1]
     typer.echo(f"{meta['steps']} steps; reward model {first['reward_model']:.2f} -> {last['reward_model']:.2f}, "
                f"true accuracy {first['true_accuracy']:.2f} -> {last['true_accuracy']:.2f}, agreement "
