@@ -3,7 +3,7 @@
     python bench/reward_passes.py [--model embedded] [--pairs 96] [--batch-size 8]
 
 The reward model reads both sides of every pair in one forward pass: a batch of 8 pairs is 16
-sequences. The sycophancy study's reward unit peaked at 5.4 GB before it was split. Each variant
+sequences. The sycophancy study's reward unit peaked at 5.28 GB before it was split. Each variant
 trains one epoch on the same pairs (the training split's sycophancy prompts, each answered with the
 truth and with the user's belief, about 60 tokens an answer) in a fresh child process, which
 reports the trainer's seconds and its peak resident memory; the split variant's passes are of

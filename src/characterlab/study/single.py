@@ -37,9 +37,13 @@ CONDITION = "model"
 def evaluation_study_text(kind: str, fields: dict, model: str, adapter: str | None = None, judge: str = "offline",
                           seed: int = 0, base_url: str | None = None, judge_base_url: str | None = None) -> str:
     """The study YAML of one evaluation of one model (paths absolute, so it reads the same anywhere)."""
-    entry = {"name": kind, "kind": kind, **{k: v for k, v in fields.items() if v is not None}}
-    return suite_study_text(f"eval-{kind}", f"characterlab eval {kind}", [entry], [], model, adapter, judge, seed,
-                            base_url, judge_base_url)
+    return suite_study_text(f"eval-{kind}", f"characterlab eval {kind}", [_entry(kind, fields)], [], model, adapter,
+                            judge, seed, base_url, judge_base_url)
+
+
+def _entry(kind: str, fields: dict) -> dict:
+    """One evaluation of ``kind`` with the fields the user set (unset ones take the defaults)."""
+    return {"name": kind, "kind": kind, **{k: v for k, v in fields.items() if v is not None}}
 
 
 def suite_study_text(name: str, what: str, entries: list[dict], headline: list[str], model: str,
@@ -56,9 +60,8 @@ def checkpoints_study_text(kind: str, fields: dict, model: str, adapters: list[t
     """The study YAML of one evaluation of several adapters of one model (a policy's checkpoints
     along its run, the base first: it is the study's baseline, so every checkpoint's difference
     from it comes with its Newcombe interval)."""
-    entry = {"name": kind, "kind": kind, **{k: v for k, v in fields.items() if v is not None}}
     return _study_text(f"checkpoints-{kind}", f"characterlab {kind} checkpoints: {kind} along a run of {model}",
-                       adapters, [entry], [], model, "offline", seed, None, None)
+                       adapters, [_entry(kind, fields)], [], model, "offline", seed, None, None)
 
 
 def _study_text(name: str, description: str, conditions: list[tuple[str, str | None]], entries: list[dict],
