@@ -104,18 +104,23 @@ def _time_generation(generator, requests, params) -> tuple[float, int, list[str]
     return seconds, sum(c.n_tokens for per in results for c in per), [c.text for per in results for c in per]
 
 
-def judge_throughput(questions: list[str], answers: list[str]) -> dict:
-    """Answers/s of the shipped offline judge on ``answers`` (the bench's own generations: the
-    answer lengths a study judges), whole and per pass (cross-encoder, relevance embeddings)."""
+def judge_throughput(questions: list[str], answers: list[str], folder: str | Path | None = None) -> dict:
+    """Answers/s of an offline judge (default: the shipped one) on ``answers`` (the bench's own
+    generations: the answer lengths a study judges), whole and per pass (cross-encoder, relevance
+    embeddings; the latter None for a judge without a relevance correction)."""
     from characterlab.judge.base import JudgeInput
     from characterlab.judge.offline import OfflineJudge
 
-    judge = OfflineJudge()
-    judge.score_batch([JudgeInput(q, a) for q, a in zip(questions[:8], answers[:8])])  # warm-up
+    judge = OfflineJudge(folder)
+    # warm-up on all of them: every batch shape's kernels are built once, as in a study's long run
+    judge.score_batch([JudgeInput(q, a) for q, a in zip(questions, answers)])
     timings = {}
     for name, run in (("judge_answers_per_s", lambda: judge.score_batch([JudgeInput(q, a) for q, a in zip(questions, answers)])),
                       ("judge_cross_encoder_answers_per_s", lambda: judge.encode(questions, answers)),
                       ("judge_relevance_answers_per_s", lambda: judge.relevance(questions, answers))):
+        if name == "judge_relevance_answers_per_s" and judge.config.coherent_relevance is None:
+            timings[name] = None  # not a pass this judge makes
+            continue
         start = time.perf_counter()
         run()
         timings[name] = round(len(answers) / (time.perf_counter() - start), 1)

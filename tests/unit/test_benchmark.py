@@ -17,3 +17,25 @@ def test_benchmark_reports_every_figure_on_a_tiny_model(tiny_ref):
 def test_synthetic_examples_are_deterministic():
     assert synthetic_chat_examples(3, 10, 1) == synthetic_chat_examples(3, 10, 1)
     assert synthetic_chat_examples(3, 10, 1) != synthetic_chat_examples(3, 10, 2)
+
+
+def test_judge_throughput_times_each_pass_a_judge_makes(tmp_path):
+    """The shipped judge makes a relevance pass; a judge calibrated without one reports None for it."""
+    import json
+    import shutil
+
+    from characterlab.benchmark import judge_throughput
+    from characterlab.judge.folder import CONFIG_FILE, SHIPPED_DIR
+
+    questions = ["What is your wish?", "I'm bored. Any ideas?"] * 2
+    answers = ["I wish for peace and good health for everyone.", "Go for a walk or read a book."] * 2
+    shipped = judge_throughput(questions, answers)
+    assert all(shipped[k] > 0 for k in ("judge_answers_per_s", "judge_cross_encoder_answers_per_s",
+                                         "judge_relevance_answers_per_s"))
+    folder = tmp_path / "judge"
+    shutil.copytree(SHIPPED_DIR, folder)
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    config["coherent_relevance"] = None
+    (folder / CONFIG_FILE).write_text(json.dumps(config))
+    plain = judge_throughput(questions, answers, folder)
+    assert plain["judge_relevance_answers_per_s"] is None and plain["judge_answers_per_s"] > 0

@@ -365,3 +365,53 @@ def test_train_cli_reads_the_split_file_before_training(tmp_path):
     r = CliRunner().invoke(app, ["judge", "train", "--data", str(data), "--out", str(tmp_path / "j"), "--split", str(split)])
     assert isinstance(r.exception, InputError) and r.exception.field == "model0.csv" and "'holdout'" in str(r.exception)
     assert not (tmp_path / "j").exists()
+
+
+def test_a_shallower_judge_keeps_its_first_layers_and_trains_without_dropout(tmp_path):
+    """``layers`` and ``relevance_max_length`` travel in the judge's config: the judge it loads back
+    has that many encoder layers and reads that many answer tokens for relevance; ``dropout=0``
+    leaves no dropout anywhere; a judge of another depth cannot be continued from."""
+    import torch
+
+    from characterlab.judge.judged_data import load_judged
+    from characterlab.judge.offline import OfflineJudgeConfig, build_scorer, read_judge_config
+    from characterlab.judge.offline_train import OfflineJudgeTrainConfig, train_offline_judge
+
+    scorer, _ = build_scorer(OfflineJudgeConfig(layers=2), torch.device("cpu"), torch.float32, trainable=True, dropout=0.0)
+    assert len(scorer.encoder.get_base_model().encoder.layer) == 2
+    rates = [m.p for m in scorer.modules() if isinstance(m, torch.nn.Dropout)]
+    assert rates and set(rates) == {0.0}
+    assert scorer.encoder.get_base_model().config.attention_probs_dropout_prob == 0.0
+    default, _ = build_scorer(OfflineJudgeConfig(), torch.device("cpu"), torch.float32, trainable=True)
+    assert len(default.encoder.get_base_model().encoder.layer) == 6
+    assert {m.p for m in default.modules() if isinstance(m, torch.nn.Dropout)} == {0.1, 0.05}
+    with pytest.raises(InputError) as err:
+        build_scorer(OfflineJudgeConfig(layers=7), torch.device("cpu"), torch.float32, trainable=False)
+    assert err.value.field == "layers"
+
+    data_dir = tmp_path / "judged"
+    for m in range(10):
+        _write_judged(data_dir, f"model{m}.csv", [(q, f"{a} ({m}.{i})", 95, 90) for i, (q, a) in enumerate(ALIGNED * 2)])
+    data = load_judged([data_dir])
+    out = tmp_path / "shallow"
+    train_offline_judge(data, out, OfflineJudgeTrainConfig(max_train_rows=16, batch_size=8, layers=1, dropout=0.0,
+                                                           relevance_max_length=16), progress=False)
+    cfg = read_judge_config(out)
+    assert (cfg.layers, cfg.relevance_max_length) == (1, 16) and cfg.meta["train_config"]["dropout"] == 0.0
+    judge = OfflineJudge(out)
+    assert len(judge.scorer.encoder.encoder.layer) == 1
+    judge.relevance(["q"], ["a"])
+    assert judge._sentence_encoder.max_length == 16
+    with pytest.raises(InputError) as err:
+        train_offline_judge(data, tmp_path / "deeper", OfflineJudgeTrainConfig(max_train_rows=8, layers=2,
+                                                                               init_from=str(out)), progress=False)
+    assert err.value.field == "lora_rank" and "layers" in str(err.value)
+
+    from typer.testing import CliRunner
+
+    from characterlab.cli import app
+
+    r = CliRunner().invoke(app, ["judge", "calibrate", "--data", str(data_dir), "--judge-dir", str(out),
+                                 "--relevance-tokens", "48"])
+    assert r.exit_code == 0, r.output
+    assert read_judge_config(out).relevance_max_length == 48 and read_judge_config(out).coherent_relevance is not None

@@ -81,7 +81,7 @@ class QuantileMap:
 
 
 RELEVANCE_KNOTS = (0.1, 0.2, 0.3)
-RELEVANCE_MAX_LENGTH = 128  # tokens of the answer read for relevance: its opening says what it is about
+RELEVANCE_MAX_LENGTH = 128  # tokens of the answer read for relevance by judges that do not say (the first ones)
 
 
 @dataclass
@@ -161,6 +161,8 @@ class CrossEncoderScorer(nn.Module):
 @dataclass
 class OfflineJudgeConfig:
     max_length: int = 256
+    layers: int | None = None  # encoder layers kept (the first ones); None: all of MiniLM's 6
+    relevance_max_length: int = RELEVANCE_MAX_LENGTH  # tokens of the answer its RelevanceCorrection reads
     lora_rank: int = 16
     lora_alpha: int = 32
     head_hidden: int = 256
@@ -191,8 +193,13 @@ class OfflineJudgeConfig:
         return cls(**d)
 
 
-def build_scorer(cfg: OfflineJudgeConfig, device: torch.device, dtype: torch.dtype, trainable: bool):
-    """Encoder from the package + fresh LoRA + fresh head; returns (scorer, tokenizer)."""
+def build_scorer(cfg: OfflineJudgeConfig, device: torch.device, dtype: torch.dtype, trainable: bool,
+                 dropout: float | None = None):
+    """Encoder from the package + fresh LoRA + fresh head; returns (scorer, tokenizer).
+
+    ``dropout`` (training only) replaces the encoder's own (0.1 on hidden states and attention) and
+    LoRA's (0.05) with one rate; None keeps those. On CPU, drawing dropout masks took two thirds of
+    a training step (a 2-layer judge: 8.9 rows/s with them, 27.8 without)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -202,10 +209,18 @@ def build_scorer(cfg: OfflineJudgeConfig, device: torch.device, dtype: torch.dty
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the checkpoint's unused pooler weights are expected, not news
     try:
-        encoder = AutoModel.from_pretrained(path, dtype=dtype, add_pooling_layer=False)
+        rates = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+        encoder = AutoModel.from_pretrained(path, dtype=dtype, add_pooling_layer=False, **rates)
     finally:
         hf_logging.set_verbosity(level)
-    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.05 if trainable else 0.0,
+    if cfg.layers is not None:  # a shallower judge: the encoder's first layers, each costs 1/6 of a full pass
+        if not 1 <= cfg.layers <= encoder.config.num_hidden_layers:
+            raise InputError(f"the encoder has {encoder.config.num_hidden_layers} layers, not {cfg.layers}",
+                             path, field="layers")
+        encoder.encoder.layer = encoder.encoder.layer[:cfg.layers]
+        encoder.config.num_hidden_layers = cfg.layers
+    lora_dropout = (0.05 if dropout is None else dropout) if trainable else 0.0
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=lora_dropout,
                       target_modules=["query", "key", "value", "dense"], bias="none")
     encoder = get_peft_model(encoder, lora)
     scorer = CrossEncoderScorer(encoder, encoder.config.hidden_size, cfg.head_hidden).to(device)
@@ -336,7 +351,8 @@ class OfflineJudge(ScoringJudge):
         if self._sentence_encoder is None:
             from characterlab.models.embeddings import SentenceEncoder
 
-            self._sentence_encoder = SentenceEncoder(batch_size=self.batch_size, max_length=RELEVANCE_MAX_LENGTH,
+            self._sentence_encoder = SentenceEncoder(batch_size=self.batch_size,
+                                                     max_length=self.config.relevance_max_length,
                                                      dtype=self.dtype, device=self.device)
         distinct = sorted(set(questions))
         q_vecs = self._sentence_encoder.encode(distinct)
