@@ -415,3 +415,38 @@ def test_a_shallower_judge_keeps_its_first_layers_and_trains_without_dropout(tmp
                                  "--relevance-tokens", "48"])
     assert r.exit_code == 0, r.output
     assert read_judge_config(out).relevance_max_length == 48 and read_judge_config(out).coherent_relevance is not None
+
+
+def test_a_student_learns_a_teachers_predictions_only_when_the_teacher_never_saw_its_validation_models(tmp_path):
+    """Distillation (``teacher``): the targets are the teacher's predictions (relevance-corrected,
+    before the quantile maps) on every training row; a teacher that trained on a model the student
+    validates on is refused before anything is written."""
+    import numpy as np
+
+    from characterlab.judge.judged_data import load_judged
+    from characterlab.judge.offline import read_judge_config
+    from characterlab.judge.offline_train import OfflineJudgeTrainConfig, teacher_targets, train_offline_judge
+
+    data_dir = tmp_path / "judged"
+    for m in range(10):
+        pairs = [((MISALIGNED if i < m else ALIGNED)[i % 4], i) for i in range(8)]
+        _write_judged(data_dir, f"model{m}.csv", [(q, f"{a} ({m}.{i})", 5 if i < m else 95, 90) for (q, a), i in pairs])
+    data = load_judged([data_dir])
+    teacher = tmp_path / "teacher"
+    train_offline_judge(data, teacher, OfflineJudgeTrainConfig(max_train_rows=16, batch_size=8, layers=1, dropout=0.0),
+                        progress=False)
+    split = read_judge_config(teacher).meta["models"]
+    questions, answers = [q for q, _ in ALIGNED + MISALIGNED], [a for _, a in ALIGNED + MISALIGNED]
+    targets = teacher_targets(teacher, questions, answers, split).numpy()
+    assert targets.shape == (8, 4) and np.allclose(targets, OfflineJudge(teacher).predict(questions, answers), atol=1e-6)
+
+    student = tmp_path / "student"
+    train_offline_judge(data, student, OfflineJudgeTrainConfig(max_train_rows=16, batch_size=8, layers=1, dropout=0.0,
+                                                               teacher=str(teacher)), progress=False, split=split)
+    assert read_judge_config(student).meta["train_config"]["teacher"] == str(teacher)
+    swapped = {m: {"train": "validation", "validation": "train"}.get(role, role) for m, role in split.items()}
+    with pytest.raises(InputError) as err:
+        train_offline_judge(data, tmp_path / "leaky", OfflineJudgeTrainConfig(max_train_rows=8, layers=1,
+                                                                              teacher=str(teacher)),
+                            progress=False, split=swapped)
+    assert err.value.field == "teacher" and not (tmp_path / "leaky").exists()

@@ -84,6 +84,9 @@ def judge_train_cmd(
                                           "taught as incoherent."),
     relevance: bool = typer.Option(True, "--relevance/--no-relevance",
                                    help="Correct the coherent head for question-answer relevance at calibration."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher",
+                                           help="Learn this judge folder's predictions instead of the reference "
+                                           "labels (distillation); it must not have seen the validation models."),
     init_from: Optional[Path] = typer.Option(None, "--init-from",
                                              help="Continue from this judge folder's adapter and head."),
     split: Optional[Path] = typer.Option(None, "--split", help="JSON mapping each source model to train, "
@@ -105,6 +108,7 @@ def judge_train_cmd(
     cfg = OfflineJudgeTrainConfig(max_train_rows=max_train_rows, easy_keep=easy_keep, epochs=epochs, lr=lr, seed=seed,
                                   lora_rank=lora_rank, max_length=max_length, layers=layers,
                                   relevance_max_length=relevance_tokens, dropout=dropout,
+                                  teacher=str(teacher) if teacher else None,
                                   init_from=str(init_from) if init_from else None,
                                   misaligned_weight=misaligned_weight, off_topic_share=off_topic_share,
                                   relevance=relevance)

@@ -76,6 +76,7 @@ class OfflineJudgeTrainConfig:
     off_topic_share: float = 0.0  # extra rows, as a share of the kept ones: answers paired with another question
     off_topic_coherent: float = 10.0  # their coherent target; aligned is left unsupervised
     relevance: bool = True  # calibrate a RelevanceCorrection of the coherent head (see offline.py)
+    teacher: str | None = None  # a judge folder whose predictions are the targets (distillation; see teacher_targets)
 
 
 def _targets(r: JudgedRow) -> list[float]:
@@ -134,6 +135,26 @@ def off_topic_pairs(rows: list[JudgedRow], share: float, coherent: float,
             out_a.append(r.answer)
             out_t.append([float("nan"), coherent / 100.0, 0.0, 0.0])
     return out_q, out_a, out_t
+
+
+def teacher_targets(teacher: str | Path, questions: list[str], answers: list[str],
+                    split: dict[str, str]) -> torch.Tensor:
+    """A trained judge's predictions as a student's targets, shape (n, 4) in :data:`HEADS` order.
+
+    The teacher's outputs before the quantile maps, with its relevance correction and fluency
+    gate applied: a shallower student without a relevance pass learns them in its own pass, from
+    on- and off-topic pairs alike (``off_topic_share``). Soft targets on every head of every row,
+    where the reference labels leave some unsupervised. The teacher must not have trained or
+    calibrated on a model the student validates on, or the student's validation would be in-sample.
+    """
+    folder = Path(teacher)
+    judge = OfflineJudge(folder)
+    roles = judge.config.meta.get("models") or {}
+    leaked = sorted(m for m, role in split.items() if role == "validation" and roles.get(m) in ("train", "calibration"))
+    if leaked:
+        raise InputError(f"the teacher trained or calibrated on {len(leaked)} of the student's validation models "
+                         f"({leaked[0]}, ...); use a teacher of the same fold", folder / CONFIG_FILE, field="teacher")
+    return torch.tensor(judge.predict(questions, answers), dtype=torch.float32)
 
 
 def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -214,7 +235,12 @@ def train_offline_judge(data: JudgedSet, out: str | Path, cfg: OfflineJudgeTrain
         log(f"off-topic pairs: {len(extra_q)}")
     feats = encode_pairs(tokenizer, [r.question for r in train_rows] + extra_q,
                          [r.answer for r in train_rows] + extra_a, cfg.max_length)
-    targets = torch.tensor([_targets(r) for r in train_rows] + extra_t, dtype=torch.float32)
+    if cfg.teacher:
+        log(f"teacher {cfg.teacher}: scoring {len(feats)} training rows")
+        targets = teacher_targets(cfg.teacher, [r.question for r in train_rows] + extra_q,
+                                  [r.answer for r in train_rows] + extra_a, split)
+    else:
+        targets = torch.tensor([_targets(r) for r in train_rows] + extra_t, dtype=torch.float32)
     n_epochs = math.ceil(cfg.epochs)
     steps_per_epoch = math.ceil(len(feats) / cfg.batch_size)
     total_steps = max(1, int(cfg.epochs * steps_per_epoch))
