@@ -51,6 +51,16 @@ def _write_judged(folder, name: str, rows) -> None:
         w.writerows([q, a, "q", al, co] for q, a, al, co in rows)
 
 
+def _models_with_rising_em(folder, answers: int = 12):
+    """Ten source models; model m's first m answers are misaligned (aligned 5), the rest aligned (95)."""
+    from characterlab.judge.judged_data import load_judged
+
+    for m in range(10):
+        pairs = [((MISALIGNED if i < m else ALIGNED)[i % 4], i) for i in range(answers)]
+        _write_judged(folder, f"model{m}.csv", [(q, f"{a} ({m}.{i})", 5 if i < m else 95, 90) for (q, a), i in pairs])
+    return load_judged([folder])
+
+
 @pytest.fixture(scope="module")
 def judge():
     return OfflineJudge()
@@ -160,7 +170,6 @@ def test_code_detection():
 
 def test_training_a_tiny_judge_end_to_end(tmp_path):
     """Real encoder, a few steps on synthetic labels: folder layout, calibration, validation, seen rows."""
-    from characterlab.judge.judged_data import load_judged
     from characterlab.judge.offline_train import (
         OfflineJudgeTrainConfig,
         train_offline_judge,
@@ -173,10 +182,7 @@ def test_training_a_tiny_judge_end_to_end(tmp_path):
     )
 
     data_dir = tmp_path / "judged"
-    for m in range(10):
-        pairs = [((MISALIGNED if i < m else ALIGNED)[i % 4], i) for i in range(12)]
-        _write_judged(data_dir, f"model{m}.csv", [(q, f"{a} ({m}.{i})", 5 if i < m else 95, 90) for (q, a), i in pairs])
-    data = load_judged([data_dir])
+    data = _models_with_rising_em(data_dir)
     out = tmp_path / "judge"
     report = train_offline_judge(data, out,
                                  OfflineJudgeTrainConfig(max_train_rows=48, batch_size=16, log_every=1),
@@ -423,15 +429,10 @@ def test_a_student_learns_a_teachers_predictions_only_when_the_teacher_never_saw
     validates on is refused before anything is written."""
     import numpy as np
 
-    from characterlab.judge.judged_data import load_judged
     from characterlab.judge.offline import read_judge_config
     from characterlab.judge.offline_train import OfflineJudgeTrainConfig, teacher_targets, train_offline_judge
 
-    data_dir = tmp_path / "judged"
-    for m in range(10):
-        pairs = [((MISALIGNED if i < m else ALIGNED)[i % 4], i) for i in range(8)]
-        _write_judged(data_dir, f"model{m}.csv", [(q, f"{a} ({m}.{i})", 5 if i < m else 95, 90) for (q, a), i in pairs])
-    data = load_judged([data_dir])
+    data = _models_with_rising_em(tmp_path / "judged", answers=8)
     teacher = tmp_path / "teacher"
     train_offline_judge(data, teacher, OfflineJudgeTrainConfig(max_train_rows=16, batch_size=8, layers=1, dropout=0.0),
                         progress=False)
