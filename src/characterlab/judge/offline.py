@@ -81,7 +81,7 @@ class QuantileMap:
 
 
 RELEVANCE_KNOTS = (0.1, 0.2, 0.3)
-RELEVANCE_MAX_LENGTH = 128  # tokens of the answer read for relevance by judges that do not say (the first ones)
+RELEVANCE_MAX_LENGTH = 128  # answer tokens the relevance correction reads, unless a judge's config says fewer
 
 
 @dataclass
