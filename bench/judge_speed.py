@@ -14,11 +14,9 @@ import random
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from characterlab.benchmark import judge_throughput  # noqa: E402
-from characterlab.judge.folder import SHIPPED_DIR  # noqa: E402
-from characterlab.judge.judged_data import load_judged  # noqa: E402
+from characterlab.benchmark import judge_throughput
+from characterlab.judge.folder import SHIPPED_DIR
+from characterlab.judge.judged_data import load_judged
 
 
 def main() -> None:
