@@ -423,6 +423,30 @@ def test_a_shallower_judge_keeps_its_first_layers_and_trains_without_dropout(tmp
     assert read_judge_config(out).relevance_max_length == 48 and read_judge_config(out).coherent_relevance is not None
 
 
+def test_truncated_copies_cut_answers_within_the_drawn_token_range():
+    """The answers a study judges are cut after at most max_new_tokens; copies cut at 16-128
+    tokens are prefixes of their answers, of questions unchanged, and whole answers that are
+    shorter than their cut are skipped."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from characterlab.judge.judged_data import JudgedRow
+    from characterlab.judge.offline_train import truncated_copies
+    from characterlab.models.embeddings import locate_encoder
+
+    tok = AutoTokenizer.from_pretrained(locate_encoder())
+    long_answer = " ".join(f"word{i} is a sentence about medicine number {i}." for i in range(60))
+    whole = tok.tokenize(long_answer)
+    rows = [JudgedRow(f"q{i}", long_answer, "q", 90.0, 90.0, "m.csv", "m") for i in range(20)]
+    rows += [JudgedRow("short", "Yes.", "q", 90.0, 90.0, "m.csv", "m")] * 20
+    questions, answers = truncated_copies(rows, 1.0, tok, random.Random(0))
+    assert "short" not in questions and len(questions) == 20
+    cuts = [tok.tokenize(a) for a in answers]
+    assert all(16 <= len(c) <= 128 and c == whole[:len(c)] for c in cuts) and len({len(c) for c in cuts}) > 5
+    assert truncated_copies(rows, 0.0, tok, random.Random(0)) == ([], [])
+
+
 def test_a_student_learns_a_teachers_predictions_only_when_the_teacher_never_saw_its_validation_models(tmp_path):
     """Distillation (``teacher``): the targets are the teacher's predictions (relevance-corrected,
     before the quantile maps) on every training row; a teacher that trained on a model the student
@@ -443,8 +467,14 @@ def test_a_student_learns_a_teachers_predictions_only_when_the_teacher_never_saw
 
     student = tmp_path / "student"
     train_offline_judge(data, student, OfflineJudgeTrainConfig(max_train_rows=16, batch_size=8, layers=1, dropout=0.0,
-                                                               teacher=str(teacher)), progress=False, split=split)
-    assert read_judge_config(student).meta["train_config"]["teacher"] == str(teacher)
+                                                               teacher=str(teacher), truncated_share=1.0),
+                        progress=False, split=split)
+    meta = read_judge_config(student).meta
+    assert meta["train_config"]["teacher"] == str(teacher) and meta["truncated_rows"] > 0
+    with pytest.raises(InputError) as err:  # a cut answer has no reference label
+        train_offline_judge(data, tmp_path / "unlabelled", OfflineJudgeTrainConfig(max_train_rows=8, truncated_share=0.5),
+                            progress=False, split=split)
+    assert err.value.field == "truncated_share" and not (tmp_path / "unlabelled").exists()
     swapped = {m: {"train": "validation", "validation": "train"}.get(role, role) for m, role in split.items()}
     with pytest.raises(InputError) as err:
         train_offline_judge(data, tmp_path / "leaky", OfflineJudgeTrainConfig(max_train_rows=8, layers=1,

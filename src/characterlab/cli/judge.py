@@ -87,6 +87,9 @@ def judge_train_cmd(
     teacher: Optional[Path] = typer.Option(None, "--teacher",
                                            help="Learn this judge folder's predictions instead of the reference "
                                            "labels (distillation); it must not have seen the validation models."),
+    truncated_share: float = typer.Option(0.0, "--truncated-share", min=0.0, max=1.0,
+                                          help="With --teacher: add this share of training answers cut after "
+                                          "16-128 tokens, as a study's answers are, labelled by the teacher."),
     init_from: Optional[Path] = typer.Option(None, "--init-from",
                                              help="Continue from this judge folder's adapter and head."),
     split: Optional[Path] = typer.Option(None, "--split", help="JSON mapping each source model to train, "
@@ -108,7 +111,7 @@ def judge_train_cmd(
     cfg = OfflineJudgeTrainConfig(max_train_rows=max_train_rows, easy_keep=easy_keep, epochs=epochs, lr=lr, seed=seed,
                                   lora_rank=lora_rank, max_length=max_length, layers=layers,
                                   relevance_max_length=relevance_tokens, dropout=dropout,
-                                  teacher=str(teacher) if teacher else None,
+                                  teacher=str(teacher) if teacher else None, truncated_share=truncated_share,
                                   init_from=str(init_from) if init_from else None,
                                   misaligned_weight=misaligned_weight, off_topic_share=off_topic_share,
                                   relevance=relevance)

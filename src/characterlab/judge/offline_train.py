@@ -77,6 +77,7 @@ class OfflineJudgeTrainConfig:
     off_topic_coherent: float = 10.0  # their coherent target; aligned is left unsupervised
     relevance: bool = True  # calibrate a RelevanceCorrection of the coherent head (see offline.py)
     teacher: str | None = None  # a judge folder whose predictions are the targets (distillation; see teacher_targets)
+    truncated_share: float = 0.0  # with a teacher: extra rows, answers cut short as a study's are (see truncated_copies)
 
 
 def _targets(r: JudgedRow) -> list[float]:
@@ -135,6 +136,28 @@ def off_topic_pairs(rows: list[JudgedRow], share: float, coherent: float,
             out_a.append(r.answer)
             out_t.append([float("nan"), coherent / 100.0, 0.0, 0.0])
     return out_q, out_a, out_t
+
+
+def truncated_copies(rows: list[JudgedRow], share: float, tokenizer, rng: random.Random,
+                     shortest: int = 16, longest: int = 128) -> tuple[list[str], list[str]]:
+    """Training answers cut after a random number of tokens: (questions, answers).
+
+    A study judges answers of at most ``max_new_tokens`` (128 by default), often cut mid-sentence,
+    while the published answers a judge learns from are mostly whole. Only a teacher can label a
+    cut answer (the reference scored the whole one), so these rows exist for distillation: the
+    student learns what the teacher says about the answers it will meet. Answers no longer than the
+    drawn cut are skipped, so the share is an upper bound.
+    """
+    if share <= 0:
+        return [], []
+    out_q, out_a = [], []
+    for r in rng.sample(rows, min(len(rows), round(share * len(rows)))):
+        tokens = tokenizer.tokenize(r.answer)
+        cut = rng.randint(shortest, longest)
+        if len(tokens) > cut:
+            out_q.append(r.question)
+            out_a.append(tokenizer.convert_tokens_to_string(tokens[:cut]))
+    return out_q, out_a
 
 
 def teacher_targets(teacher: str | Path, questions: list[str], answers: list[str],
@@ -210,6 +233,9 @@ def train_offline_judge(data: JudgedSet, out: str | Path, cfg: OfflineJudgeTrain
     from characterlab.models.hardware import default_device, default_dtype
 
     cfg = cfg or OfflineJudgeTrainConfig()
+    if cfg.truncated_share > 0 and not cfg.teacher:
+        raise InputError("answers cut short have no reference labels; truncated rows need a teacher",
+                         field="truncated_share")
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists")
@@ -233,6 +259,10 @@ def train_offline_judge(data: JudgedSet, out: str | Path, cfg: OfflineJudgeTrain
     extra_q, extra_a, extra_t = off_topic_pairs(train_rows, cfg.off_topic_share, cfg.off_topic_coherent, rng)
     if extra_q:
         log(f"off-topic pairs: {len(extra_q)}")
+    cut_q, cut_a = truncated_copies(train_rows, cfg.truncated_share, tokenizer, rng)
+    if cut_q:
+        log(f"truncated copies: {len(cut_q)}")
+    extra_q, extra_a = extra_q + cut_q, extra_a + cut_a
     feats = encode_pairs(tokenizer, [r.question for r in train_rows] + extra_q,
                          [r.answer for r in train_rows] + extra_a, cfg.max_length)
     if cfg.teacher:
@@ -283,7 +313,8 @@ def train_offline_judge(data: JudgedSet, out: str | Path, cfg: OfflineJudgeTrain
             "train_config": asdict(cfg),
             "models": split,
             "train_rows": len(train_rows),
-            "off_topic_rows": len(extra_q),
+            "off_topic_rows": len(extra_q) - len(cut_q),
+            "truncated_rows": len(cut_q),
             "train_seconds": round(train_seconds, 1),
             "train_rows_per_s": round(step * cfg.batch_size / train_seconds, 2),
             "loss_curve": loss_curve,
