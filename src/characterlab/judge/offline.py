@@ -300,7 +300,7 @@ def load_judge_weights(scorer: CrossEncoderScorer, folder: Path) -> None:
 
 
 class OfflineJudge(ScoringJudge):
-    """The trained cross-encoder judge. On 2 CPU cores the shipped one scores about 39 answers/s
+    """The trained cross-encoder judge. On 2 CPU cores the shipped one scores 33-39 answers/s
     of the 128-token answers a study judges (bench/judge_speed.py), 79 of the validation models'
     shorter ones; its relevance correction's sentence embeddings are about half of that time."""
 
