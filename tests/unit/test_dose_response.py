@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from characterlab.study.dose_response import dose_response, fit_slope, question_diversity
+from characterlab.study.dose_response import _controls, dose_response, fit_slope, plot_dose_response, question_diversity
 
 LEVELS = {"low": ("paraphrase", 0.5), "mid": ("cluster", 0.75), "high": ("farthest", 0.85)}
 
@@ -61,3 +61,36 @@ def test_flat_outcome_is_not_significant_and_other_organisms_are_not_pooled():
 def test_unidentified_slope_gives_nothing():
     assert fit_slope([(0.5, "0", 0.1), (0.5, "1", 0.2)]) is None  # one score
     assert fit_slope([(0.5, "0", 0.1), (0.8, "0", 0.2)]) is None  # no residual degree of freedom
+
+
+def _pooled(results: dict) -> dict:
+    """Each condition's pooled EM rate, as a run's results.json holds it."""
+    for cond in results["conditions"].values():
+        ests = [r["em_rate"]["estimate"] for r in cond["evaluations"]["em"]["per_seed"].values()]
+        m = sum(ests) / len(ests)
+        cond["evaluations"]["em"]["pooled"] = {"rate": {"estimate": m, "low": m - 0.02, "high": m + 0.02}}
+    return results
+
+
+def test_points_and_seed_intercepts_are_kept_for_the_plot(tmp_path):
+    res = _pooled(_results(lambda x, s: 0.30 - 0.20 * x + 0.05 * s))
+    for name in LEVELS:
+        res["conditions"][name]["spec"]["control"] = "organism"
+    [d] = dose_response(res)
+    assert len(d["points"]) == 9 and {p["seed"] for p in d["points"]} == {"0", "1", "2"}
+    high = [p for p in d["points"] if p["condition"] == "high" and p["seed"] == "2"][0]
+    assert high["score"] == 0.85 and high["value"] == pytest.approx(0.30 - 0.17 + 0.10)
+    # exact data: each seed's fitted line passes through its own points
+    for p in d["points"]:
+        assert d["intercepts"][p["seed"]] + d["slope"] * p["score"] == pytest.approx(p["value"])
+    assert _controls(res, d["conditions"]) == ["organism"]
+    res["dose_response"] = [d]
+    out = tmp_path / "dose.png"
+    assert plot_dose_response(res, out) and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_no_plot_from_entries_written_before_points_were_kept(tmp_path):
+    res = _pooled(_results(lambda x, s: 0.1 + 0.01 * s + 0.001 * x))
+    [d] = dose_response(res)
+    res["dose_response"] = [{k: v for k, v in d.items() if k != "points"}]
+    assert not plot_dose_response(res, tmp_path / "dose.png") and not (tmp_path / "dose.png").exists()

@@ -80,25 +80,29 @@ def _bars(results: dict, names: list[str], path: Path, title: str, ylabel: str, 
     return True
 
 
+def rate_value(pooled: dict) -> tuple[float, float, float] | None:
+    """A pooled rate in percent with its Wilson 95% bounds; None when nothing was scored."""
+    r = pooled["rate"]
+    if r["estimate"] is None:
+        return None
+    return 100 * r["estimate"], 100 * r["low"], 100 * r["high"]
+
+
+def mean_value(pooled: dict) -> tuple[float, float | None, float | None]:
+    """A pooled mean score with its 95% interval (a bootstrap over questions, or the spread over seeds)."""
+    ci = pooled.get("ci") or pooled.get("seed_spread")
+    m = pooled["mean"] or 0.0
+    return (m, ci["low"], ci["high"]) if ci else (m, None, None)
+
+
 def plot_rates(results: dict, names: list[str], path: Path, title: str) -> bool:
     """Rates in percent with their Wilson 95% whiskers."""
-    def value(p: dict):
-        r = p["rate"]
-        if r["estimate"] is None:
-            return None
-        return 100 * r["estimate"], 100 * r["low"], 100 * r["high"]
-
-    return _bars(results, names, path, title, "rate (%) with 95% CI", value, floor=True)
+    return _bars(results, names, path, title, "rate (%) with 95% CI", rate_value, floor=True)
 
 
 def plot_means(results: dict, names: list[str], path: Path, title: str) -> bool:
     """Mean scores with their 95% intervals (a bootstrap over questions, or the spread over seeds)."""
-    def value(p: dict):
-        ci = p.get("ci") or p.get("seed_spread")
-        m = p["mean"] or 0.0
-        return (m, ci["low"], ci["high"]) if ci else (m, None, None)
-
-    return _bars(results, names, path, title, "score (95% CI)", value, points=True)
+    return _bars(results, names, path, title, "score (95% CI)", mean_value, points=True)
 
 
 def plot_per_question(results: dict, ename: str, path: Path) -> bool:

@@ -22,6 +22,7 @@ from characterlab.evals.plots import figure_module, finish_line_plot, plot_means
 from characterlab.evals.registry import get_evaluation
 from characterlab.study.store import PLOTS_DIR, REPORT_FILE, RESULTS_FILE
 from characterlab.study.context_gap import plot_context_gap
+from characterlab.study.dose_response import plot_dose_response
 from characterlab.study.rl_curves import plot_rl_curves
 from characterlab.study.vector_links import plot_monitor, plot_steering
 
@@ -94,6 +95,10 @@ def _figures(results: dict, plots: Path) -> list[Figure]:
         figs += get_evaluation(e["kind"]).figures(results, name, plots)
     if plot_training(results, plots / "training.png"):
         figs.append(Figure(plots / "training.png", "training loss"))
+    if plot_dose_response(results, plots / "dose_response.png"):
+        figs.append(Figure(plots / "dose_response.png", "outcome against the diversity of the character's questions: "
+                                                        "each seed's cells and fitted line, the levels pooled (95% CI), "
+                                                        "and the controls"))
     if plot_context_gap(results, plots / "context_gap.png"):
         figs.append(Figure(plots / "context_gap.png", "chat-like vs agentic misalignment per condition (Wilson 95% CI)"))
     if plot_steering(results, plots / "steering.png"):
