@@ -36,7 +36,7 @@ def test_slope_recovers_the_generating_line_with_seed_intercepts():
     res = _results(lambda x, s: 0.30 - 0.20 * x + 0.02 * s + noise.get((next(
         n for n, (_, sc) in LEVELS.items() if sc == x), s), 0.0))
     [d] = dose_response(res)
-    assert d["evaluation"] == "em" and set(d["conditions"]) == {"low", "mid", "high"} and d["outcome"] == "rate"
+    assert d["evaluation"] == "em" and d["conditions"] == ["low", "mid", "high"] and d["outcome"] == "rate"
     assert d["low"] < -0.20 < d["high"] and d["slope"] == pytest.approx(-0.20, abs=0.03)
     assert d["significant"] and d["n_points"] == 9 and d["n_seeds"] == 3
     assert d["change_over_span"]["estimate"] == pytest.approx(d["slope"] * 0.35)
@@ -84,6 +84,8 @@ def test_points_and_seed_intercepts_are_kept_for_the_plot(tmp_path):
     for p in d["points"]:
         assert d["intercepts"][p["seed"]] + d["slope"] * p["score"] == pytest.approx(p["value"])
     assert _controls(res, d["conditions"]) == ["organism"]
+    res["conditions"] = dict(reversed(res["conditions"].items()))  # a merge stores them sorted by name
+    assert dose_response(res)[0]["conditions"] == ["low", "mid", "high"]  # still least to most diverse
     res["dose_response"] = [d]
     out = tmp_path / "dose.png"
     assert plot_dose_response(res, out) and out.read_bytes()[:4] == b"\x89PNG"

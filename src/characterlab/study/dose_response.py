@@ -74,6 +74,7 @@ def dose_response(results: dict) -> list[dict]:
     from characterlab.evals.registry import get_evaluation
 
     for members in groups.values():
+        members.sort(key=scores.get)  # least to most diverse, however the conditions were stored
         levels = {cond["spec"]["intervention"].get("diversity") for c, cond in results["conditions"].items() if c in members}
         if len(levels) < 2:
             continue
@@ -137,7 +138,7 @@ def plot_dose_response(results: dict, path: Path) -> bool:
                     label=f"seed {seed}")
             ax.plot(xs, [scale * (d["intercepts"][seed] + d["slope"] * x) for x in xs], "-", color=colour, alpha=0.5, lw=1)
         nudge = 0.02 * (max(xs) - min(xs))  # a control drawn at a member's score sits just beside it
-        for i, c in enumerate(sorted(d["conditions"], key=d["diversity_scores"].get)):
+        for i, c in enumerate(d["conditions"]):
             v = value_of(results["conditions"][c]["evaluations"][d["evaluation"]]["pooled"])
             if v is not None:
                 m, lo, hi = v
