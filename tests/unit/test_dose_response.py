@@ -84,6 +84,8 @@ def test_points_and_seed_intercepts_are_kept_for_the_plot(tmp_path):
     for p in d["points"]:
         assert d["intercepts"][p["seed"]] + d["slope"] * p["score"] == pytest.approx(p["value"])
     assert _controls(res, d["conditions"]) == ["organism"]
+    res["conditions"]["organism"]["spec"]["control"] = "high"  # a cycle through a member ends the chain
+    assert _controls(res, d["conditions"]) == ["organism"]
     res["conditions"] = dict(reversed(res["conditions"].items()))  # a merge stores them sorted by name
     assert dose_response(res)[0]["conditions"] == ["low", "mid", "high"]  # still least to most diverse
     res["dose_response"] = [d]

@@ -99,8 +99,10 @@ def _controls(results: dict, members: list[str]) -> list[str]:
     (candour-high -> content-free -> organism): what a protective effect would be measured against."""
     out: list[str] = []
     for c in members:
-        while (c := results["conditions"][c]["spec"].get("control")) and c in results["conditions"] and c not in out:
-            if c not in members:
+        seen = {c}
+        while (c := results["conditions"][c]["spec"].get("control")) in results["conditions"] and c not in seen:
+            seen.add(c)
+            if c not in members and c not in out:
                 out.append(c)
     return out
 
@@ -146,7 +148,7 @@ def plot_dose_response(results: dict, path: Path) -> bool:
                             fmt="s", color="black", capsize=3, ms=5, label="pooled over seeds" if i == 0 else None)
                 ax.annotate(c, (d["diversity_scores"][c], m), fontsize=7, xytext=(5, 6 if i % 2 else -10),
                             textcoords="offset points")
-        for j, c in enumerate(_controls(results, d["conditions"])):
+        for c in _controls(results, d["conditions"]):
             ev = results["conditions"][c]["evaluations"].get(d["evaluation"])
             v = None if ev is None else value_of(ev["pooled"])
             if v is None:
