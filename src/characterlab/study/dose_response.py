@@ -107,6 +107,12 @@ def _controls(results: dict, members: list[str]) -> list[str]:
     return out
 
 
+def _pooled_mark(ax, x: float, value: tuple, **style) -> None:
+    """One pooled (value, low, high) at ``x``, with its interval where it has one."""
+    m, lo, hi = value
+    ax.errorbar([x], [m], yerr=[[m - lo], [hi - m]] if lo is not None else None, capsize=3, ms=5, **style)
+
+
 def plot_dose_response(results: dict, path: Path) -> bool:
     """One panel per (diversity group, evaluation): each seed's outcome at the diversity score of
     the questions actually used, the fitted line of each seed (common slope, the seed's intercept),
@@ -143,10 +149,9 @@ def plot_dose_response(results: dict, path: Path) -> bool:
         for i, c in enumerate(d["conditions"]):
             v = value_of(results["conditions"][c]["evaluations"][d["evaluation"]]["pooled"])
             if v is not None:
-                m, lo, hi = v
-                ax.errorbar([d["diversity_scores"][c]], [m], yerr=[[m - lo], [hi - m]] if lo is not None else None,
-                            fmt="s", color="black", capsize=3, ms=5, label="pooled over seeds" if i == 0 else None)
-                ax.annotate(c, (d["diversity_scores"][c], m), fontsize=7, xytext=(5, 6 if i % 2 else -10),
+                _pooled_mark(ax, d["diversity_scores"][c], v, fmt="s", color="black",
+                             label="pooled over seeds" if i == 0 else None)
+                ax.annotate(c, (d["diversity_scores"][c], v[0]), fontsize=7, xytext=(5, 6 if i % 2 else -10),
                             textcoords="offset points")
         for c in _controls(results, d["conditions"]):
             ev = results["conditions"][c]["evaluations"].get(d["evaluation"])
@@ -155,8 +160,7 @@ def plot_dose_response(results: dict, path: Path) -> bool:
                 continue
             m, lo, hi = v
             if c in scores:  # a character control: at the diversity of its own questions
-                ax.errorbar([scores[c] + nudge], [m], yerr=[[m - lo], [hi - m]] if lo is not None else None, fmt="D",
-                            mfc="white", color="grey", capsize=3, ms=5, label=c)
+                _pooled_mark(ax, scores[c] + nudge, v, fmt="D", mfc="white", color="grey", label=c)
             else:  # no character: a band across the axis
                 ax.axhline(m, color="grey", ls=":", lw=1, label=c)
                 if lo is not None:
