@@ -149,10 +149,12 @@ def plot_dose_response(results: dict, path: Path) -> bool:
         for i, c in enumerate(d["conditions"]):
             v = value_of(results["conditions"][c]["evaluations"][d["evaluation"]]["pooled"])
             if v is not None:
-                _pooled_mark(ax, d["diversity_scores"][c], v, fmt="s", color="black",
-                             label="pooled over seeds" if i == 0 else None)
-                ax.annotate(c, (d["diversity_scores"][c], v[0]), fontsize=7, xytext=(5, 6 if i % 2 else -10),
-                            textcoords="offset points")
+                x = d["diversity_scores"][c]
+                _pooled_mark(ax, x, v, fmt="s", color="black", label="pooled over seeds" if i == 0 else None)
+                # a member crowded by the next (more diverse) one is named on its left, so names never overlap
+                crowded = any(0 < d["diversity_scores"][o] - x < 10 * nudge for o in d["conditions"])
+                ax.annotate(c, (x, v[0]), fontsize=7, xytext=(-5 if crowded else 5, 6 if i % 2 else -10),
+                            textcoords="offset points", ha="right" if crowded else "left")
         for c in _controls(results, d["conditions"]):
             ev = results["conditions"][c]["evaluations"].get(d["evaluation"])
             v = None if ev is None else value_of(ev["pooled"])
