@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from characterlab.study.dose_response import _controls, dose_response, fit_slope, plot_dose_response, question_diversity
+from characterlab.study.dose_response import (
+    _controls,
+    crowded_by_next,
+    dose_response,
+    fit_slope,
+    plot_dose_response,
+    question_diversity,
+)
 
 LEVELS = {"low": ("paraphrase", 0.5), "mid": ("cluster", 0.75), "high": ("farthest", 0.85)}
 
@@ -98,3 +105,10 @@ def test_no_plot_from_entries_written_before_points_were_kept(tmp_path):
     [d] = dose_response(res)
     res["dose_response"] = [{k: v for k, v in d.items() if k != "points"}]
     assert not plot_dose_response(res, tmp_path / "dose.png") and not (tmp_path / "dose.png").exists()
+
+
+def test_only_a_level_with_a_close_neighbour_to_its_right_is_named_on_the_left():
+    scores = [0.425, 0.830, 0.861]  # the diversity study's three candour levels
+    gap = 0.2 * (max(scores) - min(scores))
+    assert [crowded_by_next(x, scores, gap) for x in scores] == [False, True, False]
+    assert not crowded_by_next(0.5, [0.5], gap)  # a level is not its own neighbour

@@ -113,6 +113,13 @@ def _pooled_mark(ax, x: float, value: tuple, **style) -> None:
     ax.errorbar([x], [m], yerr=[[m - lo], [hi - m]] if lo is not None else None, capsize=3, ms=5, **style)
 
 
+def crowded_by_next(x: float, xs, gap: float) -> bool:
+    """Whether another level sits less than ``gap`` to the right of ``x``: its name is then drawn on
+    the left of its mark, so two close levels' names (0.83 and 0.86 in the diversity study) do not
+    overlap."""
+    return any(0 < other - x < gap for other in xs)
+
+
 def plot_dose_response(results: dict, path: Path) -> bool:
     """One panel per (diversity group, evaluation): each seed's outcome at the diversity score of
     the questions actually used, the fitted line of each seed (common slope, the seed's intercept),
@@ -151,8 +158,7 @@ def plot_dose_response(results: dict, path: Path) -> bool:
             if v is not None:
                 x = d["diversity_scores"][c]
                 _pooled_mark(ax, x, v, fmt="s", color="black", label="pooled over seeds" if i == 0 else None)
-                # a member crowded by the next (more diverse) one is named on its left, so names never overlap
-                crowded = any(0 < d["diversity_scores"][o] - x < 10 * nudge for o in d["conditions"])
+                crowded = crowded_by_next(x, d["diversity_scores"].values(), 10 * nudge)
                 ax.annotate(c, (x, v[0]), fontsize=7, xytext=(-5 if crowded else 5, 6 if i % 2 else -10),
                             textcoords="offset points", ha="right" if crowded else "left")
         for c in _controls(results, d["conditions"]):
