@@ -21,6 +21,7 @@ from characterlab.character.distill import make_pairs
 from characterlab.character.diversity import (
     LEVELS,
     diversity,
+    expand_constitution,
     question_format,
     select_questions,
 )
@@ -151,6 +152,41 @@ def test_controlled_sets_hit_size_and_order(encoder, seed, trait):
     spread = {level: diversity(s, encoder).metrics["mean_pairwise_distance"] for level, s in sets.items()}
     assert spread["cluster"] < spread["farthest"]
     assert select_questions(pool, 10, "farthest", encoder, seed=seed) == sets["farthest"]  # deterministic
+
+
+def test_more_paraphrase_seeds_give_a_level_between_paraphrase_and_cluster(encoder):
+    pool = read_constitution("builtin:good_character").trait("candour").all_questions
+    score = {k: diversity(select_questions(pool, 16, "paraphrase", n_seed_questions=k), encoder).score for k in (2, 6)}
+    cluster = diversity(select_questions(pool, 16, "cluster", encoder), encoder).score
+    assert score[2] < score[6] < cluster
+    with pytest.raises(InputError, match="paraphrase only"):
+        expand_constitution("builtin:good_character", "candour", 16, "farthest", paraphrase_seeds=6)
+
+
+QUESTIONS_STUDY = """\
+name: levels
+conditions:
+  - name: c
+    intervention: {{kind: character, constitution: builtin:good_character, trait: candour, diversity: {level}, n_questions: 8{extra}}}
+evaluations:
+  - {{name: candour, kind: trait, constitution: builtin:good_character, trait: candour}}
+"""
+
+
+def test_paraphrase_seeds_are_keyed_only_when_set_and_only_for_paraphrase():
+    from characterlab.study.plan import build_plan
+    from characterlab.study.spec import StudySpecError, parse_study
+
+    def questions_unit(extra: str):
+        plan = build_plan(parse_study(QUESTIONS_STUDY.format(level="paraphrase", extra=extra), "s.yaml"))
+        [u] = [u for u in plan.units.values() if u.params.get("generator") == "character_questions"]
+        return u
+
+    default, six = questions_unit(""), questions_unit(", paraphrase_seeds: 6")
+    assert "paraphrase_seeds" not in default.params  # runs made before the option keep their keys
+    assert six.params["paraphrase_seeds"] == 6 and six.key != default.key
+    with pytest.raises(StudySpecError, match="paraphrase only"):
+        parse_study(QUESTIONS_STUDY.format(level="farthest", extra=", paraphrase_seeds: 6"), "s.yaml")
 
 
 def _c(text: str, finished: bool = True) -> Completion:

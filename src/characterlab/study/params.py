@@ -46,6 +46,7 @@ class CharacterQuestionsData(_Params):
     level: str
     size: int | None
     seed: int
+    paraphrase_seeds: int | None = None  # absent from the key when not set (earlier runs keep theirs)
 
 
 class SafetyData(_Params):

@@ -223,9 +223,11 @@ class _Builder:
         if ch.teacher:
             parse_model_ref(ch.teacher)
         const = constitution_identity(self.ctx.locate(ch.constitution))
-        q = self.add("data", CharacterQuestionsData(constitution=const, trait=ch.trait, level=ch.diversity,
-                                                    size=ch.n_questions, seed=ch.question_seed).model_dump(), (),
-                     f"data {name} character questions")
+        questions = CharacterQuestionsData(constitution=const, trait=ch.trait, level=ch.diversity, size=ch.n_questions,
+                                           seed=ch.question_seed, paraphrase_seeds=ch.paraphrase_seeds)
+        # the option is keyed only when set, so the units of runs made before it existed are reused
+        q = self.add("data", questions.model_dump(exclude={"paraphrase_seeds"} if ch.paraphrase_seeds is None else None),
+                     (), f"data {name} character questions")
         pairs = self.add("data", DPOPairsData(constitution=const, trait=ch.trait, teacher=ch.teacher or self.spec.model,
                                               student=self.spec.model, samples=ch.samples_per_question,
                                               max_new_tokens=ch.max_new_tokens, temperature=ch.temperature,

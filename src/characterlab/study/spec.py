@@ -237,6 +237,9 @@ class CharacterSpec(_Strict):
     diversity: Literal["paraphrase", "cluster", "random", "farthest", "all"] = "all"
     n_questions: int | None = Field(default=None, ge=2)
     question_seed: int = 0
+    # paraphrase only: how many pool questions to reword (default 2); more seeds give levels
+    # between paraphrase and cluster, so a dose-response's levels can be spread along the axis
+    paraphrase_seeds: int | None = Field(default=None, ge=1)
     teacher: str | None = None  # any model ref; default the study's model
     samples_per_question: int = Field(default=1, ge=1)
     max_new_tokens: int = Field(default=256, ge=8)
@@ -250,6 +253,8 @@ class CharacterSpec(_Strict):
     def _size(self) -> CharacterSpec:
         if self.diversity != "all" and self.n_questions is None:
             raise ValueError("a diversity level needs n_questions (the set size, equal across levels)")
+        if self.paraphrase_seeds is not None and self.diversity != "paraphrase":
+            raise ValueError("paraphrase_seeds applies to diversity: paraphrase only")
         return self
 
 

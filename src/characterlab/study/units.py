@@ -101,8 +101,10 @@ def _character_questions(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
     c = load_checked_constitution(p.constitution, p.trait)
     pool = [q for t in c.traits for q in t.all_questions]
     enc = SentenceEncoder()
-    chosen = pool if p.level == "all" else select_questions(pool, p.size, p.level, enc, seed=p.seed)
-    return UnitOutput(result={"n_questions": len(chosen), "pool": len(pool), "level": p.level,
+    seeds = {"n_seed_questions": p.paraphrase_seeds} if p.paraphrase_seeds else {}
+    chosen = pool if p.level == "all" else select_questions(pool, p.size, p.level, enc, seed=p.seed, **seeds)
+    return UnitOutput(result={"n_questions": len(chosen), "pool": len(pool), "level": p.level, **(
+                              {"paraphrase_seeds": p.paraphrase_seeds} if p.paraphrase_seeds else {}),
                               "diversity": diversity(chosen, enc).to_dict()}, rows=[{"question": q} for q in chosen])
 
 
