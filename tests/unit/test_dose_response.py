@@ -65,6 +65,18 @@ def test_flat_outcome_is_not_significant_and_other_organisms_are_not_pooled():
     assert set(d["conditions"]) == {"low", "mid"}
 
 
+def test_a_paraphrase_level_with_more_seeds_joins_its_group():
+    res = _results(lambda x, s: 0.1 + 0.01 * s + 0.05 * x)
+    wider = {**res["conditions"]["low"]["spec"], "name": "low6"}
+    wider["intervention"] = {**wider["intervention"], "paraphrase_seeds": 6}
+    res["conditions"]["low6"] = {"spec": wider, "evaluations": {"em": {"kind": "em", "per_seed": {
+        s: {"em_rate": {"estimate": 0.1 + 0.01 * int(s) + 0.05 * 0.65}} for s in ("0", "1", "2")}}}}
+    res["metadata"]["data"]["data-low6"] = {"label": ["data low6 character questions"], "diversity": {"score": 0.65}}
+    [d] = dose_response(res)
+    assert d["conditions"] == ["low", "low6", "mid", "high"] and d["n_points"] == 12
+    assert d["slope"] == pytest.approx(0.05)
+
+
 def test_unidentified_slope_gives_nothing():
     assert fit_slope([(0.5, "0", 0.1), (0.5, "1", 0.2)]) is None  # one score
     assert fit_slope([(0.5, "0", 0.1), (0.8, "0", 0.2)]) is None  # no residual degree of freedom

@@ -36,7 +36,7 @@ def _group_key(spec: dict) -> str | None:
     iv = spec.get("intervention") or {}
     if iv.get("kind") != "character":
         return None
-    same = {k: v for k, v in iv.items() if k not in ("diversity", "question_seed")}
+    same = {k: v for k, v in iv.items() if k not in ("diversity", "paraphrase_seeds", "question_seed")}
     return json.dumps({"character": same, "organism": spec.get("organism"),
                        "evaluations": spec.get("evaluations")}, sort_keys=True, default=str)
 
@@ -75,8 +75,7 @@ def dose_response(results: dict) -> list[dict]:
 
     for members in groups.values():
         members.sort(key=scores.get)  # least to most diverse, however the conditions were stored
-        levels = {cond["spec"]["intervention"].get("diversity") for c, cond in results["conditions"].items() if c in members}
-        if len(levels) < 2:
+        if len({scores[c] for c in members}) < 2:  # one set, or sets scored alike: no axis to fit
             continue
         for ename, e in results["evaluations"].items():
             evaluation = get_evaluation(e["kind"])  # its seed_value is the headline of one seed
