@@ -167,7 +167,7 @@ QUESTIONS_STUDY = """\
 name: levels
 conditions:
   - name: c
-    intervention: {{kind: character, constitution: builtin:good_character, trait: candour, diversity: {level}, n_questions: 8{extra}}}
+    intervention: {{kind: character, constitution: builtin:good_character, trait: candour, diversity: {level}, n_questions: {n}{extra}}}
 evaluations:
   - {{name: candour, kind: trait, constitution: builtin:good_character, trait: candour}}
 """
@@ -178,7 +178,7 @@ def test_paraphrase_seeds_are_keyed_only_when_set_and_only_for_paraphrase():
     from characterlab.study.spec import StudySpecError, parse_study
 
     def questions_unit(extra: str):
-        plan = build_plan(parse_study(QUESTIONS_STUDY.format(level="paraphrase", extra=extra), "s.yaml"))
+        plan = build_plan(parse_study(QUESTIONS_STUDY.format(level="paraphrase", n=8, extra=extra), "s.yaml"))
         [u] = [u for u in plan.units.values() if u.params.get("generator") == "character_questions"]
         return u
 
@@ -186,7 +186,11 @@ def test_paraphrase_seeds_are_keyed_only_when_set_and_only_for_paraphrase():
     assert "paraphrase_seeds" not in default.params  # runs made before the option keep their keys
     assert six.params["paraphrase_seeds"] == 6 and six.key != default.key
     with pytest.raises(StudySpecError, match="paraphrase only"):
-        parse_study(QUESTIONS_STUDY.format(level="farthest", extra=", paraphrase_seeds: 6"), "s.yaml")
+        parse_study(QUESTIONS_STUDY.format(level="farthest", n=8, extra=", paraphrase_seeds: 6"), "s.yaml")
+    # 12 framings of 2 questions make 24 at most: refused when the study is read, not when the unit runs
+    with pytest.raises(StudySpecError, match="paraphrase_seeds to at least 3 for n_questions 32"):
+        parse_study(QUESTIONS_STUDY.format(level="paraphrase", n=32, extra=""), "s.yaml")
+    parse_study(QUESTIONS_STUDY.format(level="paraphrase", n=32, extra=", paraphrase_seeds: 3"), "s.yaml")
 
 
 def _c(text: str, finished: bool = True) -> Completion:

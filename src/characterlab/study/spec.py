@@ -255,6 +255,14 @@ class CharacterSpec(_Strict):
             raise ValueError("a diversity level needs n_questions (the set size, equal across levels)")
         if self.paraphrase_seeds is not None and self.diversity != "paraphrase":
             raise ValueError("paraphrase_seeds applies to diversity: paraphrase only")
+        if self.diversity == "paraphrase":  # caught here, not hours later when the unit runs
+            from characterlab.character.diversity import PARAPHRASE_FRAMES, PARAPHRASE_SEEDS
+
+            seeds, frames = self.paraphrase_seeds or PARAPHRASE_SEEDS, len(PARAPHRASE_FRAMES)
+            if self.n_questions > seeds * frames:
+                raise ValueError(f"paraphrase makes at most {seeds * frames} questions from {seeds} reworded ones "
+                                 f"({frames} framings each); set paraphrase_seeds to at least "
+                                 f"{-(-self.n_questions // frames)} for n_questions {self.n_questions}")
         return self
 
 
