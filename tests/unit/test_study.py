@@ -75,6 +75,17 @@ def test_spec_rejects_bad_yaml_duplicates_and_unknown_builtins():
         load_study("builtin:nope")
 
 
+def test_every_shipped_study_passes_the_checks_made_when_a_study_is_read():
+    """Without ../shared/data too: what the spec alone can refuse (a paraphrase level asked for more
+    questions than its reworded ones make, as the GPU diversity recipe once did) fails here."""
+    from characterlab.study.spec import builtin_studies
+
+    names = builtin_studies()
+    assert {"quick", "diversity", "diversity_gpu", "sycophancy"} <= set(names)
+    for name in names:
+        load_study(f"builtin:{name}")
+
+
 def test_shipped_studies_parse_and_plan():
     for name in ("quick", "full"):
         spec, _ = load_study(f"builtin:{name}")
