@@ -171,6 +171,12 @@ PARAPHRASE_FRAMES = (
 )
 
 
+def most_paraphrases(n_seed_questions: int) -> int:
+    """How many questions the paraphrase level can make from ``n_seed_questions`` reworded ones (at
+    most one per framing each): the bound a study is checked against when it is read."""
+    return n_seed_questions * len(PARAPHRASE_FRAMES)
+
+
 def paraphrase_set(seeds: Sequence[str], size: int) -> list[str]:
     """``size`` rewordings cycling over ``seeds`` (frame by frame), all distinct."""
     out: list[str] = []
@@ -265,7 +271,7 @@ def generate_questions(trait: str, examples: Sequence[str], n: int, generator, s
 
 
 def expand_constitution(spec: str, trait: str, size: int, level: str, seed: int = 0, model: str | None = None,
-                        generate: int = 0, base_url: str | None = None, paraphrase_seeds: int = PARAPHRASE_SEEDS):
+                        generate: int = 0, base_url: str | None = None, paraphrase_seeds: int | None = None):
     """A one-trait constitution whose questions are a set of ``size`` at diversity ``level``, chosen
     from the trait's questions (plus ``generate`` new ones written by ``model``); returns it with
     the pool size and the chosen set's diversity."""
@@ -281,7 +287,7 @@ def expand_constitution(spec: str, trait: str, size: int, level: str, seed: int 
         raise InputError(f"unknown level {level!r}; choose from {', '.join(LEVELS)}", field="level")
     if generate and not model:
         raise InputError("--generate needs --model", field="model")
-    if paraphrase_seeds != PARAPHRASE_SEEDS and level != "paraphrase":
+    if paraphrase_seeds is not None and level != "paraphrase":
         raise InputError("--paraphrase-seeds applies to --level paraphrase only", field="paraphrase_seeds")
     c = read_constitution(spec)
     t = c.trait(trait)
@@ -294,10 +300,11 @@ def expand_constitution(spec: str, trait: str, size: int, level: str, seed: int 
                                    seed=seed)
     enc = SentenceEncoder()
     try:
-        chosen = select_questions(pool, size, level, enc, seed=seed, n_seed_questions=paraphrase_seeds)
+        chosen = select_questions(pool, size, level, enc, seed=seed, n_seed_questions=paraphrase_seeds or PARAPHRASE_SEEDS)
     except ValueError as e:
         raise InputError(str(e), field="size") from None
     new = Constitution(name=f"{c.name}-{t.name or 'trait'}-{level}-{size}", traits=[Trait(t.trait, chosen, name=t.name)],
                        description=f"{size} questions for one trait of {c.source}, diversity level {level}"
-                       f"{f' ({paraphrase_seeds} questions reworded)' if level == 'paraphrase' else ''}, seed {seed}")
+                       f"{f' ({paraphrase_seeds or PARAPHRASE_SEEDS} questions reworded)' if level == 'paraphrase' else ''}"
+                       f", seed {seed}")
     return new, len(pool), diversity(chosen, enc)

@@ -59,8 +59,9 @@ def constitution_expand_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="Grow the pool with this model first (any model ref)."),
     generate: int = typer.Option(0, "--generate", min=0, help="How many new questions to generate with --model."),
     base_url: Optional[str] = typer.Option(None, "--base-url"),
-    paraphrase_seeds: int = typer.Option(2, "--paraphrase-seeds", min=1,
-                                         help="With --level paraphrase: how many questions to reword (more: more diverse)."),
+    paraphrase_seeds: Optional[int] = typer.Option(None, "--paraphrase-seeds", min=1,
+                                                   help="With --level paraphrase: how many questions to reword "
+                                                        "(default 2; more: more diverse)."),
 ) -> None:
     """Write a one-trait constitution whose questions are a set of --size at the chosen diversity,
     selected from the trait's questions (plus generated ones), and print its diversity."""

@@ -256,13 +256,13 @@ class CharacterSpec(_Strict):
         if self.paraphrase_seeds is not None and self.diversity != "paraphrase":
             raise ValueError("paraphrase_seeds applies to diversity: paraphrase only")
         if self.diversity == "paraphrase":  # caught here, not hours later when the unit runs
-            from characterlab.character.diversity import PARAPHRASE_FRAMES, PARAPHRASE_SEEDS
+            from characterlab.character.diversity import PARAPHRASE_SEEDS, most_paraphrases
 
-            seeds, frames = self.paraphrase_seeds or PARAPHRASE_SEEDS, len(PARAPHRASE_FRAMES)
-            if self.n_questions > seeds * frames:
-                raise ValueError(f"paraphrase makes at most {seeds * frames} questions from {seeds} reworded ones "
-                                 f"({frames} framings each); set paraphrase_seeds to at least "
-                                 f"{-(-self.n_questions // frames)} for n_questions {self.n_questions}")
+            seeds = self.paraphrase_seeds or PARAPHRASE_SEEDS
+            if self.n_questions > most_paraphrases(seeds):
+                enough = -(-self.n_questions // most_paraphrases(1))
+                raise ValueError(f"paraphrase makes at most {most_paraphrases(seeds)} questions from {seeds} reworded "
+                                 f"ones; set paraphrase_seeds to at least {enough} for n_questions {self.n_questions}")
         return self
 
 

@@ -94,15 +94,15 @@ def _solutions_data(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
 
 def _character_questions(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
     from characterlab.character.constitution import load_checked_constitution
-    from characterlab.character.diversity import diversity, select_questions
+    from characterlab.character.diversity import PARAPHRASE_SEEDS, diversity, select_questions
     from characterlab.models.embeddings import SentenceEncoder
 
     p = CharacterQuestionsData.model_validate(unit.params)
     c = load_checked_constitution(p.constitution, p.trait)
     pool = [q for t in c.traits for q in t.all_questions]
     enc = SentenceEncoder()
-    seeds = {"n_seed_questions": p.paraphrase_seeds} if p.paraphrase_seeds else {}
-    chosen = pool if p.level == "all" else select_questions(pool, p.size, p.level, enc, seed=p.seed, **seeds)
+    chosen = pool if p.level == "all" else select_questions(pool, p.size, p.level, enc, seed=p.seed,
+                                                            n_seed_questions=p.paraphrase_seeds or PARAPHRASE_SEEDS)
     return UnitOutput(result={"n_questions": len(chosen), "pool": len(pool), "level": p.level, **(
                               {"paraphrase_seeds": p.paraphrase_seeds} if p.paraphrase_seeds else {}),
                               "diversity": diversity(chosen, enc).to_dict()}, rows=[{"question": q} for q in chosen])
