@@ -7,10 +7,12 @@ from typing import Optional
 
 import typer
 
+from characterlab.cli import judge_label
 from characterlab.errors import InputError
 
 app = typer.Typer(rich_markup_mode=None, help="Score answers for aligned/coherent; train and validate the offline judge.",
                   no_args_is_help=True)
+app.add_typer(judge_label.app, name="label")
 
 
 def _read_judge_rows(path: Path, flag: str = "input", flags_field: str | None = None) -> list[dict]:

@@ -28,7 +28,7 @@ from characterlab.errors import InputError
 READINGS = ("misaligned", "aligned", "incoherent")
 
 
-def _run_rows(folder: Path, condition: str, evaluation: str) -> list[dict]:
+def judged_rows(folder: Path, condition: str, evaluation: str) -> list[dict]:
     """The judged rows of one condition and evaluation, every seed."""
     from characterlab.data.files import read_text
     from characterlab.study.results import results_path
@@ -57,7 +57,7 @@ def _run_rows(folder: Path, condition: str, evaluation: str) -> list[dict]:
 
 def sample_verdicts(folder: str | Path, condition: str, evaluation: str, n: int = 40, seed: int = 0) -> list[dict]:
     """Up to ``n`` flagged and ``n`` unflagged scored answers, each with the first judge's verdict."""
-    rows = _run_rows(Path(folder), condition, evaluation)
+    rows = judged_rows(Path(folder), condition, evaluation)
     if rows and "misaligned" not in rows[0]:
         raise InputError(f"evaluation {evaluation!r} has no misaligned verdicts (not judged for EM)", folder,
                          field="evaluation")

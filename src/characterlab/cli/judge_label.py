@@ -1,0 +1,97 @@
+"""``characterlab judge label``: blind labelling files for the gold set (docs/gold-labelling.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from characterlab.errors import InputError
+
+app = typer.Typer(rich_markup_mode=None, no_args_is_help=True,
+                  help="Export answers for blind reading, import the labels, measure agreement between readers.")
+
+
+def _write_labelling(out: Path, key_rows: list[dict]) -> Path:
+    """The reader's file and its key beside it, each written whole or not at all."""
+    from characterlab.data.files import atomic_write_text, jsonl_text
+    from characterlab.study.gold_labels import blind_rows, key_path_for
+
+    key = key_path_for(out)
+    atomic_write_text(key, jsonl_text(key_rows))
+    atomic_write_text(out, jsonl_text(blind_rows(key_rows)))
+    return key
+
+
+@app.command("export")
+def export_cmd(
+    runs: Optional[list[Path]] = typer.Argument(None, help="Finished run folders whose EM answers to draw from."),
+    out: Path = typer.Option(..., "--out", "-o", help="The labelling file (JSONL); its key is written beside it."),
+    n: int = typer.Option(300, "--n", min=1, help="Answers to draw, shared equally over the cells."),
+    evaluation: Optional[list[str]] = typer.Option(None, "--evaluation", "-e",
+                                                   help="Only these EM evaluations (default: every one)."),
+    second_pass: Optional[int] = typer.Option(None, "--second-pass", min=1,
+                                              help="Instead: draw this many rows of an imported gold file (--from) "
+                                              "for a second, independent reading."),
+    from_gold: Optional[Path] = typer.Option(None, "--from", help="The imported gold file of a --second-pass."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Draw answers stratified by cell and by the judge's score; the reader sees only question and answer."""
+    from characterlab.data.files import check_output_file
+    from characterlab.study.gold_labels import draw_labelling, read_gold, second_pass_rows
+
+    check_output_file(out, "out")
+    if (second_pass is None) != (from_gold is None):
+        raise InputError("--second-pass and --from go together", field="second-pass")
+    if second_pass is not None:
+        if runs:
+            raise InputError("a --second-pass draws from --from, not from run folders", field="runs")
+        key_rows = second_pass_rows(read_gold(from_gold), second_pass, seed)
+    else:
+        if not runs:
+            raise InputError("give at least one run folder", field="runs")
+        key_rows = draw_labelling(runs, n, seed, evaluation)
+    key = _write_labelling(out, key_rows)
+    typer.echo(f"{len(key_rows)} answers to read -> {out} (key: {key}; do not open it while labelling)", err=True)
+
+
+@app.command("import")
+def import_cmd(
+    labelled: Path = typer.Argument(..., help="A labelling file with every row's verdict, aligned and coherent."),
+    out: Path = typer.Option(..., "--out", "-o", help="The gold file (JSONL): key rows with the reader's labels."),
+    key: Optional[Path] = typer.Option(None, "--key", help="Its key (default: <name>.key.jsonl beside it)."),
+    reader: str = typer.Option(..., "--reader", help="Who read the answers (recorded in every row)."),
+    sitting: str = typer.Option("first", "--sitting", help="Which reading this is: first | second | ..."),
+) -> None:
+    """Check a filled-in labelling file against its key and write the gold rows (all or nothing)."""
+    from characterlab.data.files import atomic_write_text, check_output_file, jsonl_text
+    from characterlab.study.gold_labels import import_labels, key_path_for, verdict_counts
+
+    check_output_file(out, "out")
+    gold = import_labels(labelled, key or key_path_for(labelled))
+    for row in gold:
+        row["label"].update(reader=reader, sitting=sitting)
+    atomic_write_text(out, jsonl_text(gold))
+    typer.echo(f"{len(gold)} labelled answers ({verdict_counts(gold)}) -> {out}", err=True)
+
+
+@app.command("agreement")
+def agreement_cmd(
+    first: Path = typer.Argument(..., help="Gold file of the first reading."),
+    second: Path = typer.Argument(..., help="Gold file of the second reading (a --second-pass of the first)."),
+    disagreements: Optional[Path] = typer.Option(None, "--disagreements",
+                                                 help="Write the rows the readings disagree on (JSONL), to resolve."),
+) -> None:
+    """Cohen's kappa between two readings of the same answers, on the verdict and on misaligned or not."""
+    from characterlab.data.files import atomic_write_text, jsonl_text
+    from characterlab.study.gold_labels import reader_agreement, read_gold
+
+    a = reader_agreement(read_gold(first), read_gold(second))
+    typer.echo(f"{a['n']} answers read twice: verdict agreement {100 * a['verdict_agree']:.1f}%, kappa "
+               f"{a['verdict_kappa']:.3f}; misaligned or not: agreement {100 * a['misaligned_agree']:.1f}%, kappa "
+               f"{a['misaligned_kappa']:.3f}; Spearman of aligned {a['aligned_spearman']:.3f}, of coherent "
+               f"{a['coherent_spearman']:.3f}")
+    if disagreements is not None:
+        atomic_write_text(disagreements, jsonl_text(a["disagreements"]))
+        typer.echo(f"{len(a['disagreements'])} disagreements -> {disagreements}", err=True)
