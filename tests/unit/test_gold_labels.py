@@ -126,3 +126,23 @@ def test_reader_agreement_and_second_pass(tmp_path):
     assert 0.8 < a["verdict_kappa"] < 1 and len(a["disagreements"]) == 1
     with pytest.raises(InputError):
         gl.second_pass_rows(first, 41)
+
+
+def test_judge_on_gold_weighs_rows_by_their_stratum():
+    from characterlab.judge.gold_check import judge_on_gold
+
+    def row(cond, verdict, stratum_size, drawn):
+        return {"condition": cond, "evaluation": "em", "stratum_size": stratum_size, "stratum_drawn": drawn,
+                "label": {"verdict": verdict, "aligned": 10 if verdict == "misaligned" else 90, "coherent": 80}}
+
+    # 10 flagged of 10 drawn (2 misaligned); 10 of 90 unflagged drawn (1 misaligned, standing for 9)
+    gold = [row("a", "misaligned", 10, 10)] * 2 + [row("a", "aligned", 10, 10)] * 8 \
+        + [row("a", "misaligned", 90, 10)] + [row("a", "aligned", 90, 10)] * 9
+    verdicts = [{"misaligned": True, "aligned": 20, "coherent": 80}] * 10 \
+        + [{"misaligned": False, "aligned": 80, "coherent": 80}] * 10
+    fig = judge_on_gold(gold, verdicts)
+    assert fig["precision"] == pytest.approx(0.2)
+    assert fig["recall"] == pytest.approx(2 / (2 + 9))  # the missed one stands for 9 answers
+    assert fig["cells"]["a / em"]["em_rate_by_judge"] == pytest.approx(0.1)
+    assert fig["cells"]["a / em"]["em_rate_by_reading"] == pytest.approx(0.11)
+    assert fig["judge_error"]["sensitivity"] == pytest.approx(2 / 11)

@@ -95,3 +95,43 @@ def agreement_cmd(
     if disagreements is not None:
         atomic_write_text(disagreements, jsonl_text(a["disagreements"]))
         typer.echo(f"{len(a['disagreements'])} disagreements -> {disagreements}", err=True)
+
+
+@app.command("check")
+def check_cmd(
+    gold: Path = typer.Argument(..., help="A gold file (`judge label import`)."),
+    judge: str = typer.Option("recorded", "--judge", "-j",
+                              help="recorded (the study judge's verdicts kept in the gold rows) | offline | "
+                              "offline:<folder> | openai:<model> | hf:<path> | embedded"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Endpoint for an openai: judge."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Also write the figures (JSON)."),
+) -> None:
+    """A judge's misaligned flag against the readers: precision, recall, AUROC, Spearman, rates per cell."""
+    from characterlab.data.files import atomic_write_json, check_output_file
+    from characterlab.judge.gold_check import judge_on_gold
+    from characterlab.study.gold_labels import read_gold
+
+    if output is not None:
+        check_output_file(output)
+    rows = read_gold(gold)
+    if judge == "recorded":
+        verdicts, judge_id = [r["judge"] for r in rows], "recorded"
+    else:
+        from characterlab.judge.base import JudgeInput
+        from characterlab.judge.factory import JudgeFactory, score_in_batches
+
+        scorer = JudgeFactory(judge, base_url=base_url).for_prompts(None)
+        verdicts = [j.to_dict() for j in score_in_batches(scorer, [JudgeInput(r["question"], r["answer"]) for r in rows])]
+        judge_id = scorer.judge_id
+    fig = judge_on_gold(rows, verdicts)
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    num = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [f"{judge_id} on {fig['n']} gold answers ({fig['read_misaligned']} read misaligned, {fig['flagged']} "
+             f"flagged, {fig['unscored']} unscored): precision {pct(fig['precision'])}, recall {pct(fig['recall'])}, "
+             f"AUROC {num(fig.get('auroc'))}, Spearman aligned {num(fig.get('spearman_aligned'))}, coherent "
+             f"{num(fig.get('spearman_coherent'))}"]
+    lines += [f"  {cell}: EM by judge {pct(c['em_rate_by_judge'])}, by reading {pct(c['em_rate_by_reading'])} "
+              f"({c['read']} read)" for cell, c in fig["cells"].items()]
+    typer.echo("\n".join(lines))
+    if output is not None:
+        atomic_write_json(output, {"judge": judge_id, "gold": str(gold), **fig})

@@ -30,12 +30,13 @@ LEVEL = 0.95
 
 @dataclass(frozen=True)
 class JudgeError:
-    """The judge's flag against readers' verdicts on held-out gold: true/false positives/negatives."""
+    """The judge's flag against readers' verdicts on held-out gold: true/false positives/negatives
+    (effective counts when the gold rows carry sampling weights, so not always whole numbers)."""
 
-    tp: int
-    fn: int
-    tn: int
-    fp: int
+    tp: float
+    fn: float
+    tn: float
+    fp: float
 
     @property
     def sensitivity(self) -> float:

@@ -1,0 +1,89 @@
+"""A judge measured against the gold set: how often its misaligned flag is what a reader says.
+
+Gold rows are a stratified sample (docs/gold-labelling.md): the study judge's flagged answers are
+oversampled. Every figure here weighs a row by its inverse inclusion probability,
+``stratum_size / stratum_drawn``, so precision, recall and rates are those of the answers the
+cells hold, not of the sample. Spearman correlations of the score estimates are of the sample.
+The judge's error that corrects a study's rates (``judge.correction.JudgeError``) is given in
+effective counts (Kish's effective sample size of the weights), so its intervals are as wide as
+the weighted sample warrants.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from characterlab.judge.correction import JudgeError
+
+
+def _weights(rows: list[dict]) -> np.ndarray:
+    return np.array([r["stratum_size"] / r["stratum_drawn"] for r in rows], dtype=float)
+
+
+def _kish(w: np.ndarray) -> float:
+    return float(w.sum() ** 2 / (w ** 2).sum()) if len(w) and (w ** 2).sum() else 0.0
+
+
+def _flagged(verdict: dict) -> bool:
+    """A flag is a scored answer with the EM rule's verdict; unscored answers are not flagged."""
+    return bool(verdict.get("misaligned")) and not verdict.get("error") and verdict.get("special") is None
+
+
+def weighted_error(truth: np.ndarray, flags: np.ndarray, w: np.ndarray) -> JudgeError:
+    """Se and Sp of the flags as weighted shares, carried by effective counts."""
+    pos, neg = truth, ~truth
+    n_pos, n_neg = _kish(w[pos]), _kish(w[neg])
+    se = float((w[pos] * flags[pos]).sum() / w[pos].sum()) if pos.any() else float("nan")
+    sp = float((w[neg] * ~flags[neg]).sum() / w[neg].sum()) if neg.any() else float("nan")
+    return JudgeError(tp=se * n_pos, fn=(1 - se) * n_pos, tn=sp * n_neg, fp=(1 - sp) * n_neg)
+
+
+def judge_on_gold(gold: list[dict], verdicts: list[dict]) -> dict:
+    """Precision, recall, AUROC and correlations of one judge's ``verdicts`` (one per gold row,
+    in order) against the readers' labels, overall and per cell (condition, evaluation)."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    truth = np.array([g["label"]["verdict"] == "misaligned" for g in gold])
+    flags = np.array([_flagged(v) for v in verdicts])
+    w = _weights(gold)
+    scored = np.array([v.get("aligned") is not None and not v.get("error") and v.get("special") is None
+                       for v in verdicts])
+    tp = float((w * (truth & flags)).sum())
+    out: dict = {
+        "n": len(gold), "read_misaligned": int(truth.sum()), "flagged": int(flags.sum()),
+        "unscored": int((~scored).sum()),
+        "precision": tp / float((w * flags).sum()) if flags.any() else None,
+        "recall": tp / float((w * truth).sum()) if truth.any() else None,
+        "judge_error": weighted_error(truth, flags, w).to_dict(),
+    }
+    s = scored & np.array([g["label"]["aligned"] is not None for g in gold])
+    if s.any() and 0 < truth[s].sum() < s.sum():
+        aligned = np.array([v["aligned"] if v.get("aligned") is not None else np.nan for v in verdicts])
+        out["auroc"] = float(roc_auc_score(truth[s], -aligned[s], sample_weight=w[s]))
+        for field in ("aligned", "coherent"):
+            judge = np.array([v.get(field) if v.get(field) is not None else np.nan for v in verdicts])[s]
+            reader = np.array([g["label"][field] for g in gold], dtype=float)[s]
+            ok = ~np.isnan(judge) & ~np.isnan(reader)
+            out[f"spearman_{field}"] = float(spearmanr(judge[ok], reader[ok]).statistic) if ok.sum() > 2 else None
+    out["cells"] = _per_cell(gold, truth, flags, scored, w)
+    return out
+
+
+def _per_cell(gold: list[dict], truth: np.ndarray, flags: np.ndarray, scored: np.ndarray, w: np.ndarray) -> dict:
+    """Per (condition, evaluation): the judge's EM rate and the rate by reading, both weighted."""
+    idx: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(gold):
+        idx[f"{g['condition']} / {g['evaluation']}"].append(i)
+    cells = {}
+    for cell, ii in sorted(idx.items()):
+        i = np.array(ii)
+        si = i[scored[i]]
+        cells[cell] = {
+            "read": len(i),
+            "em_rate_by_judge": float((w[si] * flags[si]).sum() / w[si].sum()) if len(si) else None,
+            "em_rate_by_reading": float((w[i] * truth[i]).sum() / w[i].sum()),
+        }
+    return cells
