@@ -131,7 +131,8 @@ def draw_labelling(runs: list[Path], n: int, seed: int = 0, evaluations: Optiona
                 drawn.append({
                     "run": str(run), "condition": cond, "evaluation": name, "seed": r["seed"],
                     "temperature": config.get("temperature"), "questions": config.get("questions"),
-                    "question_id": r.get("question_id"), "question": r["question"], "answer": r["answer"],
+                    "question_id": r.get("question_id"), "paraphrase_index": r.get("paraphrase_index"),
+                    "question": r["question"], "answer": r["answer"],
                     "answer_hash": answer_hash(r["question"], r["answer"]),
                     "judge": {k: r.get(k) for k in ("aligned", "coherent", "special", "misaligned", "error")},
                     "stratum": stratum, "stratum_size": len(by_stratum[stratum]), "stratum_drawn": k,
