@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from characterlab.data.files import atomic_write_bytes, decode_line
+from characterlab.data.files import atomic_write_bytes, decode_line, load_json
 from characterlab.data.records import ROLES, ChatExample, Message
 from characterlab.errors import InputError
 
@@ -72,10 +72,7 @@ def read_chat_jsonl(path: str | Path, *, max_examples: int | None = None, requir
     for lineno, line in _iter_lines(path):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"not valid JSON ({e.msg} at column {e.colno})", file=path, line=lineno) from None
+        obj = load_json(line, path, lineno)
         examples.append(parse_chat_example(obj, file=path, line=lineno, require_assistant=require_assistant))
         if max_examples is not None and len(examples) >= max_examples:
             break
@@ -85,7 +82,7 @@ def read_chat_jsonl(path: str | Path, *, max_examples: int | None = None, requir
 
 
 def write_chat_jsonl(path: str | Path, examples: Iterable[ChatExample]) -> None:
-    text = "".join(json.dumps({"messages": e.to_dicts()}, ensure_ascii=False) + "\n" for e in examples)
+    text = "".join(json.dumps({"messages": e.to_dicts()}, ensure_ascii=False, allow_nan=False) + "\n" for e in examples)
     data = text.encode("utf-8")
     atomic_write_bytes(path, gzip.compress(data) if Path(path).suffix == ".gz" else data)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -43,7 +44,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """``obj`` as indented JSON; NaN or infinity anywhere raises :class:`NotJSONError` naming the file
+    and the field, and nothing is written."""
+    atomic_write_text(path, strict_json(obj, where=str(path), indent=2, sort_keys=True) + "\n")
 
 
 @contextmanager
@@ -74,19 +77,54 @@ def staged_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
-def json_text(obj: Any) -> str:
+class NotJSONError(ValueError):
+    """A value JSON cannot hold (NaN or infinity), named by where it is; a bug upstream, not bad input."""
+
+
+def nonfinite_field(obj: Any, path: str = "") -> tuple[str, float] | None:
+    """The key path (``a.b[2]``) and value of the first NaN or infinite float in ``obj``, or None."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else (path, obj)
+    if isinstance(obj, dict):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(obj))
+    else:
+        return None
+    return next((found for p, v in items if (found := nonfinite_field(v, p)) is not None), None)
+
+
+def strict_json(obj: Any, where: str | None = None, **kwargs: Any) -> str:
+    """``json.dumps(obj, allow_nan=False, **kwargs)``: JSON has no NaN or infinity, and Python's
+    ``json`` would write them as bare ``NaN``/``Infinity``, which other readers reject. Such a value
+    raises :class:`NotJSONError` naming ``where`` (a file, a row) and the field instead."""
+    try:
+        return json.dumps(obj, allow_nan=False, **kwargs)
+    except ValueError as e:
+        found = nonfinite_field(obj)
+        if found is None:
+            raise
+        field, value = found
+        place = ": ".join(p for p in (where, f"field '{field}'" if field else None) if p)
+        raise NotJSONError(f"{place + ': ' if place else ''}{value} cannot be written as JSON "
+                           "(JSON has no NaN or infinity; whatever computed it gave no number)") from e
+
+
+def json_text(obj: Any, where: str | None = None) -> str:
     """Compact JSON, non-ASCII kept as is; text that is not valid Unicode (a lone surrogate, which
-    no UTF-8 file or database can hold) is written as ``\\ud800`` escapes instead, so it round-trips."""
-    text = json.dumps(obj, ensure_ascii=False)
+    no UTF-8 file or database can hold) is written as ``\\ud800`` escapes instead, so it round-trips.
+    NaN or infinity raises :class:`NotJSONError` (see :func:`strict_json`)."""
+    text = strict_json(obj, where, ensure_ascii=False)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(obj, ensure_ascii=True)
+        return strict_json(obj, where, ensure_ascii=True)
     return text
 
 
 def jsonl_text(rows: Iterable[Any]) -> str:
-    return "".join(json_text(r) + "\n" for r in rows)
+    """One :func:`json_text` line per row; a NaN names its row (1-based, as a line of the file)."""
+    return "".join(json_text(r, where=f"row {i}") + "\n" for i, r in enumerate(rows, 1))
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -111,12 +149,15 @@ def sha256_folder(folder: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_text(path: str | Path, field: str | None = None) -> str:
-    """A file's text as UTF-8; unreadable or undecodable files are input errors naming the byte."""
+def read_text(path: str | Path, field: str | None = None, max_bytes: int | None = None) -> str:
+    """A file's text as UTF-8; unreadable or undecodable files are input errors naming the byte.
+    A file over ``max_bytes`` is an input error before it is read (a wrong file can be gigabytes)."""
     from characterlab.errors import InputError
 
     path = Path(path)
     try:
+        if max_bytes is not None and path.is_file() and (size := path.stat().st_size) > max_bytes:
+            raise InputError(f"too large ({size:,} bytes; at most {max_bytes:,})", path, field=field)
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError("no such file", path, field=field) from None
@@ -202,11 +243,25 @@ def parse_jsonl_objects(text: str, source: str | Path) -> list[tuple[int, dict]]
     for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"not valid JSON ({e.msg})", source, lineno) from None
+        row = load_json(line, source, lineno)
         if not isinstance(row, dict):
             raise InputError("each line must be a JSON object", source, lineno)
         rows.append((lineno, row))
     return rows
+
+
+def load_json(text: str, source: str | Path, line: int | None = None) -> Any:
+    """``json.loads(text)``, where every way it can fail is an input error at its file and line
+    (``line`` for one line of a JSONL file; else the decoder's line in ``text``).
+
+    Besides bad JSON, that includes nesting deeper than Python's parser recurses (``[[[[...`` 200,000
+    deep on one line), which ``json`` reports as a bare ``RecursionError`` naming nothing."""
+    from characterlab.errors import InputError
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        where = (line, f" at column {e.colno}") if line is not None else (e.lineno, "")
+        raise InputError(f"not valid JSON ({e.msg}{where[1]})", source, where[0]) from None
+    except RecursionError:
+        raise InputError("not readable JSON: arrays or objects nested too deeply", source, line) from None

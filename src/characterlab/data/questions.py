@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from characterlab.data.files import read_text
-from characterlab.data.yaml_loader import read_yaml, validate_yaml
+from characterlab.data.yaml_loader import MAX_YAML_CHARS, read_yaml, read_yaml_file, validate_yaml
 from characterlab.errors import InputError
 
 BUILTIN_SETS = {"em": "em_general.yaml", "goals": "goals.yaml", "alignment": "alignment_questions.yaml",
@@ -128,7 +128,7 @@ def load_questions(spec: str | Path) -> QuestionSet:
     path = Path(spec)
     if not path.is_file():
         raise InputError("no such question file", path, field="questions")
-    return _parse(read_text(path, field="questions"), path, path.stem)
+    return _parse(read_text(path, field="questions", max_bytes=4 * MAX_YAML_CHARS), path, path.stem)
 
 
 def questions_hash(questions: list[Question]) -> str:
@@ -153,7 +153,7 @@ def load_checked_questions(identity: dict) -> list[Question]:
 def load_judge_prompts(path: str | Path) -> dict[str, str]:
     """A judge-prompt file: a list of ``{<metric>: <prompt>, high_score: N}`` (or one mapping)."""
     path = Path(path)
-    data = read_yaml(read_text(path, field="judge_prompts"), path).data
+    data = read_yaml_file(path, field="judge_prompts").data
     items = data if isinstance(data, list) else [data]
     prompts: dict[str, str] = {}
     for i, item in enumerate(items):
@@ -169,6 +169,6 @@ def load_judge_prompts(path: str | Path) -> dict[str, str]:
 
 
 def is_judge_prompt_file(path: str | Path) -> bool:
-    data = read_yaml(read_text(path), path).data
+    data = read_yaml_file(path).data
     items = data if isinstance(data, list) else [data]
     return bool(items) and all(isinstance(i, dict) and "id" not in i and "paraphrases" not in i for i in items)

@@ -5,6 +5,10 @@ through :func:`read_yaml` and, where a pydantic model describes it, :func:`valid
 composed node tree keeps the start line of every node; :class:`YamlDocument` keeps it as
 ``{key path: line}`` so a validation error's location (a pydantic ``loc`` tuple) becomes "file:line:
 field 'a.b[2]'". JSON is YAML, so this works for JSON files too.
+
+Files are untrusted: before a document is built, its size, its depth and how far its aliases expand
+are capped (:func:`check_structure`), so an alias bomb or ``[[[[...`` is one error line, not a hang
+or a crash.
 """
 
 from __future__ import annotations
@@ -54,8 +58,9 @@ def dotted(loc: tuple) -> str:
 def yaml_lines(text: str) -> dict[tuple, int]:
     """Best-effort key lines of ``text`` (empty when PyYAML cannot compose it, e.g. odd JSON)."""
     try:
+        check_structure(text, "")
         return key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError:
+    except (yaml.YAMLError, InputError):
         return {}
 
 
@@ -87,21 +92,82 @@ class InputErrors(InputError):
 
 
 MAX_YAML_CHARS = 8 << 20  # a spec, a question set or a constitution; far larger is a wrong file, not a spec
+MAX_ALIAS_NODES = 1_000_000  # nodes that aliases add when expanded; a "billion laughs" document adds 10^9
+MAX_DEPTH = 100  # collections inside each other; libyaml's composer crashes the process near 10^5
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: same result, faster
 
 
-def read_yaml(text: str, source: str | Path) -> YamlDocument:
-    """Parse ``text``; a syntax error becomes an :class:`InputError` with its line."""
-    if len(text) > MAX_YAML_CHARS:
-        raise InputError(f"too large for a YAML file of characterlab ({len(text) >> 20} MB; at most "
+def check_size(size: int, source: str | Path) -> None:
+    """A YAML file of characterlab is at most :data:`MAX_YAML_CHARS` long."""
+    if size > MAX_YAML_CHARS:
+        raise InputError(f"too large for a YAML file of characterlab ({size >> 20} MB; at most "
                          f"{MAX_YAML_CHARS >> 20} MB)", source)
+
+
+def check_structure(text: str, source: str | Path) -> None:
+    """Refuse, from PyYAML's event stream and before anything is composed, a document whose tree
+    would not fit in memory or in a stack once built.
+
+    Composing is cheap even for a "billion laughs" document (an alias is the anchored node again),
+    but everything that walks the result - the key lines, pydantic, our own code - walks the
+    expanded tree. So each alias is charged the expanded size of its anchor, and the document is
+    refused at the alias where those charges pass :data:`MAX_ALIAS_NODES`; an alias inside its own
+    anchor (a cycle) and nesting deeper than :data:`MAX_DEPTH` are refused at their line too.
+    """
+    sizes: dict[str, int] = {}  # anchor -> expanded nodes of the node it names (itself included)
+    open_nodes: list[tuple[str | None, int]] = []  # collections being read: (anchor, count when it began)
+    count = alias_nodes = aliases = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        line = event.start_mark.line + 1 if event.start_mark else None
+        if isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for anchor, _ in open_nodes):
+                raise InputError(f"alias *{event.anchor} is inside its own anchor (a structure that "
+                                 "contains itself)", source, line)
+            aliases += 1
+            alias_nodes += sizes.get(event.anchor, 1)
+            count += sizes.get(event.anchor, 1)
+            if alias_nodes > MAX_ALIAS_NODES:
+                raise InputError(f"YAML aliases expand to more than {MAX_ALIAS_NODES:,} nodes ({aliases:,} aliases "
+                                 "so far; an alias bomb?)", source, line)
+        elif isinstance(event, yaml.ScalarEvent):
+            count += 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.CollectionStartEvent):
+            if len(open_nodes) >= MAX_DEPTH:
+                raise InputError(f"nested more than {MAX_DEPTH} levels deep", source, line)
+            count += 1
+            open_nodes.append((event.anchor, count - 1))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, began = open_nodes.pop()
+            if anchor is not None:
+                sizes[anchor] = count - began
+
+
+def read_yaml(text: str, source: str | Path) -> YamlDocument:
+    """Parse ``text``; a syntax error, a file too large and a document too large or too deep once
+    its aliases are expanded (:func:`check_structure`) become an :class:`InputError` with its line."""
+    check_size(len(text), source)
     try:
-        root = yaml.compose(text, Loader=_LOADER)
-        data = yaml.load(text, Loader=_LOADER)
+        check_structure(text, source)
+        loader = _LOADER(text)
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", source, mark.line + 1 if mark else None) from None
     return YamlDocument(data, source, key_lines(root))
+
+
+def read_yaml_file(path: str | Path, field: str | None = None) -> YamlDocument:
+    """:func:`read_yaml` of a file; a file far too large is refused before it is read into memory."""
+    from characterlab.data.files import read_text
+
+    # UTF-8 takes at most 4 bytes a character: a larger file is too long before it is read
+    return read_yaml(read_text(path, field=field, max_bytes=4 * MAX_YAML_CHARS), path)
 
 
 def _clean_loc(loc: tuple, data: Any) -> tuple:
