@@ -2,7 +2,9 @@
 
 Keyed by (judge id, prompt hash, question, answer): a different judge model, different weights or
 different judge prompts never reuse each other's scores. SQLite (WAL) makes each write atomic and
-lets parallel workers share one file.
+lets parallel workers share one file. Only verdicts are kept: a judgement with an ``error`` or a
+score that is not finite (a broken endpoint's NaN) is never stored, and one an older version stored
+is a miss, so the next run asks the judge again.
 """
 
 from __future__ import annotations
@@ -13,12 +15,17 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from characterlab.judge.base import Judge, JudgeInput, Judgement, ScoringJudge
+from characterlab.judge.base import Judge, JudgeInput, Judgement, ScoringJudge, is_finite
 
 
 def cache_key(judge_id: str, prompt_hash: str, question: str, answer: str) -> str:
     blob = "\x00".join((judge_id, prompt_hash, question, answer)).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()
+
+
+def cacheable(j: Judgement) -> bool:
+    """A verdict worth reusing: no error (that says the judge did not judge) and finite scores."""
+    return j.error is None and is_finite(j)
 
 
 class JudgementCache:
@@ -37,12 +44,15 @@ class JudgementCache:
             marks = ",".join("?" * len(chunk))
             for key, value in self._db.execute(f"SELECT key, value FROM judgements WHERE key IN ({marks})", chunk):
                 d = json.loads(value)
-                found[key] = Judgement(aligned=d["aligned"], coherent=d["coherent"], special=d["special"])
+                j = Judgement(aligned=d["aligned"], coherent=d["coherent"], special=d["special"])
+                if is_finite(j):  # older versions stored a broken endpoint's NaN; that is a miss
+                    found[key] = j
         return found
 
     def put_many(self, items: dict[str, Judgement]) -> None:
-        rows = [(k, json.dumps({"aligned": j.aligned, "coherent": j.coherent, "special": j.special}))
-                for k, j in items.items()]
+        """Store the verdicts among ``items``; errors and scores that are not finite are left out."""
+        rows = [(k, json.dumps({"aligned": j.aligned, "coherent": j.coherent, "special": j.special}, allow_nan=False))
+                for k, j in items.items() if cacheable(j)]
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO judgements (key, value) VALUES (?, ?)", rows)
 

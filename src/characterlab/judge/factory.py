@@ -19,6 +19,7 @@ from characterlab.judge.logprob import (
     prompts_hash,
 )
 from characterlab.judge.refs import JudgeRef, parse_judge_ref
+from characterlab.models.api import endpoint_timeout
 
 JUDGE_BATCH = 256  # answers per call to a judge: bounds memory, and the cache commits per batch
 
@@ -31,8 +32,11 @@ def default_cache_path() -> Path:
 
 class JudgeFactory:
     def __init__(self, spec: str | JudgeRef = "offline", base_url: str | None = None,
-                 cache_path: str | Path | None = None, use_cache: bool = True, batch_size: int = 64):
+                 cache_path: str | Path | None = None, use_cache: bool = True, batch_size: int = 64,
+                 timeout: float | None = None):
+        """``timeout``: seconds an API judge's attempt may take (None: ``$CHARACTERLAB_API_TIMEOUT``, else 60)."""
         self.ref = parse_judge_ref(spec, base_url)
+        self.timeout = None if timeout is None else endpoint_timeout(timeout)  # a bad value fails before any work
         self.batch_size = batch_size
         self._backend = None
         self._offline = None
@@ -73,7 +77,7 @@ class JudgeFactory:
         """The next-token backend of a logprob judge (API or local model), built once."""
         if self._backend is None:
             if self.ref.kind == "openai":
-                self._backend = OpenAILogprobBackend(self.ref.target, base_url=self.ref.base_url)
+                self._backend = OpenAILogprobBackend(self.ref.target, base_url=self.ref.base_url, timeout=self.timeout)
             else:
                 from characterlab.models.local import load_local_model
 

@@ -67,7 +67,8 @@ def judge_on_gold(gold: list[dict], verdicts: list[dict]) -> dict:
             judge = np.array([v.get(field) if v.get(field) is not None else np.nan for v in verdicts])[s]
             reader = np.array([g["label"][field] for g in gold], dtype=float)[s]
             ok = ~np.isnan(judge) & ~np.isnan(reader)
-            out[f"spearman_{field}"] = float(spearmanr(judge[ok], reader[ok]).statistic) if ok.sum() > 2 else None
+            defined = ok.sum() > 2 and np.ptp(judge[ok]) > 0 and np.ptp(reader[ok]) > 0  # else rho is NaN: undefined
+            out[f"spearman_{field}"] = float(spearmanr(judge[ok], reader[ok]).statistic) if defined else None
     out["cells"] = _per_cell(gold, truth, flags, scored, w)
     return out
 

@@ -9,7 +9,9 @@
   (``error: "out of domain: language es"``). Logprob judges read other languages and are not held back.
 
 Such rows are left out of EM rates (like unscorable ones) and counted apart; every other row is
-scored as usual, in the same batch.
+scored as usual, in the same batch. What comes back from the judge passes
+:func:`~characterlab.judge.base.finite_or_unscorable` too, so no judge built by the factory hands on
+a NaN or infinite score.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 
-from characterlab.judge.base import Judge, JudgeInput, Judgement, ScoringJudge
+from characterlab.judge.base import Judge, JudgeInput, Judgement, ScoringJudge, finite_or_unscorable
 
 MIN_LETTERS = 20  # shorter answers do not say reliably which language they are in
 MIN_CONFIDENCE = 0.5  # the other language's probability
@@ -69,5 +71,6 @@ class GuardedJudge(ScoringJudge):
     def score_batch(self, items: Sequence[JudgeInput]) -> list[Judgement]:
         reasons = [unjudgeable(it, self.english_only) for it in items]
         todo = [i for i, r in enumerate(reasons) if r is None]
-        scored = dict(zip(todo, self.judge.score_batch([items[i] for i in todo]))) if todo else {}
+        verdicts = self.judge.score_batch([items[i] for i in todo]) if todo else []
+        scored = dict(zip(todo, map(finite_or_unscorable, verdicts)))
         return [scored[i] if r is None else Judgement(None, None, error=r) for i, r in enumerate(reasons)]

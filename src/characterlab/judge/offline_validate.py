@@ -9,8 +9,10 @@ misaligned flag) and per-model EM rates (the error that travels with every offli
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +69,18 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(spearmanr(a, b).statistic)
+
+
+def undefined_as_null(report: Any) -> Any:
+    """``report`` with every NaN (an AUROC over one class, a Spearman of a constant) as None: the figure
+    is undefined, and JSON, which the report is written as, has no NaN."""
+    if isinstance(report, float) and math.isnan(report):
+        return None
+    if isinstance(report, dict):
+        return {k: undefined_as_null(v) for k, v in report.items()}
+    if isinstance(report, list):
+        return [undefined_as_null(v) for v in report]
+    return report
 
 
 def cross_fitted_rows(data: JudgedSet, folders: list[str | Path]) -> tuple[list[list[JudgedRow]], list[str]]:
@@ -144,7 +158,7 @@ def validate_cross_fitted(parts: list[tuple[OfflineJudge, list[JudgedRow]]]) -> 
     special_ref = np.array([r.aligned is None for r in rows])
     special_pred = np.array([p.special is not None for p in pred])
     rule_pred = np.array([p.misaligned for p in pred])[has_label]
-    return {
+    return undefined_as_null({
         "n_rows": len(rows),
         "n_models": len(per_model),
         "spearman_aligned": _spearman(ref_a[ok_a], pred_a[ok_a]),
@@ -159,7 +173,7 @@ def validate_cross_fitted(parts: list[tuple[OfflineJudge, list[JudgedRow]]]) -> 
         "answers_per_s": round(len(rows) / seconds, 1),
         "judges": sorted({judge.judge_id for judge, _ in parts}),
         "per_model": per_model,
-    }
+    })
 
 
 def record_validation(folder: str | Path, report: dict, method: str | None = None) -> None:
@@ -183,7 +197,7 @@ def validation_summary(report: dict) -> str:
     keys = ["n_rows", "n_models", "spearman_aligned", "spearman_coherent", "auroc_misaligned",
             "em_rate_mean_abs_diff_points", "em_rate_spearman_across_models",
             "em_rate_all_answers_mean_abs_diff_points", "em_rate_all_answers_spearman_across_models", "answers_per_s"]
-    return json.dumps({k: report[k] for k in keys}, indent=2)
+    return json.dumps({k: report[k] for k in keys}, indent=2, allow_nan=False)
 
 
 def validate_judges(data: JudgedSet, folders: list[str | Path] | None = None, record_in: str | Path | None = None,
