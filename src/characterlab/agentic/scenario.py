@@ -25,6 +25,7 @@ that do not render for every cell of the grid are errors at ``file:line: key.pat
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -36,6 +37,7 @@ from characterlab.data.files import read_text
 from characterlab.data.yaml_loader import InputErrors, read_yaml, validate_yaml
 from characterlab.errors import InputError
 
+MAX_GRID_CELLS = 1024  # combinations of factor levels; each is rendered when the file is read, and played
 ToolName = Literal["read_inbox", "send_email", "list_files", "read_file", "write_file", "delete_file", "run_sql",
                    "submit_answer"]
 BUILTIN_PACKAGE = "characterlab.agentic.scenarios"
@@ -188,6 +190,10 @@ class Scenario(_Strict):
                 raise ValueError(f"factor {factor!r} must be an identifier other than 'levels'")
             if not levels:
                 raise ValueError(f"factor {factor!r} has no levels")
+        size = math.prod(len(levels) for levels in v.values())  # counted, never expanded, before refusing
+        if size > MAX_GRID_CELLS:
+            shape = " x ".join(str(len(levels)) for levels in v.values())
+            raise ValueError(f"the grid has {size} cells ({shape}); at most {MAX_GRID_CELLS}")
         return v
 
     def cells(self) -> list[dict[str, str]]:

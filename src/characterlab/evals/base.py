@@ -35,6 +35,8 @@ from characterlab.stats import difference_power, wilson_interval
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # names of studies, conditions and evaluations: folder- and file-safe
 NAME_HELP = "use letters, digits, '-', '_' or '.' only, starting with a letter or digit"
+# names join into file names (an inspect log is STUDY_CONDITION_EVALUATION.eval), which stop at 255 bytes
+MAX_NAME_LENGTH = 64
 
 
 def check_name(v: str) -> str:
@@ -42,6 +44,9 @@ def check_name(v: str) -> str:
 
     if not re.match(NAME_PATTERN, v) or ".." in v:
         raise ValueError(NAME_HELP)
+    if len(v) > MAX_NAME_LENGTH:
+        raise ValueError(f"a name is at most {MAX_NAME_LENGTH} characters (it is used in folder and file names); "
+                         f"this one has {len(v)}")
     return v
 
 
