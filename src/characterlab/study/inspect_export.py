@@ -5,7 +5,8 @@ with inspect_ai's own API (``write_eval_log``). Each sample is one answer: the m
 replied to (:meth:`~characterlab.evals.base.Evaluation.prompts`), the answer as the model's
 output, the evaluation's per-answer scores (``score_fields``: aligned, coherent and misaligned
 for EM; hacked and passed for hacks) and the row's other fields as metadata; seeds are inspect's
-epochs. The log's results carry the pooled headline with its 95% interval, and the
+epochs. The log's results carry the pooled headline with its 95% interval (a figure that is
+undefined, such as a rate over no judged answer, is named in ``undefined_metrics``), and the
 log's metadata the study, the condition's training and the judge's measured agreement.
 inspect_ai is an optional extra (``pip install 'characterlab[inspect]'``).
 """
@@ -35,7 +36,7 @@ def export_inspect(run_dir: str | Path, out: str | Path) -> list[Path]:
     if not results_path.is_file():
         raise InputError("not a finished run folder (no results.json); run or resume the study first", run_dir,
                          field="run_dir")
-    results = json.loads(read_text(results_path, field="run_dir"))
+    results = read_results(results_path)
     out.mkdir(parents=True, exist_ok=True)
     store = RunStore(run_dir)
     written = []
@@ -49,6 +50,25 @@ def export_inspect(run_dir: str | Path, out: str | Path) -> list[Path]:
     finally:
         store.close()
     return written
+
+
+def read_results(path: Path) -> dict:
+    """A run's ``results.json``, its names checked: they become the logs' file names."""
+    from characterlab.evals.base import check_name
+
+    try:
+        results = json.loads(read_text(path, field="run_dir"))
+        for field, name in [("study", results["study"]), *(("condition_order", c) for c in results["condition_order"]),
+                            *(("evaluation_order", e) for e in results["evaluation_order"])]:
+            try:
+                check_name(name)
+            except (ValueError, TypeError) as e:
+                raise InputError(f"{name!r}: {e}", path, field=field) from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"not a results.json: {e.msg}", path, e.lineno, "run_dir") from None
+    except (KeyError, TypeError) as e:
+        raise InputError(f"not a results.json of a run ({type(e).__name__}: {e})", path, field="run_dir") from None
+    return results
 
 
 def condition_log(results: dict, store: RunStore, condition: str, evaluation: str):
@@ -70,8 +90,10 @@ def condition_log(results: dict, store: RunStore, condition: str, evaluation: st
         samples += [_sample(ev, model, row, prompt, epoch, int(seed), i) for i, (row, prompt) in enumerate(zip(rows, prompts))]
     figures = ev.headline_figures(entry["pooled"])
     headline = next(iter(figures))
+    defined, undefined = split_undefined(figures)
     score = EvalScore(name=ev.title, scorer=f"characterlab/{entry['kind']}", scored_samples=len(samples),
-                      metrics={k: EvalMetric(name=k, value=v) for k, v in figures.items()})
+                      metrics={k: EvalMetric(name=k, value=v) for k, v in defined.items()},
+                      metadata={"undefined_metrics": undefined} if undefined else None)
     spec = EvalSpec(
         created=_iso(min(started)), task=f"characterlab/{entry['kind']}", task_id=f"{results['study']}/{evaluation}",
         task_display_name=f"{evaluation} ({ev.title})",
@@ -87,9 +109,21 @@ def condition_log(results: dict, store: RunStore, condition: str, evaluation: st
     )
     return EvalLog(version=2, status="success", eval=spec,
                    results=EvalResults(total_samples=len(samples), completed_samples=len(samples), scores=[score],
-                                       metadata={"headline_metric": headline}),
+                                       metadata={"headline_metric": headline, "undefined_metrics": undefined}),
                    stats=EvalStats(started_at=_iso(min(started)), completed_at=_iso(max(finished))),
                    samples=samples)
+
+
+def split_undefined(figures: dict) -> tuple[dict[str, float], list[str]]:
+    """The figures inspect can hold (numbers) and the names of those that are undefined: a rate
+    over no judged answer has no estimate or interval, and an ``EvalMetric`` takes numbers only,
+    so the log keeps the counts and lists the rest in ``undefined_metrics``."""
+    import math
+
+    def is_number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+    return {k: v for k, v in figures.items() if is_number(v)}, [k for k, v in figures.items() if not is_number(v)]
 
 
 def _sample(ev, model: str, row: dict, prompt, epoch: int, seed: int, index: int):
