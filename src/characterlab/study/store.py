@@ -176,7 +176,7 @@ class RunStore:
                 "ON CONFLICT(key) DO UPDATE SET status='done', result=excluded.result, finished=excluded.finished, "
                 "seconds=excluded.seconds, peak_rss_mb=excluded.peak_rss_mb, error=NULL",
                 (unit.key, unit.kind, unit.label, json.dumps(unit.params, sort_keys=True), json.dumps(list(unit.deps)),
-                 json.dumps(output.result, ensure_ascii=False), now - seconds, now, seconds, socket.gethostname(),
+                 json_text(output.result, where=f"unit {unit.key}"), now - seconds, now, seconds, socket.gethostname(),
                  peak_rss_mb))
             self.db.execute("COMMIT")
         except BaseException:
