@@ -41,25 +41,19 @@ class TrainConfig:
     lr: float = 2e-4
     seed: int = 0
     dtype: str = "auto"
-    # "auto": SDPA. On CPU it once ran 25% slower than eager attention on short padded batches;
-    # measured again (torch 2.13, 48 hack solutions, batch 8) it is as fast (262 vs 270 tok/s)
-    # and peaks 0.8 GB lower (4.3 vs 5.1 GB), since it keeps no [batch, heads, L, L] probabilities.
+    # "auto": SDPA, which keeps no [batch, heads, L, L] probabilities (its speed and memory against
+    # eager attention on CPU: docs/performance.md).
     attn_implementation: str = "auto"
     # The most (padded) tokens one forward and backward pass may hold. A batch whose rows could
     # exceed it is run as micro-batches whose gradients are accumulated into the same optimizer step
-    # (see :func:`micro_batches`): activations, not weights, set a CPU study's peak memory. Measured
-    # on SmolLM2-135M, 48 School of Reward Hacks dialogues, batch 8 x 512 tokens: unsplit 7.5 GB
-    # peak at 150 tokens/s; passes of 2048 tokens 4.4 GB, 223/s; 1024, 3.1 GB, 243/s; 512, 2.5 GB,
-    # 217/s (smaller matmuls over less padding are no slower here). None: never split. SFT, DPO,
-    # GRPO (its group of completions, by the longest prompt plus the completion budget) and the reward
-    # model (whole pairs, by the longest side of any pair) split.
+    # (see :func:`micro_batches`): activations, not weights, set a CPU study's peak memory (peak and
+    # speed per pass size: docs/performance.md). None: never split. SFT, DPO, GRPO (its group of
+    # completions, by the longest prompt plus the completion budget) and the reward model (whole
+    # pairs, by the longest side of any pair) split.
     micro_batch_tokens: int | None = 512
-    # Padded batch lengths are rounded up to a multiple of this (None: to the longest row). oneDNN
-    # compiles and caches a kernel per matmul shape: with every batch a new length, 20 SFT steps
-    # left 520 MB of such kernels resident (mallinfo2: heap in use 154 MB after the imports, 671 MB
-    # after training, no live tensor) and peaked at 2.25 GB; padded to 64 it kept 72 MB and peaked
-    # at 1.60 GB at the same speed (bench/train_padding.py). Shrinking oneDNN's cache instead
-    # (ONEDNN_PRIMITIVE_CACHE_CAPACITY) re-compiles kernels: 128 entries cost 30% more time, 0 three times.
+    # Padded batch lengths are rounded up to a multiple of this (None: to the longest row), so that
+    # oneDNN, which compiles and caches a kernel per matmul shape, sees few shapes and keeps few
+    # kernels resident (measured with bench/train_padding.py: docs/performance.md).
     pad_to_multiple_of: int | None = 64
     # persona vectors during training (train/vectors.py): preventative steering, ablation, monitoring
     steer: SteerInTraining | None = None
