@@ -194,7 +194,14 @@ def test_a_nan_verdict_an_older_version_cached_is_a_miss(tmp_path):
 
 
 def test_json_writers_refuse_nan_and_name_the_file_and_field(tmp_path):
-    from characterlab.data.files import NotJSONError, atomic_write_json, json_text, jsonl_text, strict_json
+    from characterlab.data.files import (
+        NotJSONError,
+        atomic_write_json,
+        json_text,
+        jsonl_text,
+        strict_json,
+        undefined_as_null,
+    )
 
     path = tmp_path / "results.json"
     with pytest.raises(NotJSONError) as e:
@@ -206,6 +213,8 @@ def test_json_writers_refuse_nan_and_name_the_file_and_field(tmp_path):
     with pytest.raises(NotJSONError, match="-inf"):
         json_text([float("-inf")])
     assert strict_json({"a": 1.5, "b": None}, sort_keys=True) == '{"a": 1.5, "b": null}'
+    atomic_write_json(path, undefined_as_null({"spearman": float("nan"), "curve": [(1, float("nan"))]}))
+    assert json.loads(path.read_text()) == {"spearman": None, "curve": [[1, None]]}  # where NaN means undefined
     with pytest.raises(TypeError):  # other failures are json's own
         strict_json({"a": object()})
 

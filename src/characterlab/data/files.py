@@ -110,6 +110,19 @@ def strict_json(obj: Any, where: str | None = None, **kwargs: Any) -> str:
                            "(JSON has no NaN or infinity; whatever computed it gave no number)") from e
 
 
+def undefined_as_null(obj: Any) -> Any:
+    """``obj`` with every NaN as None, for figures where NaN means "undefined" (an AUROC over one
+    class, a Spearman of a constant, a diverged loss): JSON has no NaN, and null says the same.
+    Use it where NaN is an expected outcome; elsewhere :func:`strict_json` refusing NaN finds the bug."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: undefined_as_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [undefined_as_null(v) for v in obj]
+    return obj
+
+
 def json_text(obj: Any, where: str | None = None) -> str:
     """Compact JSON, non-ASCII kept as is; text that is not valid Unicode (a lone surrogate, which
     no UTF-8 file or database can hold) is written as ``\\ud800`` escapes instead, so it round-trips.

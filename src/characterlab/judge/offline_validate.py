@@ -9,14 +9,12 @@ misaligned flag) and per-model EM rates (the error that travels with every offli
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from characterlab.data.files import atomic_write_json
+from characterlab.data.files import atomic_write_json, undefined_as_null
 from characterlab.errors import InputError
 from characterlab.judge.folder import CONFIG_FILE, SEEN_KEYS_FILE, VALIDATION_FILE
 from characterlab.judge.judged_data import JudgedRow, JudgedSet, answer_key
@@ -69,18 +67,6 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(spearmanr(a, b).statistic)
-
-
-def undefined_as_null(report: Any) -> Any:
-    """``report`` with every NaN (an AUROC over one class, a Spearman of a constant) as None: the figure
-    is undefined, and JSON, which the report is written as, has no NaN."""
-    if isinstance(report, float) and math.isnan(report):
-        return None
-    if isinstance(report, dict):
-        return {k: undefined_as_null(v) for k, v in report.items()}
-    if isinstance(report, list):
-        return [undefined_as_null(v) for v in report]
-    return report
 
 
 def cross_fitted_rows(data: JudgedSet, folders: list[str | Path]) -> tuple[list[list[JudgedRow]], list[str]]:

@@ -86,7 +86,7 @@ class WaitNotice:
             answered, total = self._answered, self._total
         return (f"waiting for {self.endpoint}: {answered} of {total} requests answered, {retries} retried, "
                 f"{waited_s:.0f} s so far (timeout {self.timeout_s:g} s an attempt, up to {self.max_retries + 1} "
-                f"attempts; set --timeout or {TIMEOUT_ENV})")
+                f"attempts; {TIMEOUT_ENV} sets the timeout)")
 
     def map(self, fn: Callable[[T], R], jobs: Iterable[T], max_workers: int) -> list[R]:
         """``fn`` over ``jobs`` in a thread pool, in order, with the notice running meanwhile."""
