@@ -214,6 +214,7 @@ def test_store_commit_is_all_or_nothing_and_never_duplicates(tmp_path):
     store.commit(u, UnitOutput({"n": 2}, [{"i": 0}, {"i": 1}]), 1.0)  # a retry replaces, never appends
     assert store.rows(u.key) == [{"i": 0}, {"i": 1}] and store.result(u.key) == {"n": 2}
     assert store.is_done(u.key)
+    store.mark_started(Unit("train-y", "train", {}, (), "train"))
     (tmp_path / "run" / "adapters" / ".train-y.abc.tmp").mkdir(parents=True)  # left by a kill mid-write
     store.remove_orphan_files()
     assert [p.name for p in (tmp_path / "run" / "adapters").iterdir()] == ["generate-x"]

@@ -101,7 +101,10 @@ def report(
         if into is None:
             typer.echo(text, nl=False)
         else:
-            replace_marked_block(into, results["study"], text)
+            from characterlab.study.store import disk_full_reported
+
+            with disk_full_reported(into, "writing the results table"):
+                replace_marked_block(into, results["study"], text)
             typer.echo(f"{into}: results of {results['study']} written")
         return
     typer.echo(str(render_report(run_dir)))
@@ -123,14 +126,16 @@ def merge(
     from characterlab.data.files import atomic_write_json, check_output_dir
     from characterlab.study.merge import merge_results
     from characterlab.study.report import render_report
-    from characterlab.study.store import RESULTS_FILE
+    from characterlab.study.store import DB_FILE, RESULTS_FILE, check_not_nested, disk_full_reported
 
     results = merge_results(runs)
     check_output_dir(out, "out")
-    if (out / "units.sqlite").exists():
+    if (out / DB_FILE).exists():
         raise InputError("is a run folder; merge into a folder of its own", out, field="out")
+    check_not_nested(out, "out")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / RESULTS_FILE, results)
+    with disk_full_reported(out, f"writing {RESULTS_FILE}"):
+        atomic_write_json(out / RESULTS_FILE, results)
     report_path = render_report(out)
     print_results_table(results)
     typer.echo(f"report: {report_path}\nresults: {out / RESULTS_FILE}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from characterlab.allocator import peak_rss_mb, reset_peak_rss
 from characterlab.study.plan import Plan, Unit
-from characterlab.study.store import RunStore, UnitOutput
+from characterlab.study.store import DiskFullError, RunStore, UnitOutput
 from characterlab.study.units import DepView, execute_unit
 
 
@@ -129,6 +129,8 @@ class LocalExecutor:
                     store.commit(u, out, time.time() - start, peak)
                     report.run.append(u.key)
                     status = "done"
+                except DiskFullError:  # nothing more can be saved: stop, with one line
+                    raise
                 except Exception as e:  # noqa: BLE001 - one failed unit must not lose the others' work
                     store.mark_failed(u, traceback.format_exc())
                     report.failed[u.key] = f"{type(e).__name__}: {e}"
@@ -224,6 +226,8 @@ class RayExecutor:
                         try:
                             store.commit(u, ray.get(ref), time.time() - start)
                             report.run.append(u.key)
+                        except DiskFullError:  # nothing more can be saved: stop, with one line
+                            raise
                         except Exception as e:  # noqa: BLE001
                             store.mark_failed(u, traceback.format_exc())
                             report.failed[u.key] = f"{type(e).__name__}: {e}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,16 +14,20 @@ from characterlab.data.files import (
 )
 from characterlab.errors import InputError
 from characterlab.study.executors import ExecutionReport, make_executor
-from characterlab.study.plan import Plan, build_plan, code_version
+from characterlab.study.plan import Plan, Unit, build_plan, code_version
 from characterlab.study.report import render_report
 from characterlab.study.results import build_results, study_examples
 from characterlab.study.spec import StudySpec, load_study, parse_study, with_seeds
 from characterlab.study.store import (
+    ADAPTERS,
     BASE_DIR_FILE,
+    DB_FILE,
     RESULTS_FILE,
     SPEC_FILE,
     RunLock,
     RunStore,
+    check_not_nested,
+    disk_full_reported,
 )
 
 DEFAULT_STUDY = "builtin:quick"
@@ -79,9 +84,19 @@ def check_backend(spec: StudySpec, backend: str) -> None:
     choose_backend(parse_model_ref(spec.model, base_url=spec.base_url), backend)
 
 
+def check_cache() -> None:
+    """The cache folder (``$CHARACTERLAB_CACHE``) usable before any unit needs it: a path that
+    cannot be a writable folder is one line naming it, not a failure inside every judge unit."""
+    from characterlab.models.embedded import cache_root
+
+    cache_root()
+
+
 def check_run_folder(folder: Path, text: str, update: bool) -> None:
-    """A run folder holds one study: the same one continues; a changed one needs ``update``."""
+    """A run folder holds one study: the same one continues; a changed one needs ``update``. It is
+    never inside another run folder or around one (a resume of the outer one would meet it)."""
     check_output_dir(folder, "out")
+    check_not_nested(folder, "out")
     saved = folder / SPEC_FILE
     if saved.is_file() and not update and saved.read_text(encoding="utf-8") != text:
         raise InputError("holds a run of a different study; pass --update to run the changed study here (finished "
@@ -96,18 +111,112 @@ def run_spec(spec: StudySpec, text: str, folder: Path, base: Path, executor: str
     plan = build_plan(spec, base)  # every reference and file checked before any work
     check_backend(spec, backend)
     check_run_folder(folder, text, update)
+    check_cache()
+    if not (folder / DB_FILE).is_file():
+        check_train_lengths(spec, plan, None)  # no run folder is made for a study that cannot train
     folder.mkdir(parents=True, exist_ok=True)
     with RunLock(folder):
         return _run_locked(spec, text, plan, folder, base, executor, address, progress, backend)
 
 
+def redo_missing_files(plan: Plan, store: RunStore) -> list[Unit]:
+    """Finished units whose folder (``adapters/<key>/``: an adapter, a reward model, a vector) was
+    deleted run again, and say so: the units still to run on top of them would not find it."""
+    missing = store.missing_files(plan.ordered())
+    for u in missing:
+        store.reopen(u.key, f"{ADAPTERS}/{u.key} was missing")
+        print(f"{store.folder}: {u.label} was finished but its files ({ADAPTERS}/{u.key}) are missing; it runs "
+              "again", file=sys.stderr, flush=True)
+    return missing
+
+
+def _data_unit(unit: Unit, plan: Plan) -> Unit | None:
+    """The data unit a train unit reads its examples from (None for RL, which has none)."""
+    data = [plan.units[k] for k in unit.deps if plan.units[k].kind == "data"]
+    return data[0] if len(data) == 1 else None
+
+
+def _sft_examples(data: Unit, store: RunStore | None) -> list | None:
+    """The examples of a data unit, where they are known before any unit runs: it is finished (in
+    ``store``), or reads a file. None where only running it can make them."""
+    from characterlab.data.chat_data import read_chat_data
+    from characterlab.data.records import ChatExample, Message
+
+    if store is not None and store.is_done(data.key):
+        return [ChatExample(tuple(Message(m["role"], m["content"]) for m in r["messages"]))
+                for r in store.rows(data.key)]
+    if "file" in data.params:
+        return read_chat_data(data.params["file"], max_examples=data.params["n"])
+    return None
+
+
+def assistant_start(tokenizer, example, system_prompt: str | None, max_length: int) -> int | None:
+    """The 0-based token position of the example's first trained (assistant) token as the SFT
+    trainer tokenises it (system prompt added, cut to ``max_length``'s character budget), or None."""
+    from characterlab.train.sft import CHARS_PER_TOKEN_BOUND, cut_to_budget, prepare_examples
+    from characterlab.train.tokenize import tokenize_chat
+
+    [example] = prepare_examples([example], system_prompt)
+    example, _ = cut_to_budget(example, max_length * CHARS_PER_TOKEN_BOUND)
+    _, mask = tokenize_chat(tokenizer, example)
+    return mask.index(1) if 1 in mask else None
+
+
+def check_train_lengths(spec: StudySpec, plan: Plan, store: RunStore | None) -> None:
+    """An SFT unit whose ``max_length`` leaves no example a trained token fails before any unit
+    runs, not when it is reached hours later. Checked where its examples are known now (a data
+    file, a data unit finished in ``store``); other data is checked by the trainer when the unit
+    runs. ``store`` is None for a run folder not made yet."""
+    from characterlab.models.local import load_tokenizer, resolve_model_path
+    from characterlab.models.refs import parse_model_ref
+
+    tokenizer, checked = None, set()
+    for unit in plan.ordered():
+        if unit.kind != "train" or unit.params["method"] != "sft" or (store is not None and store.is_done(unit.key)):
+            continue
+        data = _data_unit(unit, plan)
+        max_length, system = unit.params["lora"]["max_length"], unit.params["system_prompt"]
+        if data is None or (data.key, max_length, system) in checked:  # seeds share their data
+            continue
+        checked.add((data.key, max_length, system))
+        examples = _sft_examples(data, store)
+        if not examples:
+            continue
+        if tokenizer is None:
+            tokenizer = load_tokenizer(resolve_model_path(parse_model_ref(spec.model, base_url=spec.base_url)))
+        lost, needed = _all_lost(tokenizer, examples, system, max_length)
+        if lost:
+            hint = f"; the shortest prompt needs max_length {needed} or more" if needed else ""
+            raise InputError(f"{unit.label}: every example loses all its assistant tokens to max_length="
+                             f"{max_length}{hint}", spec._source, field="lora.max_length")
+
+
+def _all_lost(tokenizer, examples: list, system_prompt: str | None, max_length: int) -> tuple[bool, int | None]:
+    """Whether no example keeps a trained token within ``max_length`` (the SFT trainer's refusal),
+    and then the smallest ``max_length`` that would keep one. Usually the first example fits, and
+    the others are not tokenised."""
+    starts = []
+    for example in examples:
+        start = assistant_start(tokenizer, example, system_prompt, max_length)
+        if start is not None and start < max_length:
+            return False, None
+        starts.append(start)
+    return True, min((s + 1 for s in starts if s is not None), default=None)
+
+
 def _run_locked(spec: StudySpec, text: str, plan: Plan, folder: Path, base: Path, executor: str,
                 address: str | None, progress: bool, backend: str = "auto") -> StudyRun:
-    atomic_write_text(folder / SPEC_FILE, text)
-    atomic_write_text(folder / BASE_DIR_FILE, str(base.resolve()) + "\n")
-    store = RunStore(folder)
+    resumed = (folder / DB_FILE).is_file()
+    store = RunStore(folder)  # a damaged database is refused before anything is written
     try:
+        store.check_integrity()
+        with disk_full_reported(folder, "writing the study into the run folder"):
+            atomic_write_text(folder / SPEC_FILE, text)
+            atomic_write_text(folder / BASE_DIR_FILE, str(base.resolve()) + "\n")
         store.remove_orphan_files()
+        redo_missing_files(plan, store)
+        if resumed:  # finished data units' rows are known now too
+            check_train_lengths(spec, plan, store)
         version = code_version()
         run_id = store.begin_run(version, executor)
         t0 = time.time()
@@ -117,7 +226,8 @@ def _run_locked(spec: StudySpec, text: str, plan: Plan, folder: Path, base: Path
             return StudyRun(folder, spec, plan, execution, None, None)
         results = build_results(spec, plan, store, version, time.time() - t0, execution.run)
         results["examples"] = study_examples(plan, store, spec)
-        atomic_write_json(folder / RESULTS_FILE, results)
+        with disk_full_reported(folder, f"writing {RESULTS_FILE}"):
+            atomic_write_json(folder / RESULTS_FILE, results)
         report = render_report(folder)
         return StudyRun(folder, spec, plan, execution, results, report)
     finally:

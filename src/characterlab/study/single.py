@@ -28,6 +28,7 @@ from characterlab.study.store import (
     SAMPLES_FILE,
     SPEC_FILE,
     RunStore,
+    check_not_nested,
 )
 
 SAMPLES = SAMPLES_FILE
@@ -83,6 +84,7 @@ def prepare_eval_folder(out: Path, text: str, overwrite: bool) -> None:
     """An evaluation's folder holds one evaluation: the same one resumes, another needs ``overwrite``."""
     saved = out / SPEC_FILE
     check_output_dir(out, "out")
+    check_not_nested(out, "out")  # before --overwrite may remove it: never a folder of another run
     if not out.exists():
         return
     if saved.is_file() and saved.read_text(encoding="utf-8") == text:

@@ -14,19 +14,29 @@ A unit is finished when, and only when, its row in ``units`` says ``done``. Its 
 into place (atomic rename) *before* that, and its rows are written in the same transaction that
 marks it done, so a process killed at any instant (SIGKILL included) leaves either a finished unit
 or none: never a half-written one, a lost row or a duplicated one. Re-running skips finished units.
+
+The store deletes only what it wrote: under ``adapters/``, the folder of a unit it recorded that is
+not done, and the temp names of its units' folders (``.<key>.<random>.tmp``, ``.<key>.old``).
+Anything else there (a user's file, another run) is left alone, and a run folder is never placed
+inside another one or around one (:func:`check_not_nested`).
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import socket
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from characterlab.data.files import json_text, staged_dir
+from characterlab.errors import InputError
 from characterlab.study.plan import Unit
 
 DB_FILE = "units.sqlite"
@@ -55,6 +65,75 @@ CREATE TABLE IF NOT EXISTS runs (
 
 
 LOCK_FILE = ".lock"
+FILE_KINDS = ("train", "reward", "vector")  # units whose product is their adapters/<key>/ folder
+
+
+class DiskFullError(InputError):
+    """The disk (or the database's quota) filled while the run folder was written. Executors stop
+    on it instead of failing unit after unit: nothing more can be saved until space is freed."""
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    if isinstance(e, sqlite3.OperationalError):
+        return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(e)
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def disk_full_reported(folder: str | Path, what: str) -> Iterator[None]:
+    """A full disk while writing ``folder`` as one line (a :class:`DiskFullError`) naming it,
+    instead of the traceback of whichever write met it first."""
+    try:
+        yield
+    except BaseException as e:
+        if not _is_disk_full(e):
+            raise
+        raise DiskFullError(f"the disk is full while {what}; free space and run the command again (finished "
+                            "units are kept)", folder, field="out") from None
+
+
+def _enclosing_run(folder: Path) -> Path | None:
+    """The run folder that ``folder`` is inside of (not ``folder`` itself), if any."""
+    for parent in folder.resolve().parents:
+        if (parent / DB_FILE).is_file():
+            return parent
+    return None
+
+
+def _contained_run(folder: Path) -> Path | None:
+    """A run folder somewhere below ``folder``, if any (symbolic links are not followed)."""
+    if not folder.is_dir() or (folder / DB_FILE).is_file():
+        return None  # a run folder's own subfolders are its own business
+    for root, _dirs, files in os.walk(folder):
+        if DB_FILE in files:
+            return Path(root)
+    return None
+
+
+def check_not_nested(folder: str | Path, field: str = "out") -> None:
+    """A run folder (or a merge's folder) is never inside another run folder, nor around one: a
+    resume of the outer run must not meet the inner run's files under its own ``adapters/``."""
+    folder = Path(folder)
+    outer = _enclosing_run(folder)
+    if outer is not None:
+        raise InputError(f"is inside the run folder {outer}; choose an --out outside any run folder", folder,
+                         field=field)
+    inner = _contained_run(folder)
+    if inner is not None:
+        raise InputError(f"contains the run folder {inner}; choose an --out that holds no run folder", folder,
+                         field=field)
+
+
+def _temp_owner(name: str) -> str | None:
+    """The unit key a temp name of :func:`~characterlab.data.files.staged_dir` was made for
+    (``.<key>.<random>.tmp`` or ``.<key>.old``), or None for any other name."""
+    if not name.startswith("."):
+        return None
+    if name.endswith(".old"):
+        return name[1:-len(".old")] or None
+    if name.endswith(".tmp") and "." in name[1:-len(".tmp")]:
+        return name[1:-len(".tmp")].rsplit(".", 1)[0] or None
+    return None
 
 
 class RunLock:
@@ -70,9 +149,6 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         import fcntl
-        import os
-
-        from characterlab.errors import InputError
 
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -88,8 +164,6 @@ class RunLock:
         return self
 
     def __exit__(self, *exc) -> None:
-        import os
-
         if self._fd is not None:
             os.close(self._fd)  # closing releases the lock
             self._fd = None
@@ -116,17 +190,45 @@ class UnitRecord:
     finished: float | None
 
 
+def _damaged(path: Path, e: sqlite3.DatabaseError | str) -> InputError:
+    return InputError(f"the run's database is damaged or not a database ({e}); restore it from a copy, or run "
+                      "into a new --out", path, field="out")
+
+
 class RunStore:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.folder / DB_FILE, timeout=60, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(_SCHEMA)
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(units)")}
-        if "peak_rss_mb" not in columns:  # a run folder written before units recorded their memory
-            self.db.execute("ALTER TABLE units ADD COLUMN peak_rss_mb REAL")
+        path = self.folder / DB_FILE
+        try:
+            self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        except sqlite3.Error as e:
+            raise InputError(f"cannot open the run's database: {e}", path, field="out") from None
+        try:
+            with disk_full_reported(self.folder, "opening the run's database"):
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.executescript(_SCHEMA)
+                columns = {row[1] for row in self.db.execute("PRAGMA table_info(units)")}
+                if "peak_rss_mb" not in columns:  # a run folder written before units recorded their memory
+                    self.db.execute("ALTER TABLE units ADD COLUMN peak_rss_mb REAL")
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise _damaged(path, e) from None
+        except InputError:
+            self.db.close()
+            raise
+
+    def check_integrity(self) -> None:
+        """Every page of the database readable (``PRAGMA quick_check``): a truncated or corrupt
+        ``units.sqlite`` is refused when a run starts, not met by a query hours into it."""
+        path = self.folder / DB_FILE
+        try:
+            problems = [line for (row,) in self.db.execute("PRAGMA quick_check(3)") for line in str(row).splitlines()]
+        except sqlite3.DatabaseError as e:
+            raise _damaged(path, e) from None
+        if problems != ["ok"]:
+            raise _damaged(path, "; ".join(problems[:3]))  # one line: the first few problems
 
     def close(self) -> None:
         self.db.close()
@@ -143,6 +245,10 @@ class RunStore:
         return {k for (k,) in self.db.execute("SELECT key FROM units WHERE status='done'")}
 
     def mark_started(self, unit: Unit) -> None:
+        with disk_full_reported(self.folder, f"recording that {unit.label} started"):
+            self._mark_started(unit)
+
+    def _mark_started(self, unit: Unit) -> None:
         self.db.execute(
             "INSERT INTO units (key, kind, label, params, deps, status, started, attempts, host) "
             "VALUES (?, ?, ?, ?, ?, 'running', ?, 1, ?) "
@@ -152,12 +258,18 @@ class RunStore:
              time.time(), socket.gethostname()))
 
     def mark_failed(self, unit: Unit, error: str) -> None:
-        self.db.execute("UPDATE units SET status='failed', error=?, finished=? WHERE key=? AND status != 'done'",
-                        (error[-4000:], time.time(), unit.key))
+        with disk_full_reported(self.folder, f"recording that {unit.label} failed"):
+            self.db.execute("UPDATE units SET status='failed', error=?, finished=? WHERE key=? AND status != 'done'",
+                            (error[-4000:], time.time(), unit.key))
 
     def commit(self, unit: Unit, output: UnitOutput, seconds: float, peak_rss_mb: float | None = None) -> None:
         """Files into place, then rows and the done mark in one transaction; ``peak_rss_mb`` is the
-        unit's own peak resident memory where the executor measured it."""
+        unit's own peak resident memory where the executor measured it. A full disk is a
+        :class:`DiskFullError` (SQLite has then rolled the transaction back itself)."""
+        with disk_full_reported(self.folder, f"saving {unit.label}"):
+            self._commit(unit, output, seconds, peak_rss_mb)
+
+    def _commit(self, unit: Unit, output: UnitOutput, seconds: float, peak_rss_mb: float | None) -> None:
         if output.files:
             with staged_dir(self.files_dir(unit.key), overwrite=True) as stage:
                 for rel, data in output.files.items():
@@ -180,7 +292,8 @@ class RunStore:
                  peak_rss_mb))
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite ends it itself on some errors (a full disk)
+                self.db.execute("ROLLBACK")
             raise
 
     def record(self, key: str) -> UnitRecord | None:
@@ -233,24 +346,47 @@ class RunStore:
     def begin_run(self, code_version: str, executor: str) -> int:
         """Record a new invocation; units left 'running' by a killed one are marked 'interrupted'
         (one process runs a folder at a time)."""
-        self.db.execute("UPDATE units SET status='interrupted' WHERE status='running'")
-        cur = self.db.execute("INSERT INTO runs (started, code_version, executor) VALUES (?, ?, ?)",
-                              (time.time(), code_version, executor))
+        with disk_full_reported(self.folder, "starting the run"):
+            self.db.execute("UPDATE units SET status='interrupted' WHERE status='running'")
+            cur = self.db.execute("INSERT INTO runs (started, code_version, executor) VALUES (?, ?, ?)",
+                                  (time.time(), code_version, executor))
         return int(cur.lastrowid)
 
     def end_run(self, run_id: int, units_run: int, units_reused: int) -> None:
-        self.db.execute("UPDATE runs SET finished=?, units_run=?, units_reused=? WHERE id=?",
-                        (time.time(), units_run, units_reused, run_id))
+        with disk_full_reported(self.folder, "ending the run"):
+            self.db.execute("UPDATE runs SET finished=?, units_run=?, units_reused=? WHERE id=?",
+                            (time.time(), units_run, units_reused, run_id))
 
     def runs(self) -> list[dict]:
         cols = ("id", "started", "finished", "code_version", "executor", "units_run", "units_reused")
         return [dict(zip(cols, r)) for r in self.db.execute(f"SELECT {', '.join(cols)} FROM runs ORDER BY id")]
 
+    def known_keys(self) -> dict[str, str]:
+        """Every unit this store recorded (a unit is recorded when it starts), key -> status."""
+        return dict(self.db.execute("SELECT key, status FROM units"))
+
     def remove_orphan_files(self) -> None:
-        """Folders of units that never finished (a kill between the rename and the commit)."""
+        """Folders of units that never finished (a kill between the rename and the commit) and the
+        temp folders of its own units; nothing it did not write (see the module's docstring)."""
         root = self.folder / ADAPTERS
-        if root.is_dir():
-            done = self.done_keys()
-            for p in root.iterdir():
-                if p.is_dir() and p.name not in done:
-                    shutil.rmtree(p, ignore_errors=True)
+        if not root.is_dir():
+            return
+        known = self.known_keys()
+        for p in root.iterdir():
+            if p.is_symlink() or not p.is_dir():
+                continue
+            unfinished = p.name in known and known[p.name] != "done"
+            if unfinished or _temp_owner(p.name) in known:
+                shutil.rmtree(p, ignore_errors=True)
+
+    def missing_files(self, units: list[Unit]) -> list[Unit]:
+        """Finished units of ``units`` whose product is a folder (train, reward, vector) that is gone
+        or empty: a deleted ``adapters/<key>/`` that dependants still to run would not find."""
+        done = self.done_keys()
+        return [u for u in units if u.kind in FILE_KINDS and u.key in done
+                and not (self.files_dir(u.key).is_dir() and any(self.files_dir(u.key).iterdir()))]
+
+    def reopen(self, key: str, reason: str) -> None:
+        """Mark a finished unit to be run again (its status is no longer ``done``)."""
+        with disk_full_reported(self.folder, "reopening a unit"):
+            self.db.execute("UPDATE units SET status='reopened', error=? WHERE key=?", (reason, key))
