@@ -29,13 +29,16 @@ CONVERTER_VERSION = 1
 
 
 def cache_root() -> Path:
-    """``$CHARACTERLAB_CACHE`` or the platform's user cache dir."""
+    """``$CHARACTERLAB_CACHE`` or the platform's user cache dir; one that cannot be a writable
+    folder (a file, a path under a file, no write permission) is an input error naming it."""
+    from characterlab.data.files import check_output_dir
+
     env = os.environ.get("CHARACTERLAB_CACHE")
     if env:
-        return Path(env)
+        return check_output_dir(Path(env), "CHARACTERLAB_CACHE")
     from platformdirs import user_cache_dir
 
-    return Path(user_cache_dir("characterlab"))
+    return check_output_dir(Path(user_cache_dir("characterlab")), "cache")
 
 
 def locate_gguf() -> Path:

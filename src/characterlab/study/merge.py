@@ -111,12 +111,17 @@ def _problem(file: Path, loc: tuple, message: str, bad_key: bool = False) -> Inp
     return InputError(message, file, line, dotted(loc[:-1] if bad_key else loc) or None)
 
 
+def _is_count(value: Any) -> bool:
+    if value is None:
+        return True  # a count an evaluation leaves unset
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
 def _count_problem(figures: Any, loc: tuple) -> tuple[tuple, str] | None:
     """The first k / n / n_* field of per-seed figures that is not a number (or null)."""
     if isinstance(figures, dict):
         for key, value in figures.items():
-            if COUNT_FIELD.match(str(key)) and (isinstance(value, bool) or not isinstance(value, (int, float, type(None)))
-                                                or (value is not None and value < 0)):
+            if COUNT_FIELD.match(str(key)) and not _is_count(value):
                 return loc + (key,), f"a count is a number of 0 or more, not {value!r}"
             found = _count_problem(value, loc + (key,))
             if found:

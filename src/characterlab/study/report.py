@@ -20,7 +20,7 @@ from characterlab.data.files import atomic_write_text
 from characterlab.evals.base import Cell, Figure, Table, measured_nothing, num, pct, pooled_by_condition, rate_cell
 from characterlab.evals.plots import figure_module, finish_line_plot, plot_means, plot_rates
 from characterlab.evals.registry import get_evaluation
-from characterlab.study.store import PLOTS_DIR, REPORT_FILE, RESULTS_FILE
+from characterlab.study.store import PLOTS_DIR, REPORT_FILE, RESULTS_FILE, disk_full_reported
 from characterlab.study.context_gap import plot_context_gap
 from characterlab.study.dose_response import plot_dose_response
 from characterlab.study.rl_curves import plot_rl_curves
@@ -372,7 +372,13 @@ def _inline(fig: Figure) -> InlineFigure:
 
 
 def render_report(folder: str | Path) -> Path:
-    """Write ``plots/*.png`` and ``report.html`` from ``results.json``; returns the report's path."""
+    """Write ``plots/*.png`` and ``report.html`` from ``results.json``; returns the report's path.
+    A full disk is one line naming the folder (:class:`~characterlab.study.store.DiskFullError`)."""
+    with disk_full_reported(folder, "writing the report"):
+        return _render_report(folder)
+
+
+def _render_report(folder: str | Path) -> Path:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     from characterlab.study.results import in_spec_order
