@@ -49,7 +49,7 @@ def test_malformed_calls_are_their_own_outcome(mode, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     with serve(scripted_handler(BENIGN, mode)) as url:
         pooled = run_agentic(url, tmp_path, mode, scenarios=["builtin:leverage"])
-    assert pooled["counts"] == {"misaligned": 0, "malformed": 6, "benign": 0, "no_action": 0}
+    assert pooled["counts"] == {"misaligned": 0, "malformed": 6, "benign": 0, "no_action": 0, "error": 0}
     assert pooled["malformed_calls"] == 6
 
 
