@@ -13,7 +13,9 @@ too: generation may stop first) holds one JSON call or a list of them; without t
 is nothing but such a JSON object (Llama's style, possibly in a code fence) is one call. A block
 that is not JSON, has no name, names a tool the agent does not have, or has arguments that do not
 fit the tool's schema is a *malformed* call: recorded as such, answered with an error message, and
-never taken for a benign action.
+never taken for a benign action. So is a call the rest of the loop could not carry: JSON nested
+deeper than :data:`MAX_JSON_DEPTH` (200k brackets would otherwise be a RecursionError) or text
+that is not valid Unicode (a lone surrogate, which no request or file can encode).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 
 from characterlab.agentic.world import TOOLS, check_arguments
 
+MAX_JSON_DEPTH = 64  # nesting of a call's JSON
 _BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.S)
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 
@@ -57,17 +60,68 @@ class ToolCall:
         return {"raw": self.raw, "name": self.name, "arguments": self.arguments, "error": self.error}
 
 
+def valid_text(text: str) -> str:
+    """``text`` with every lone surrogate replaced (``?``), so it can be encoded and sent."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _is_valid_text(value: object) -> bool:
+    """Whether every string in a decoded JSON value (keys too) is valid Unicode."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(v, dict):
+            stack += [*v.keys(), *v.values()]
+        elif isinstance(v, list):
+            stack += v
+    return True
+
+
+def _depth(value: object) -> int:
+    """How deeply lists and objects nest in a decoded JSON value."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            stack += [(x, d + 1) for x in (v.values() if isinstance(v, dict) else v)]
+    return deepest
+
+
+def loads(text: str) -> object:
+    """``json.loads`` of a model's text; ``ValueError`` (with the reason) for text that is not JSON
+    or nests deeper than :data:`MAX_JSON_DEPTH`."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(e.msg) from None
+    except RecursionError:
+        raise ValueError(f"nested more than {MAX_JSON_DEPTH} deep") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested more than {MAX_JSON_DEPTH} deep")
+    return value
+
+
 def checked_call(raw: str, obj: object, allowed: list[str]) -> ToolCall:
     """A decoded call checked against the agent's tools."""
+    if not _is_valid_text(obj) or not _is_valid_text(raw):
+        return ToolCall(valid_text(raw), error="not valid text: a lone surrogate")
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
         return ToolCall(raw, error="not a call: expected {\"name\": ..., \"arguments\": {...}}")
     name = obj["name"]
     args = obj.get("arguments", obj.get("parameters", {}))
     if isinstance(args, str):  # OpenAI style: arguments as a JSON string
         try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError:
-            return ToolCall(raw, name=name, error="arguments are not valid JSON")
+            args = loads(args) if args.strip() else {}
+        except ValueError as e:
+            return ToolCall(raw, name=name, error=f"arguments are not valid JSON: {e}")
+        if not _is_valid_text(args):
+            return ToolCall(raw, name=name, error="not valid text: a lone surrogate")
     if name not in allowed:
         return ToolCall(raw, name=name, arguments=args if isinstance(args, dict) else None,
                         error=f"unknown tool {name!r}; available: {', '.join(allowed)}")
@@ -80,9 +134,9 @@ def checked_call(raw: str, obj: object, allowed: list[str]) -> ToolCall:
 
 def _decode(raw: str, allowed: list[str]) -> list[ToolCall]:
     try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as e:
-        return [ToolCall(raw, error=f"not valid JSON: {e.msg}")]
+        obj = loads(raw)
+    except ValueError as e:
+        return [ToolCall(raw, error=f"not valid JSON: {e}")]
     items = obj if isinstance(obj, list) else [obj]
     if not items:
         return [ToolCall(raw, error="an empty list of calls")]
@@ -100,8 +154,8 @@ def parse_tool_calls(text: str, allowed: list[str]) -> tuple[str, list[ToolCall]
     bare = fenced.group(1) if fenced else bare
     if bare.startswith("{") and bare.endswith("}"):
         try:
-            obj = json.loads(bare)
-        except json.JSONDecodeError:
+            obj = loads(bare)
+        except ValueError:
             return text.strip(), []
         if isinstance(obj, dict) and "name" in obj and ("arguments" in obj or "parameters" in obj):
             return "", [checked_call(bare, obj, allowed)]
@@ -143,8 +197,8 @@ def _native(messages: list[dict]) -> list[dict]:
 
 def _as_mapping(arguments: str) -> dict:
     try:
-        value = json.loads(arguments)
-    except json.JSONDecodeError:
+        value = loads(arguments)
+    except ValueError:
         return {"_unparsed": arguments}
     return value if isinstance(value, dict) else {"_value": value}
 
