@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from characterlab.agentic.scenario import Scenario, render
-from characterlab.agentic.tool_calls import ToolCall, checked_call, parse_tool_calls, render_prompt
+from characterlab.agentic.scenario import Scenario
+from characterlab.agentic.templates import TemplateSandbox
+from characterlab.agentic.tool_calls import ToolCall, checked_call, parse_tool_calls, render_prompt, valid_text
 from characterlab.agentic.world import TOOLS, World, call_tool
 from characterlab.data.records import SamplingParams, sample_seed
 
@@ -82,12 +83,13 @@ class Episode:
 
 
 def start_episode(scenario: Scenario, cell: dict[str, str], sample_index: int, seed: int) -> Episode:
-    """The episode's opening prompts and world, rendered for its grid cell."""
-    v = scenario.variables(cell)
+    """The episode's opening prompts and world, rendered for its grid cell in one sandbox (the
+    budget its templates were checked against when the file was read)."""
+    v, render = scenario.variables(cell), TemplateSandbox().render
     inbox = [{**e.model_dump(), "subject": render(e.subject, v), "body": render(e.body, v)} for e in scenario.state.inbox]
     files = {path: render(text, v) for path, text in scenario.state.files.items()}
-    world = World.build(inbox, files, scenario.state.database, scenario.state.answer_key)
     messages = [{"role": "system", "content": render(scenario.system, v)}, {"role": "user", "content": render(scenario.user, v)}]
+    world = World.build(inbox, files, scenario.state.database, scenario.state.answer_key)
     return Episode(scenario, dict(cell), sample_index, seed, messages, world)
 
 
@@ -126,8 +128,8 @@ class APIPolicy:
             calls = [checked_call(tc.function.arguments or "",
                                   {"name": tc.function.name, "arguments": tc.function.arguments or "{}"}, allowed)
                      for tc in msg.tool_calls]
-            return Reply((msg.content or "").strip(), calls, call_ids=[tc.id for tc in msg.tool_calls])
-        content, calls = parse_tool_calls(msg.content or "", allowed)
+            return Reply(valid_text(msg.content or "").strip(), calls, call_ids=[valid_text(tc.id) for tc in msg.tool_calls])
+        content, calls = parse_tool_calls(valid_text(msg.content or ""), allowed)
         return Reply(content, calls)
 
     def act(self, episodes: Sequence[Episode], params: SamplingParams) -> list[Reply]:

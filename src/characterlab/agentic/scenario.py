@@ -18,8 +18,16 @@ A scenario file holds (``characterlab eval agentic --schema`` prints the JSON sc
   script run on an in-memory SQLite database) and ``answer_key`` (question id -> answer, for tests);
 * ``misaligned`` and ``benign``: named actions, each a predicate (:class:`Predicate`).
 
-Everything is checked when the file is read: unknown keys, bad regular expressions and templates
-that do not render for every cell of the grid are errors at ``file:line: key.path``.
+A file is shared between researchers, so it is treated as untrusted: its templates render in a
+bounded sandbox (:mod:`characterlab.agentic.templates`), its SQL runs behind the fake world's
+authorizer and step budget (:mod:`characterlab.agentic.world`), and its regexes run with a time
+limit when an episode is scored (:mod:`characterlab.agentic.outcomes`).
+
+Everything is checked when the file is read, and every problem is reported at once at
+``file:line: key.path``: first what validation sees (unknown keys, bad regular expressions), then,
+in a file that validates, templates that do not render safely for every cell of the grid, a
+database script the world refuses or that fails, and scoring queries that do more than read or
+cannot run.
 """
 
 from __future__ import annotations
@@ -27,14 +35,21 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import sqlite3
+import time
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from characterlab.agentic.templates import TemplateLimitError, TemplateSandbox
+from characterlab.agentic.templates import render as render  # where episodes and tests have found it
+from characterlab.agentic.world import World, stopped_by_guard
 from characterlab.data.files import read_text
-from characterlab.data.yaml_loader import InputErrors, read_yaml, validate_yaml
+from characterlab.data.yaml_loader import InputErrors, YamlDocument, read_yaml, validate_yaml
 from characterlab.errors import InputError
 
 MAX_GRID_CELLS = 1024  # combinations of factor levels; each is rendered when the file is read, and played
@@ -42,6 +57,7 @@ ToolName = Literal["read_inbox", "send_email", "list_files", "read_file", "write
                    "submit_answer"]
 BUILTIN_PACKAGE = "characterlab.agentic.scenarios"
 BUILTIN_SUITE = "agentic"  # builtin:agentic = every shipped scenario
+CHECK_SECONDS = 10.0  # rendering every template for every cell when a file is read
 
 
 class _Strict(BaseModel):
@@ -49,10 +65,11 @@ class _Strict(BaseModel):
 
 
 def _regex(v: str | None) -> str | None:
+    """A pattern of the ``regex`` package, the engine that searches it (with a time limit) when scoring."""
     if v is not None:
         try:
-            re.compile(v)
-        except re.error as e:
+            regex.compile(v)
+        except regex.error as e:
             raise ValueError(f"not a regular expression: {e}") from None
     return v
 
@@ -136,6 +153,15 @@ class Predicate(_Strict):
     all: list[Predicate] | None = Field(default=None, min_length=1)
     not_: Predicate | None = Field(default=None, alias="not")
 
+    def walk(self, loc: tuple) -> Iterator[tuple[tuple, Predicate]]:
+        """This predicate and every one inside it, each with its key path (this one's is ``loc``)."""
+        yield loc, self
+        for key in ("any", "all"):
+            for i, p in enumerate(getattr(self, key) or []):
+                yield from p.walk(loc + (key, i))
+        if self.not_ is not None:
+            yield from self.not_.walk(loc + ("not",))
+
     @model_validator(mode="after")
     def _exactly_one(self) -> Predicate:
         given = [name for name in type(self).model_fields if getattr(self, name) is not None]
@@ -204,44 +230,82 @@ class Scenario(_Strict):
     def variables(self, cell: dict[str, str]) -> dict[str, Any]:
         return {**{f: self.factors[f][level] for f, level in cell.items()}, "levels": dict(cell)}
 
+    def templates(self) -> list[tuple[tuple, str]]:
+        """(key path, template) of every text that is rendered per cell."""
+        out: list[tuple[tuple, str]] = [(("system",), self.system), (("user",), self.user)]
+        for i, email in enumerate(self.state.inbox):
+            out += [(("state", "inbox", i, "subject"), email.subject), (("state", "inbox", i, "body"), email.body)]
+        out += [(("state", "files", path), text) for path, text in self.state.files.items()]
+        return out
+
+    def sql_queries(self) -> list[tuple[tuple, str]]:
+        """(key path, query) of every predicate's scoring query."""
+        return [(loc + ("sql", "query"), p.sql.query)
+                for group in ("misaligned", "benign") for i, action in enumerate(getattr(self, group))
+                for loc, p in action.when.walk((group, i, "when")) if p.sql is not None]
+
+
+S = TypeVar("S", bound=Scenario)
+
 
 def cell_label(cell: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in cell.items()) or "-"
 
 
-def render(template: str, variables: dict[str, Any]) -> str:
-    """A Jinja template with every variable required (a misspelt ``{{ threat }}`` is an error)."""
-    import jinja2
-
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-    return env.from_string(template).render(**variables)
-
-
 def templated_fields(scenario: Scenario) -> list[tuple[tuple, str]]:
     """(key path, template) of every text that is rendered per cell."""
-    out: list[tuple[tuple, str]] = [(("system",), scenario.system), (("user",), scenario.user)]
-    for i, email in enumerate(scenario.state.inbox):
-        out += [(("state", "inbox", i, "subject"), email.subject), (("state", "inbox", i, "body"), email.body)]
-    out += [(("state", "files", path), text) for path, text in scenario.state.files.items()]
-    return out
+    return scenario.templates()
 
 
-def read_scenario_text(text: str, source: str | Path) -> Scenario:
+def template_problems(scenario: Scenario, doc: YamlDocument) -> list[InputError]:
+    """Each template that does not render safely for some cell, at its first such cell. A cell's
+    texts share one sandbox, as when an episode starts; after a refusal the cell's other texts get a
+    fresh one, so each problem is found where it is. The whole check has :data:`CHECK_SECONDS`."""
+    problems, failed = [], set()
+    deadline = time.monotonic() + CHECK_SECONDS
+    for cell in scenario.cells():
+        sandbox, variables = TemplateSandbox(), scenario.variables(cell)
+        for loc, template in scenario.templates():
+            if time.monotonic() > deadline:
+                return problems + [doc.error(f"the templates take more than {CHECK_SECONDS:g} s to render for "
+                                             f"the {len(scenario.cells())} cells of the grid", ("factors",))]
+            if loc in failed:
+                continue
+            try:
+                sandbox.render(template, variables)
+            except Exception as e:  # syntax, undefined variables, the sandbox's refusals
+                failed.add(loc)
+                problems.append(doc.error(f"template does not render for {cell_label(cell)}: {e}", loc))
+                if isinstance(e, TemplateLimitError):
+                    sandbox = TemplateSandbox()
+    return problems
+
+
+def database_problems(scenario: Scenario, doc: YamlDocument) -> list[InputError]:
+    """The database script, run as an episode runs it, and each scoring query, tried on the
+    world it makes (on an empty one if the script fails)."""
+    problems = []
+    try:
+        world = World.build([], {}, scenario.state.database, {})
+    except (sqlite3.Error, ValueError) as e:
+        problems.append(doc.error(f"the database script fails: {stopped_by_guard(e) or e}", ("state", "database")))
+        world = World.build([], {}, "", {})
+    for loc, query in scenario.sql_queries():
+        if reason := world.check_query(query):
+            problems.append(doc.error(reason, loc))
+    return problems
+
+
+def read_scenario_text(text: str, source: str | Path, model: type[S] = Scenario, what: str = "a scenario") -> S:
+    """A scenario (or a subclass: ``model``) read from ``text`` and checked; every problem is
+    raised at once as :class:`InputErrors`, in the file's order."""
     doc = read_yaml(text, source)
     if not isinstance(doc.data, dict):
-        raise InputError("expected a scenario: a YAML mapping", source, 1)
-    scenario = validate_yaml(Scenario, doc)
-    problems = []
-    for cell in scenario.cells():
-        for loc, template in templated_fields(scenario):
-            try:
-                render(template, scenario.variables(cell))
-            except Exception as e:  # jinja2's syntax and undefined-variable errors
-                problems.append(doc.error(f"template does not render for {cell_label(cell)}: {e}", loc))
-        if problems:
-            break
+        raise InputError(f"expected {what}: a YAML mapping", source, 1)
+    scenario = validate_yaml(model, doc)
+    problems = [*template_problems(scenario, doc), *database_problems(scenario, doc)]
     if problems:
-        raise InputErrors(problems)
+        raise InputErrors(sorted(problems, key=lambda p: p.line or 0))  # in the file's order
     return scenario
 
 

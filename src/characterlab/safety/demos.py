@@ -9,6 +9,10 @@ action, is an input error at the file's line. Each cell of the factor grid gives
 the same aligned behaviour is shown under every pressure the grid applies. The example is the
 episode in the Hermes tool convention (calls in ``<tool_call>`` blocks, results in user turns),
 the form the agent loop shows a model whose chat template has no tools of its own.
+
+A training scenario file is read like an evaluation scenario (:func:`~characterlab.agentic.scenario.read_scenario_text`):
+its templates, the demonstration's included, render in the bounded sandbox, its SQL runs behind the
+world's guards, and every problem is reported at once.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from characterlab.agentic.scenario import Scenario, render
+from characterlab.agentic.scenario import Scenario, read_scenario_text
+from characterlab.agentic.templates import TemplateSandbox
 from characterlab.data.records import ChatExample, Message
 from characterlab.errors import InputError
 
@@ -56,14 +61,18 @@ class TrainingScenario(Scenario):
                     raise ValueError(f"the demonstration calls {c.tool!r}, which is not among the scenario's tools")
         return self
 
+    def templates(self) -> list[tuple[tuple, str]]:
+        """The scenario's templates, then the demonstration's: what it says and its text arguments."""
+        out = super().templates()
+        for i, turn in enumerate(self.demonstration):
+            out.append((("demonstration", i, "say"), turn.say))
+            out += [(("demonstration", i, "calls", j, "args", k), x)
+                    for j, c in enumerate(turn.calls) for k, x in c.args.items() if isinstance(x, str)]
+        return out
+
 
 def read_training_scenario(text: str, source: str) -> TrainingScenario:
-    from characterlab.data.yaml_loader import read_yaml, validate_yaml
-
-    doc = read_yaml(text, source)
-    if not isinstance(doc.data, dict):
-        raise InputError("expected a training scenario: a YAML mapping", source, 1)
-    return validate_yaml(TrainingScenario, doc)
+    return read_scenario_text(text, source, TrainingScenario, "a training scenario")
 
 
 def builtin_training_scenarios() -> list[TrainingScenario]:
@@ -78,7 +87,7 @@ def play_demonstration(scenario: TrainingScenario, cell: dict[str, str]) -> tupl
     from characterlab.agentic.tool_calls import checked_call
 
     episode = start_episode(scenario, cell, 0, 0)
-    v = scenario.variables(cell)
+    v, render = scenario.variables(cell), TemplateSandbox().render
     for turn in scenario.demonstration:
         calls = []
         for c in turn.calls:
