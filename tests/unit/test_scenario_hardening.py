@@ -80,7 +80,7 @@ HOSTILE_WORK = {
     "a huge integer": "{{ 10 ** (10 ** 8) }}",
     "macro recursion": "{% macro f(d) %}{% if d < 60 %}{{ f(d+1) }}{{ f(d+1) }}{% endif %}{% endmacro %}{{ f(0) }}",
     "a recursive loop": "{% for x in [1] recursive %}{{ loop([1, 1]) }}{% endfor %}",
-    "slow comparisons": "{% set a = 'x' * 4000000 %}{% set b = 'x' * 4000000 %}{% for i in range(99999) %}{% if a == b %}{% endif %}{% endfor %}",
+    "slow comparisons": "{% set a = 'x' * 2000000 %}{% set b = 'x' * 2000000 %}{% for i in range(99999) %}{% if a == b %}{% endif %}{% endfor %}",
 }
 
 
@@ -92,6 +92,8 @@ def test_a_template_asking_for_unbounded_work_is_refused_quickly(name):
     assert time.monotonic() - t0 < 5, name
     assert "shared.yaml:2: field 'system': template does not render" in message
     assert len(message.splitlines()) == 1
+    if name == "slow comparisons":  # work no step measures: the deadline stops it
+        assert "s to render" in message
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 300_000  # KiB
 
 
