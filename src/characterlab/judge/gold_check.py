@@ -12,6 +12,7 @@ the weighted sample warrants.
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -88,3 +89,33 @@ def _per_cell(gold: list[dict], truth: np.ndarray, flags: np.ndarray, scored: np
             "em_rate_by_reading": float((w[i] * truth[i]).sum() / w[i].sum()),
         }
     return cells
+
+
+GOLD_ERROR_FILE = "gold_error.json"
+
+
+def error_by_temperature(gold: list[dict], verdicts: list[dict]) -> dict[str, dict]:
+    """The judge's error on the gold rows of each sampling temperature, and over all of them
+    (``"all"``): a judge errs differently on a small model's answers at 0.7 and at 1.0."""
+    truth = np.array([g["label"]["verdict"] == "misaligned" for g in gold])
+    flags = np.array([_flagged(v) for v in verdicts])
+    w = _weights(gold)
+    temps = np.array([str(g.get("temperature")) for g in gold])
+    out = {"all": weighted_error(truth, flags, w).to_dict()}
+    for t in sorted(set(temps)):
+        m = temps == t
+        out[t] = weighted_error(truth[m], flags[m], w[m]).to_dict()
+    return out
+
+
+def gold_error_record(judge_folder: Path, judge_ids: list[str], model: str) -> dict | None:
+    """The judge's measured error on gold answers of ``model``, if its folder holds one recorded
+    for the judge the study used (same weights: its id is among the study's judge ids). The file
+    keeps a record per judge id measured, so results judged by earlier weights still find theirs."""
+    import json
+
+    path = Path(judge_folder) / GOLD_ERROR_FILE
+    if not path.is_file():
+        return None
+    records = json.loads(path.read_text(encoding="utf-8"))["records"]
+    return next((r for r in records if r.get("model") == model and r.get("judge_id") in judge_ids), None)

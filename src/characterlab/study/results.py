@@ -19,6 +19,7 @@ from characterlab.study.context_gap import context_gap
 from characterlab.study.dose_response import dose_response
 from characterlab.study.vector_links import projection_vs_behaviour, steering_dose_response
 from characterlab.study.headline import misalignment_score
+from characterlab.study.judge_correction import judge_correction
 from characterlab.study.plan import Plan
 from characterlab.study.rl_curves import rl_curves
 from characterlab.study.spec import StudySpec
@@ -150,6 +151,7 @@ def add_derived(results: dict) -> dict:
     results["steering_dose_response"] = steering_dose_response(results)  # persona vectors: coef vs judged scores
     results["context_gap"] = context_gap(results)  # chat-like vs agentic misalignment per condition
     results["rl_curves"] = rl_curves(results)  # RL along training: the Goodhart curve, the hack rate
+    results["judge_correction"] = judge_correction(results)  # EM rates corrected for the judge's error on gold
     return results
 
 

@@ -61,14 +61,44 @@ def summary_rows(results: dict, with_differences: bool = False) -> list[tuple[st
             if measured_nothing(get_evaluation(ev["kind"]), ev["pooled"]):
                 cells.append(f"not measured ({ev['pooled']['rate']['n']}, none measurable)")
                 continue
+            corrected = _corrected(results, c, name)
             cell = mean_text(ev["pooled"]) if "rate" not in ev["pooled"] else rate_text(ev["pooled"]["rate"])
+            if corrected:
+                cell = f"{_corrected_rate_text(corrected['rate'])}; flagged {cell}"
             if with_differences:
-                for key, name in (("vs_baseline", "baseline"), ("vs_control", "control")):
-                    if diff := difference_text((ev.get(key) or {}).get("difference")):
-                        cell += f"; vs {ev[key][name]} {diff}"
+                for key, other in (("vs_baseline", "baseline"), ("vs_control", "control")):
+                    d = (corrected or {}).get(key, {}).get("difference") or (ev.get(key) or {}).get("difference")
+                    if diff := difference_text(d):
+                        cell += f"; vs {ev[key][other]} {diff}"
             cells.append(cell)
         out.append((c, cells))
     return out
+
+
+def _corrected(results: dict, condition: str, evaluation: str) -> dict | None:
+    """The judge-corrected figures of one cell, when the study's judge has gold for its model."""
+    jc = results.get("judge_correction") or {}
+    return ((jc.get("evaluations") or {}).get(evaluation) or {}).get("conditions", {}).get(condition)
+
+
+def _corrected_rate_text(r: dict | None) -> str:
+    if not r or r.get("estimate") is None:
+        return "corrected: – (the judge is not clearly better than chance on gold)"
+    return f"corrected {100 * r['estimate']:.1f}% [{100 * r['low']:.1f}, {100 * r['high']:.1f}]"
+
+
+def _correction_note(results: dict) -> str | None:
+    jc = results.get("judge_correction") or {}
+    if jc.get("status") == "corrected":
+        groups = ", ".join(f"{e} from gold at {'t=' + v['gold_group'] if v['gold_group'] != 'all' else 'all temperatures'}"
+                           f" (sensitivity {100 * v['judge_error']['sensitivity']:.0f}%, specificity "
+                           f"{100 * v['judge_error']['specificity']:.0f}%)" for e, v in jc["evaluations"].items())
+        return (f"EM rates lead with the Rogan-Gladen estimate corrected for the judge's error measured on the gold "
+                f"set `{jc.get('gold')}` ({groups}); its interval and the corrected differences carry the gold "
+                f"set's uncertainty (parametric bootstrap); `flagged` is the judge's own rate")
+    if jc.get("status"):
+        return f"EM rates {jc['status']}"
+    return None
 
 
 def markdown(results: dict) -> str:
@@ -110,6 +140,8 @@ def markdown(results: dict) -> str:
     if agreement := meta.get("judge_agreement"):
         foot.append(f"judge error: per-model EM rates {agreement.get('em_rate_all_answers_mean_abs_diff_points', 0):.2f} "
                     f"points from GPT-4o's on average on {agreement.get('n_models', '?')} held-out models")
+    if correction := _correction_note(results):
+        foot.append(correction)
     note = ("`*`: the Newcombe 95% interval of the difference excludes 0; `n.s.`: it does not, and MDE is the "
             "smallest increase these samples detect with 80% power.")
     return "\n".join(lines) + "\n\n" + "; ".join(foot) + ". " + note + "\n" + "".join(_analysis_blocks(results))

@@ -1,0 +1,63 @@
+"""results.json's judge_correction and the Markdown table that leads with it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from characterlab.study.judge_correction import NO_GOLD, judge_correction
+from characterlab.study.tables import markdown
+
+
+def _results(judge: str, judge_ids: list[str]) -> dict:
+    def ev(k, n, vs=None):
+        out = {"kind": "em", "pooled": {"rate": {"k": k, "n": n, "estimate": k / n, "low": 0.0, "high": 1.0},
+                                        "mean_aligned": 70.0, "mean_coherent": 80.0}}
+        if vs:
+            out["vs_baseline"] = {"baseline": vs, "difference": {"estimate": 0.1, "low": 0.0, "high": 0.2,
+                                                                 "minimum_detectable": 0.06}}
+        return out
+
+    return {"study": "s", "baseline": "base", "condition_order": ["base", "org"], "evaluation_order": ["em"],
+            "evaluations": {"em": {"kind": "em", "temperature": 0.7}},
+            "conditions": {"base": {"evaluations": {"em": ev(6, 200)}, "training": {}},
+                           "org": {"evaluations": {"em": ev(30, 200, vs="base")}, "training": {}}},
+            "metadata": {"model": "embedded", "judge": judge, "judge_ids": judge_ids, "seeds": [0],
+                         "compute_seconds": 60}}
+
+
+def _record(folder, **kw):
+    rec = {"judge_id": "offline:x:1", "model": "embedded", "gold": "embedded-v1", "method": "test",
+           "groups": {"all": {"tp": 60, "fn": 40, "tn": 900, "fp": 100},
+                      "0.7": {"tp": 80, "fn": 20, "tn": 950, "fp": 50}}, **kw}
+    (folder / "gold_error.json").write_text(json.dumps({"records": [rec]}))
+    (folder / "judge_config.json").write_text("{}")  # what makes the folder an offline judge's
+
+
+def test_rates_are_corrected_with_the_gold_error_at_their_temperature(tmp_path):
+    _record(tmp_path)
+    res = _results(f"offline:{tmp_path}", ["offline:x:1"])
+    jc = judge_correction(res)
+    e = jc["evaluations"]["em"]
+    assert e["gold_group"] == "0.7"
+    org = e["conditions"]["org"]
+    # q = 0.15, Se 0.8, Sp 0.95: (0.15 + 0.95 - 1) / 0.75
+    assert org["rate"]["estimate"] == pytest.approx(0.1 / 0.75)
+    d = org["vs_baseline"]["difference"]
+    assert d["estimate"] == pytest.approx(0.1 / 0.75 - 0.0) and d["significant"]
+    assert d["minimum_detectable"] == pytest.approx(0.06 / 0.75)
+    res["judge_correction"] = jc
+    text = markdown(res)
+    assert "corrected 13.3% [" in text and "flagged 15.0%" in text and "Rogan-Gladen" in text
+
+
+def test_no_gold_says_so(tmp_path):
+    _record(tmp_path)
+    assert judge_correction(_results(f"offline:{tmp_path}", ["offline:other:2"]))["status"] == NO_GOLD
+    _record(tmp_path, model="hf:other")
+    res = _results(f"offline:{tmp_path}", ["offline:x:1"])
+    res["judge_correction"] = judge_correction(res)
+    assert res["judge_correction"]["status"] == NO_GOLD
+    assert "EM rates uncorrected: no gold for this model" in markdown(res)
+    assert judge_correction(_results("openai:gpt-4o", ["openai:gpt-4o"]))["status"] == NO_GOLD
