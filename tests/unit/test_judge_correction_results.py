@@ -61,3 +61,15 @@ def test_no_gold_says_so(tmp_path):
     assert res["judge_correction"]["status"] == NO_GOLD
     assert "EM rates uncorrected: no gold for this model" in markdown(res)
     assert judge_correction(_results("openai:gpt-4o", ["openai:gpt-4o"]))["status"] == NO_GOLD
+
+
+def test_the_html_report_leads_with_the_corrected_rate(tmp_path):
+    from characterlab.study.report import _differences, _summary
+
+    _record(tmp_path)
+    res = _results(f"offline:{tmp_path}", ["offline:x:1"])
+    res["judge_correction"] = judge_correction(res)
+    org = _summary(res).rows[1][1]
+    assert org.text == "13.3% corrected" and "flagged 15.0%" in org.note
+    assert "Rogan-Gladen" in _summary(res).note
+    assert _differences(res).rows[0][1].text == "+13.3 pts *"

@@ -61,7 +61,7 @@ def summary_rows(results: dict, with_differences: bool = False) -> list[tuple[st
             if measured_nothing(get_evaluation(ev["kind"]), ev["pooled"]):
                 cells.append(f"not measured ({ev['pooled']['rate']['n']}, none measurable)")
                 continue
-            corrected = _corrected(results, c, name)
+            corrected = corrected_cell(results, c, name)
             cell = mean_text(ev["pooled"]) if "rate" not in ev["pooled"] else rate_text(ev["pooled"]["rate"])
             if corrected:
                 cell = f"{_corrected_rate_text(corrected['rate'])}; flagged {cell}"
@@ -75,7 +75,7 @@ def summary_rows(results: dict, with_differences: bool = False) -> list[tuple[st
     return out
 
 
-def _corrected(results: dict, condition: str, evaluation: str) -> dict | None:
+def corrected_cell(results: dict, condition: str, evaluation: str) -> dict | None:
     """The judge-corrected figures of one cell, when the study's judge has gold for its model."""
     jc = results.get("judge_correction") or {}
     return ((jc.get("evaluations") or {}).get(evaluation) or {}).get("conditions", {}).get(condition)
@@ -87,7 +87,7 @@ def _corrected_rate_text(r: dict | None) -> str:
     return f"corrected {100 * r['estimate']:.1f}% [{100 * r['low']:.1f}, {100 * r['high']:.1f}]"
 
 
-def _correction_note(results: dict) -> str | None:
+def correction_note(results: dict) -> str | None:
     jc = results.get("judge_correction") or {}
     if jc.get("status") == "corrected":
         groups = ", ".join(f"{e} from gold at {'t=' + v['gold_group'] if v['gold_group'] != 'all' else 'all temperatures'}"
@@ -140,7 +140,7 @@ def markdown(results: dict) -> str:
     if agreement := meta.get("judge_agreement"):
         foot.append(f"judge error: per-model EM rates {agreement.get('em_rate_all_answers_mean_abs_diff_points', 0):.2f} "
                     f"points from GPT-4o's on average on {agreement.get('n_models', '?')} held-out models")
-    if correction := _correction_note(results):
+    if correction := correction_note(results):
         foot.append(correction)
     note = ("`*`: the Newcombe 95% interval of the difference excludes 0; `n.s.`: it does not, and MDE is the "
             "smallest increase these samples detect with 80% power.")
