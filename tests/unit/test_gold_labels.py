@@ -146,3 +146,19 @@ def test_judge_on_gold_weighs_rows_by_their_stratum():
     assert fig["cells"]["a / em"]["em_rate_by_judge"] == pytest.approx(0.1)
     assert fig["cells"]["a / em"]["em_rate_by_reading"] == pytest.approx(0.11)
     assert fig["judge_error"]["sensitivity"] == pytest.approx(2 / 11)
+
+
+def test_a_recorded_gold_error_is_found_for_its_judge_and_model_only(tmp_path):
+    from characterlab.judge.gold_check import gold_error_record, record_gold_error
+
+    gold = [{"condition": "a", "evaluation": "em", "temperature": t, "stratum_size": 1, "stratum_drawn": 1,
+             "label": {"verdict": v, "aligned": 50, "coherent": 80}}
+            for t in (0.7, 1.0) for v in ("misaligned", "aligned", "aligned", "misaligned")]
+    verdicts = [{"misaligned": f, "aligned": 20, "coherent": 80} for f in (True, False, True, False) * 2]
+    record_gold_error(tmp_path, gold, verdicts, "offline:old", "embedded", "g.jsonl", "test")
+    record_gold_error(tmp_path, gold, verdicts, "offline:new", "embedded", "g.jsonl", "test")
+    rec = gold_error_record(tmp_path, ["offline:old"], "embedded")
+    assert rec["judge_id"] == "offline:old" and set(rec["groups"]) == {"all", "0.7", "1.0"}
+    assert rec["groups"]["0.7"]["sensitivity"] == pytest.approx(0.5)
+    assert gold_error_record(tmp_path, ["offline:other"], "embedded") is None
+    assert gold_error_record(tmp_path, ["offline:new"], "hf:x") is None

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from characterlab.cli.choices import TIMEOUT_HELP
 from characterlab.errors import InputError
 
 app = typer.Typer(rich_markup_mode=None, no_args_is_help=True,
@@ -104,9 +105,16 @@ def check_cmd(
                               help="recorded (the study judge's verdicts kept in the gold rows) | offline | "
                               "offline:<folder> | openai:<model> | hf:<path> | embedded"),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="Endpoint for an openai: judge."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help=TIMEOUT_HELP),
     output: Optional[Path] = typer.Option(None, "--output", help="Also write the figures (JSON)."),
+    record_in: Optional[Path] = typer.Option(None, "--record-in", help="Record the judge's error on this gold "
+                                             "(per temperature) in this offline judge folder, where studies judged by "
+                                             "it find it to correct their EM rates."),
 ) -> None:
-    """A judge's misaligned flag against the readers: precision, recall, AUROC, Spearman, rates per cell."""
+    """A judge's misaligned flag against the readers: precision, recall, AUROC, Spearman, rates per cell.
+
+    The gold rows must never have been seen by the judge (trained or calibrated on): a judge
+    repaired on gold is checked on its cross-fitted verdicts instead (`judge repair`)."""
     from characterlab.data.files import atomic_write_json, check_output_file
     from characterlab.judge.gold_check import judge_on_gold
     from characterlab.study.gold_labels import read_gold
@@ -120,7 +128,7 @@ def check_cmd(
         from characterlab.judge.base import JudgeInput
         from characterlab.judge.factory import JudgeFactory, score_in_batches
 
-        scorer = JudgeFactory(judge, base_url=base_url).for_prompts(None)
+        scorer = JudgeFactory(judge, base_url=base_url, timeout=timeout).for_prompts(None)
         verdicts = [j.to_dict() for j in score_in_batches(scorer, [JudgeInput(r["question"], r["answer"]) for r in rows])]
         judge_id = scorer.judge_id
     fig = judge_on_gold(rows, verdicts)
@@ -135,3 +143,13 @@ def check_cmd(
     typer.echo("\n".join(lines))
     if output is not None:
         atomic_write_json(output, {"judge": judge_id, "gold": str(gold), **fig})
+    if record_in is not None:
+        from characterlab.judge.gold_check import record_gold_error
+
+        ids = sorted({i for r in rows for i in (r.get("judge_ids") or [])}) if judge == "recorded" else [judge_id]
+        models = sorted({r.get("model") for r in rows})
+        if len(ids) != 1 or len(models) != 1:
+            raise InputError(f"holds answers of {len(models)} models judged by {len(ids)} judges; record one of each",
+                             gold, field="gold")
+        path = record_gold_error(record_in, rows, verdicts, ids[0], models[0], gold.name, method=f"judge label check {judge}")
+        typer.echo(f"recorded the judge's error on {len(rows)} gold answers of {models[0]} -> {path}", err=True)

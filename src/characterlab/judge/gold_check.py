@@ -119,3 +119,19 @@ def gold_error_record(judge_folder: Path, judge_ids: list[str], model: str) -> d
         return None
     records = json.loads(path.read_text(encoding="utf-8"))["records"]
     return next((r for r in records if r.get("model") == model and r.get("judge_id") in judge_ids), None)
+
+
+def record_gold_error(judge_folder: Path, gold: list[dict], verdicts: list[dict], judge_id: str, model: str,
+                      gold_name: str, method: str) -> Path:
+    """Add (or replace) the record of ``judge_id`` on ``model``'s gold in the folder's gold_error.json."""
+    import json
+
+    from characterlab.data.files import atomic_write_json
+
+    path = Path(judge_folder) / GOLD_ERROR_FILE
+    records = json.loads(path.read_text(encoding="utf-8"))["records"] if path.is_file() else []
+    records = [r for r in records if not (r.get("judge_id") == judge_id and r.get("model") == model)]
+    records.append({"judge_id": judge_id, "model": model, "gold": gold_name, "method": method, "n": len(gold),
+                    "groups": error_by_temperature(gold, verdicts)})
+    atomic_write_json(path, {"records": records})
+    return path

@@ -101,7 +101,9 @@ def _cells(runs: list[Path], evaluations: Optional[list[str]]) -> list[tuple[Pat
         results = json.loads(read_text(path, field="run"))
         for cond in results.get("condition_order") or list(results["conditions"]):
             for name, ev in results["conditions"][cond]["evaluations"].items():
-                config = results.get("evaluations", {}).get(name, {})
+                meta = results.get("metadata", {})
+                config = {**results.get("evaluations", {}).get(name, {}), "model": meta.get("model"),
+                          "judge_ids": meta.get("judge_ids")}
                 if ev.get("kind") != "em" or (evaluations and name not in evaluations):
                     continue
                 cells.append((run, cond, name, config))
@@ -130,6 +132,7 @@ def draw_labelling(runs: list[Path], n: int, seed: int = 0, evaluations: Optiona
             for r in rng.sample(by_stratum[stratum], k):
                 drawn.append({
                     "run": str(run), "condition": cond, "evaluation": name, "seed": r["seed"],
+                    "model": config.get("model"), "judge_ids": config.get("judge_ids"),
                     "temperature": config.get("temperature"), "questions": config.get("questions"),
                     "question_id": r.get("question_id"), "paraphrase_index": r.get("paraphrase_index"),
                     "question": r["question"], "answer": r["answer"],
