@@ -35,12 +35,13 @@ def export_cmd(
     second_pass: Optional[int] = typer.Option(None, "--second-pass", min=1,
                                               help="Instead: draw this many rows of an imported gold file (--from) "
                                               "for a second, independent reading."),
-    from_gold: Optional[Path] = typer.Option(None, "--from", help="The imported gold file of a --second-pass."),
+    from_gold: Optional[Path] = typer.Option(None, "--from", help="What a --second-pass draws from: an imported "
+                                             "gold file, or a labelling file's key (so both readings can go on at once)."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Draw answers stratified by cell and by the judge's score; the reader sees only question and answer."""
     from characterlab.data.files import check_output_file
-    from characterlab.study.gold_labels import draw_labelling, read_gold, second_pass_rows
+    from characterlab.study.gold_labels import draw_labelling, read_key_or_gold, second_pass_rows
 
     check_output_file(out, "out")
     if (second_pass is None) != (from_gold is None):
@@ -48,7 +49,7 @@ def export_cmd(
     if second_pass is not None:
         if runs:
             raise InputError("a --second-pass draws from --from, not from run folders", field="runs")
-        key_rows = second_pass_rows(read_gold(from_gold), second_pass, seed)
+        key_rows = second_pass_rows(read_key_or_gold(from_gold), second_pass, seed)
     else:
         if not runs:
             raise InputError("give at least one run folder", field="runs")

@@ -228,6 +228,17 @@ def read_gold(path: Path) -> list[dict]:
     return rows
 
 
+def read_key_or_gold(path: Path) -> list[dict]:
+    """The rows of a labelling key or of a gold file (labels are dropped by a second pass anyway)."""
+    rows = []
+    for lineno, row in _read_rows(path, "from"):
+        for field in ("id", "answer_hash", "question", "answer"):
+            if field not in row:
+                raise InputError("missing: not a labelling key or gold file", path, lineno, field)
+        rows.append(row)
+    return rows
+
+
 def second_pass_rows(gold: list[dict], k: int, seed: int = 0) -> list[dict]:
     """``k`` rows of a gold set as key rows again (labels dropped), in a new random order, for a
     second reading that must not see the first; ids are kept so the two readings join."""
