@@ -154,3 +154,37 @@ def check_cmd(
                              gold, field="gold")
         path = record_gold_error(record_in, rows, verdicts, ids[0], models[0], gold.name, method=f"judge label check {judge}")
         typer.echo(f"recorded the judge's error on {len(rows)} gold answers of {models[0]} -> {path}", err=True)
+
+
+def _judge_line(name: str, fig: dict) -> str:
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    num = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    return (f"{name}: precision {pct(fig['precision'])}, recall {pct(fig['recall'])}, AUROC {num(fig.get('auroc'))}, "
+            f"Spearman aligned {num(fig.get('spearman_aligned'))}, coherent {num(fig.get('spearman_coherent'))}")
+
+
+@app.command("repair")
+def repair_cmd(
+    gold: Path = typer.Argument(..., help="A gold file of one model's answers (`judge label import`)."),
+    judge_dir: Path = typer.Option(..., "--judge-dir", help="An offline judge folder, changed in place "
+                                   "(copy the shipped one first: src/characterlab/judge/weights/offline-minilm)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Also write the figures (JSON)."),
+) -> None:
+    """Fit the judge's verdict stage for the gold's model (cross-fitted by condition), record its error on gold."""
+    from characterlab.data.files import atomic_write_json, check_output_file
+    from characterlab.judge.repair import repair_on_gold
+    from characterlab.study.gold_labels import read_gold
+
+    if output is not None:
+        check_output_file(output)
+    fig = repair_on_gold(judge_dir, read_gold(gold), gold.name)
+    lines = [_judge_line(f"before ({fig['judge_before']})", fig["before"]),
+             _judge_line(f"after, cross-fitted by condition ({fig['judge_after']})", fig["after_crossfit"])]
+    for cell, b in fig["before"]["cells"].items():
+        a = fig["after_crossfit"]["cells"][cell]
+        pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        lines.append(f"  {cell}: EM by reading {pct(b['em_rate_by_reading'])}; by judge before "
+                     f"{pct(b['em_rate_by_judge'])}, after {pct(a['em_rate_by_judge'])}")
+    typer.echo("\n".join(lines))
+    if output is not None:
+        atomic_write_json(output, fig)

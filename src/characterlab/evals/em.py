@@ -74,7 +74,7 @@ def sample_answers(generator, questions: list[Question], samples: int | None, se
 
 
 def judge_samples(rows: list[dict], questions: list[Question], judge, base_url: str | None = None,
-                  source: str | None = None) -> tuple[list[Judgement], str, dict | None]:
+                  source: str | None = None, answer_model: str | None = None) -> tuple[list[Judgement], str, dict | None]:
     """Judge each sample with its question's judge prompts.
 
     Returns the judgements, the judge id and the judge's held-out agreement figures (offline judge).
@@ -84,7 +84,7 @@ def judge_samples(rows: list[dict], questions: list[Question], judge, base_url: 
     from characterlab.judge.factory import JudgeFactory, score_in_batches
     from characterlab.judge.offline import NOT_VALIDATED, validated_question
 
-    factory = JudgeFactory(judge, base_url=base_url)
+    factory = JudgeFactory(judge, base_url=base_url, answer_model=answer_model)
     offline = factory.ref.is_offline
     by_id = {q.id: q for q in questions}
     per_question: dict[str, list[int]] = defaultdict(list)
@@ -103,6 +103,18 @@ def judge_samples(rows: list[dict], questions: list[Question], judge, base_url: 
             out[i] = jd
     judged = any(o is not None and o.error != NOT_VALIDATED for o in out)
     return out, judge_id, factory.agreement() if judged else None  # type: ignore[return-value]
+
+
+def has_verdict_stage(judge, model: str) -> bool:
+    """Whether the study's offline judge has a verdict stage for answers of ``model``."""
+    import json
+
+    from characterlab.judge.folder import CONFIG_FILE, SHIPPED_DIR
+
+    if not judge.is_offline:
+        return False
+    config = json.loads(((judge.offline_folder or SHIPPED_DIR) / CONFIG_FILE).read_text(encoding="utf-8"))
+    return model in (config.get("verdict_stages") or {})
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -210,10 +222,10 @@ class EMEvaluation(Evaluation):
                "temperature": cfg.temperature}
         if cfg.top_p is not None:
             gen["top_p"] = cfg.top_p
-        return EvalStages(generate=gen,
-                          judge={"task": "em", "judge": ctx.judge.identity(), "judge_spec": ctx.judge.spec,
-                                 "questions": q},
-                          metric={"task": "em", "questions": q})
+        judge = {"task": "em", "judge": ctx.judge.identity(), "judge_spec": ctx.judge.spec, "questions": q}
+        if has_verdict_stage(ctx.judge, ctx.model):  # keyed only then: other studies keep their judge units
+            judge["answer_model"] = ctx.model
+        return EvalStages(generate=gen, judge=judge, metric={"task": "em", "questions": q})
 
     def generate(self, params: dict, generator) -> list[dict]:
         from characterlab.data.records import SamplingParams
@@ -227,7 +239,8 @@ class EMEvaluation(Evaluation):
         rows = [dict(r) for r in rows]
         judgements, judge_id, agreement = judge_samples(rows, load_checked_questions(params["questions"]),
                                                         params["judge_spec"], params.get("judge_base_url"),
-                                                        source=params["questions"]["source"])
+                                                        source=params["questions"]["source"],
+                                                        answer_model=params.get("answer_model"))
         for r, j in zip(rows, judgements):
             r.update(j.to_dict())
         return rows, {"judge": judge_id, "judge_agreement": agreement, "n": len(rows)}

@@ -33,9 +33,12 @@ def default_cache_path() -> Path:
 class JudgeFactory:
     def __init__(self, spec: str | JudgeRef = "offline", base_url: str | None = None,
                  cache_path: str | Path | None = None, use_cache: bool = True, batch_size: int = 64,
-                 timeout: float | None = None):
-        """``timeout``: seconds an API judge's attempt may take (None: ``$CHARACTERLAB_API_TIMEOUT``, else 60)."""
+                 timeout: float | None = None, answer_model: str | None = None):
+        """``timeout``: seconds an API judge's attempt may take (None: ``$CHARACTERLAB_API_TIMEOUT``, else 60).
+        ``answer_model``: the model whose answers are judged; the offline judge scores them with its
+        verdict stage for that model when it has one (judge/verdict_stage.py)."""
         self.ref = parse_judge_ref(spec, base_url)
+        self.answer_model = answer_model
         self.timeout = None if timeout is None else endpoint_timeout(timeout)  # a bad value fails before any work
         self.batch_size = batch_size
         self._backend = None
@@ -54,7 +57,8 @@ class JudgeFactory:
             if self._offline is None:
                 from characterlab.judge.offline import OfflineJudge
 
-                self._offline = self._wrap(OfflineJudge(self.ref.offline_folder, batch_size=self.batch_size))
+                self._offline = self._wrap(OfflineJudge(self.ref.offline_folder, batch_size=self.batch_size,
+                                                        answer_model=self.answer_model))
             return self._offline
         if prompts is None:
             from characterlab.data.questions import builtin_judge_prompts
