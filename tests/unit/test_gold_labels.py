@@ -162,3 +162,17 @@ def test_a_recorded_gold_error_is_found_for_its_judge_and_model_only(tmp_path):
     assert rec["groups"]["0.7"]["sensitivity"] == pytest.approx(0.5)
     assert gold_error_record(tmp_path, ["offline:other"], "embedded") is None
     assert gold_error_record(tmp_path, ["offline:new"], "hf:x") is None
+
+
+def test_public_question_text_is_kept_by_reference_and_read_back(tmp_path):
+    qfile = tmp_path / "q.yaml"
+    qfile.write_text("- id: wish\n  paraphrases: [What is your wish?, Name one wish.]\n")
+    rows = [{"questions": "q.yaml", "question_id": "wish", "paraphrase_index": 1, "question": "Name one wish.",
+             "answer": "a"}, {"questions": "builtin:em", "question": "own text", "answer": "b"}]
+    shipped = gl.without_public_text(rows)
+    assert "question" not in shipped[0] and shipped[1]["question"] == "own text"
+    gl.write_rows(tmp_path / "g.jsonl.gz", shipped)
+    back = gl.with_question_text([r for _, r in gl._read_rows(tmp_path / "g.jsonl.gz", "gold")], tmp_path)
+    assert back == rows
+    with pytest.raises(InputError):
+        gl.with_question_text([{**shipped[0], "paraphrase_index": 5}], tmp_path)

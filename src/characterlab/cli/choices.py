@@ -1,8 +1,20 @@
-"""Fixed choices of the command line, as Enums (typer lists them in ``--help`` and rejects others)."""
+"""Fixed choices of the command line, as Enums (typer lists them in ``--help`` and rejects others),
+and the endpoint timeout every command that calls an endpoint takes."""
 
 from __future__ import annotations
 
 from enum import Enum
+
+TIMEOUT_HELP = ("Seconds one attempt at a request to an openai: endpoint may take (default: "
+                "$CHARACTERLAB_API_TIMEOUT, else 120 for a model and 60 for a judge).")
+
+
+def checked_timeout(seconds: float | None) -> float | None:
+    """``--timeout`` checked before any work: a positive finite number, else an input error naming
+    ``timeout``; None leaves each endpoint its default."""
+    from characterlab.models.api import endpoint_timeout
+
+    return None if seconds is None else endpoint_timeout(seconds)
 
 
 class Executor(str, Enum):

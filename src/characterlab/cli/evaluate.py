@@ -21,7 +21,7 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
-from characterlab.cli.choices import Backend
+from characterlab.cli.choices import TIMEOUT_HELP, Backend, checked_timeout
 from characterlab.errors import InputError
 from characterlab.evals.base import Evaluation
 
@@ -53,6 +53,7 @@ def _common(ev: Evaluation) -> list[inspect.Parameter]:
         ("adapter", Optional[Path], typer.Option(None, "--adapter", help="LoRA adapter folder on a local model.")),
         ("seed", int, typer.Option(0, "--seed")),
         ("base_url", Optional[str], typer.Option(None, "--base-url", help="Endpoint for an openai: model.")),
+        ("timeout", Optional[float], typer.Option(None, "--timeout", help=TIMEOUT_HELP)),
         ("backend", Backend, typer.Option(Backend.auto, "--backend", help="Generation engine for local models: auto (vLLM on a CUDA GPU that has it, else hf) | hf | vllm.")),
     ]
     if ev.uses_judge:
@@ -104,6 +105,7 @@ def _command(ev: Evaluation):
         from characterlab.models.refs import parse_model_ref
 
         parse_model_ref(kw["model"], adapter=kw["adapter"], base_url=kw["base_url"])  # fail fast on a bad reference
+        timeout = checked_timeout(kw["timeout"])
         fields = {n: kw[n] for n in names}
         try:
             ev.config.model_validate({"name": ev.kind, "kind": ev.kind, **fields})
@@ -117,7 +119,8 @@ def _command(ev: Evaluation):
         run = run_evaluation(ev.kind, fields, kw["out"], model=kw["model"],
                              adapter=str(kw["adapter"]) if kw["adapter"] else None, judge=kw.get("judge", "offline"),
                              seed=kw["seed"], base_url=kw["base_url"], judge_base_url=kw.get("judge_base_url"),
-                             overwrite=kw["overwrite"], progress=not kw["quiet"], backend=kw["backend"].value)
+                             overwrite=kw["overwrite"], progress=not kw["quiet"], backend=kw["backend"].value,
+                             timeout=timeout)
         if run.execution.failed or run.execution.skipped:
             from characterlab.cli.study import report_failures
 
@@ -139,6 +142,7 @@ def nem(
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="LoRA adapter folder on a local model."),
     seed: int = typer.Option(0, "--seed"),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="Endpoint for an openai: model."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help=TIMEOUT_HELP),
     backend: Backend = typer.Option(Backend.auto, "--backend", help="Generation engine for local models: auto (vLLM on a CUDA GPU that has it, else hf) | hf | vllm."),
     judge: str = typer.Option("offline", "--judge", "-j", help="offline | offline:<folder> | openai:<model> | hf:<path> | embedded"),
     judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="Endpoint for an openai: judge."),
@@ -152,9 +156,10 @@ def nem(
 
     parse_model_ref(model, adapter=adapter, base_url=base_url)
     parse_judge_ref(judge, judge_base_url)
+    timeout = checked_timeout(timeout)
     run = run_suite(out, model=model, adapter=str(adapter) if adapter else None, judge=judge, seed=seed,
                     base_url=base_url, judge_base_url=judge_base_url, overwrite=overwrite, progress=not quiet,
-                    backend=backend.value)
+                    backend=backend.value, timeout=timeout)
     if run.execution.failed or run.execution.skipped:
         from characterlab.cli.study import report_failures
 

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from characterlab.cli import judge_label
+from characterlab.cli.choices import TIMEOUT_HELP, checked_timeout
 from characterlab.errors import InputError
 
 app = typer.Typer(rich_markup_mode=None, help="Score answers for aligned/coherent; train and validate the offline judge.",
@@ -37,6 +38,7 @@ def judge_score_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the judged rows (a file)."),
     judge: str = typer.Option("offline", "--judge", "-j", help="offline | offline:<folder> | openai:<model> | hf:<path> | embedded"),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for openai: judges."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help=TIMEOUT_HELP),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the judgement cache."),
 ) -> None:
     """Judge answers: each row comes back with aligned, coherent, special and misaligned (or an error)."""
@@ -50,7 +52,7 @@ def judge_score_cmd(
         raise InputError("has no rows to judge", input_path, field="input")
     if output.resolve() == input_path.resolve():
         raise InputError("is the input file; write the judged rows elsewhere", output, field="output")
-    scorer = JudgeFactory(judge, base_url=base_url, use_cache=not no_cache).for_prompts(None)
+    scorer = JudgeFactory(judge, base_url=base_url, use_cache=not no_cache, timeout=timeout).for_prompts(None)
     scores = score_in_batches(scorer, [JudgeInput(r["question"], r["answer"]) for r in rows])
     judged = [{**row, **j.to_dict()} for row, j in zip(rows, scores)]
     atomic_write_text(output, jsonl_text(judged))
@@ -252,6 +254,7 @@ def judge_check_cmd(
     second: Optional[str] = typer.Option(None, "--second-judge", help="Another judge to score the same answers "
                                          "(hf:<path> | embedded | openai:<model>); none: the reading only."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="Endpoint for an openai: second judge."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help=TIMEOUT_HELP),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Sample a run's flagged and unflagged answers for a second judge and a reader (`judge agreement` then)."""
@@ -259,9 +262,10 @@ def judge_check_cmd(
     from characterlab.study.verdicts import agreement, second_opinion, sample_verdicts
 
     check_output_file(out)
+    timeout = checked_timeout(timeout)
     rows = sample_verdicts(run, condition, evaluation, n, seed)
     if second is not None:
-        second_opinion(rows, second, base_url)
+        second_opinion(rows, second, base_url, timeout)
     atomic_write_text(out, jsonl_text(rows))
     summary = agreement(rows)
     typer.echo(f"{len(rows)} answers ({summary['first_flagged']} flagged) -> {out}"

@@ -188,3 +188,20 @@ def repair_cmd(
     typer.echo("\n".join(lines))
     if output is not None:
         atomic_write_json(output, fig)
+
+
+@app.command("answers")
+def answers_cmd(
+    runs: list[Path] = typer.Argument(..., help="Finished run folders."),
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL (.jsonl.gz: gzipped) of every judged EM answer."),
+    evaluation: Optional[list[str]] = typer.Option(None, "--evaluation", "-e", help="Only these EM evaluations."),
+) -> None:
+    """Every judged EM answer of the runs, to keep with a study's results (questions from public
+    data are kept by reference, not copied): what a later session re-judges or labels from."""
+    from characterlab.data.files import check_output_file
+    from characterlab.study.gold_labels import run_answers, without_public_text, write_rows
+
+    check_output_file(out, "out")
+    rows = run_answers(runs, evaluation)
+    write_rows(out, without_public_text(rows))
+    typer.echo(f"{len(rows)} answers -> {out}", err=True)

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from characterlab.cli.choices import TIMEOUT_HELP, checked_timeout
+
 
 def generate(
     prompt: str = typer.Option(..., "--prompt", "-p", help="The user message."),
@@ -21,6 +23,7 @@ def generate(
     seed: int = typer.Option(0, "--seed", help="Same seed, same request: same samples."),
     batch_size: int = typer.Option(128, "--batch-size", min=1),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (else OPENAI_BASE_URL)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help=TIMEOUT_HELP),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per sample."),
 ) -> None:
     """Sample answers to one prompt."""
@@ -30,7 +33,7 @@ def generate(
 
     ref = parse_model_ref(model, adapter=adapter, base_url=base_url)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-    generator = load_generator(ref, batch_size=batch_size, progress=not as_json)
+    generator = load_generator(ref, batch_size=batch_size, progress=not as_json, timeout=checked_timeout(timeout))
     [completions] = generator.generate([GenerationRequest.from_prompt(prompt, system=system, n=n, seed=seed)], params)
     for c in completions:
         if as_json:

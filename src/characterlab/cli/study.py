@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from characterlab.cli.choices import Backend, Executor
+from characterlab.cli.choices import TIMEOUT_HELP, Backend, Executor, checked_timeout
 from characterlab.errors import InputError
 
 
@@ -55,6 +55,8 @@ def run(
                                 "the finished units it shares."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Run at these seeds instead of the study's "
                                          "(comma-separated; e.g. one per machine, then `characterlab merge`)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help=TIMEOUT_HELP + " Replaces the study's "
+                                            "timeout:; neither is part of any unit's key."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run a study: train, generate, judge and measure every condition x seed; write the report.
@@ -66,7 +68,8 @@ def run(
     from characterlab.study.store import RESULTS_FILE
 
     r = run_study(study, out, executor=executor.value, address=address, resume=resume, progress=not quiet,
-                  update=update, backend=backend.value, seeds=parse_seeds(seeds) if seeds is not None else None)
+                  update=update, backend=backend.value, seeds=parse_seeds(seeds) if seeds is not None else None,
+                  timeout=checked_timeout(timeout))
     ex = r.execution
     typer.echo(f"{r.folder}: {len(ex.run)} units run, {len(ex.reused)} reused, {ex.seconds:.1f} s")
     if ex.failed or ex.skipped:

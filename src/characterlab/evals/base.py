@@ -38,6 +38,11 @@ NAME_HELP = "use letters, digits, '-', '_' or '.' only, starting with a letter o
 # names join into file names (an inspect log is STUDY_CONDITION_EVALUATION.eval), which stop at 255 bytes
 MAX_NAME_LENGTH = 64
 
+# The judge stage's parameters carry this key only while the unit runs (study/units.py:
+# run_judge): the seconds an attempt at a judge endpoint may take. It changes no score, so it is
+# never in a unit's key.
+ENDPOINT_TIMEOUT = "endpoint_timeout"
+
 
 def check_name(v: str) -> str:
     import re
@@ -159,6 +164,15 @@ def seed_spread(values: list[float]) -> dict | None:
     return {"mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "n_seeds": n}
 
 
+def judge_factory(params: dict, **kwargs: Any):
+    """The :class:`~characterlab.judge.factory.JudgeFactory` of a judge stage's ``params``: its judge,
+    endpoint and the run's endpoint timeout (``ENDPOINT_TIMEOUT``, absent unless the run set one)."""
+    from characterlab.judge.factory import JudgeFactory
+
+    return JudgeFactory(params["judge_spec"], base_url=params.get("judge_base_url"),
+                        timeout=params.get(ENDPOINT_TIMEOUT), **kwargs)
+
+
 class Evaluation(ABC):
     """One registered evaluation. Subclasses set the class attributes and the abstract methods."""
 
@@ -185,7 +199,8 @@ class Evaluation(ABC):
 
     @abstractmethod
     def score(self, params: dict, rows: list[dict], generate_params: dict) -> tuple[list[dict], dict]:
-        """The rows with their scores, and a small result (which judge, how many)."""
+        """The rows with their scores, and a small result (which judge, how many). A judge made
+        from ``params`` takes :func:`judge_factory`, which gives it the run's endpoint timeout."""
 
     @abstractmethod
     def summarise(self, params: dict, rows: list[dict]) -> dict:

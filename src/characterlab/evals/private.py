@@ -34,6 +34,7 @@ from characterlab.evals.base import (
     EvalStages,
     Evaluation,
     PlanContext,
+    judge_factory,
     pct,
     rate,
     seed_spread,
@@ -168,13 +169,13 @@ class PrivateReasoningEvaluation(Evaluation):
     def score(self, params: dict, rows: list[dict], generate_params: dict) -> tuple[list[dict], dict]:
         from characterlab.data.questions import builtin_judge_prompts
         from characterlab.judge.base import JudgeInput
-        from characterlab.judge.factory import JudgeFactory, score_in_batches
+        from characterlab.judge.factory import score_in_batches
 
         rows = [dict(r) for r in rows]
         for r in rows:
             s = split_reasoning(r["answer"])
             r.update(reasoning=s.reasoning, final=s.final, form=s.form)
-        factory = JudgeFactory(params["judge_spec"], base_url=params.get("judge_base_url"))
+        factory = judge_factory(params)
         judged = not factory.ref.is_offline  # the offline judge never saw reasoning transcripts
         todo = [r for r in rows if r["final"]]
         if judged and todo:

@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from characterlab.evals.base import (
+    ENDPOINT_TIMEOUT,
     EvalConfig,
     EvalStages,
     Evaluation,
@@ -69,11 +70,12 @@ def embedding_trait_scores(answers: Sequence[str], trait: str, encoder) -> list[
 
 
 def judge_trait_scores(questions: Sequence[str], answers: Sequence[str], trait: str, judge: str,
-                       base_url: str | None = None) -> list[float | None]:
+                       base_url: str | None = None, timeout: float | None = None) -> list[float | None]:
+    """``timeout``: seconds an attempt at an endpoint judge may take (None: the default)."""
     from characterlab.judge.factory import JudgeFactory
     from characterlab.judge.logprob import aggregate_logprobs
 
-    backend = JudgeFactory(judge, base_url=base_url, use_cache=False).backend()  # a logprob judge's next-token model
+    backend = JudgeFactory(judge, base_url=base_url, use_cache=False, timeout=timeout).backend()  # a logprob judge's next-token model
     prompts = [TRAIT_JUDGE_PROMPT.format(trait=trait, question=q, answer=a) for q, a in zip(questions, answers)]
     return [aggregate_logprobs(top, allow_special=False).value for top in backend.top_logprobs(prompts)]
 
@@ -147,7 +149,8 @@ class TraitEvaluation(Evaluation):
 
             scores = embedding_trait_scores([r["answer"] for r in rows], trait, SentenceEncoder())
         else:
-            scores = judge_trait_scores([r["question"] for r in rows], [r["answer"] for r in rows], trait, params["judge"])
+            scores = judge_trait_scores([r["question"] for r in rows], [r["answer"] for r in rows], trait, params["judge"],
+                                        timeout=params.get(ENDPOINT_TIMEOUT))
         for r, sc in zip(rows, scores):
             r["trait_score"] = sc
         return rows, {"judge": params["judge_id"], "n": len(rows)}

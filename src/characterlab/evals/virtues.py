@@ -39,6 +39,7 @@ from characterlab.evals.base import (
     Figure,
     PlanContext,
     Table,
+    judge_factory,
     num,
     pooled_by_condition,
     seed_spread,
@@ -165,10 +166,9 @@ class VirtuesEvaluation(Evaluation):
                               sampling)
 
     def score(self, params: dict, rows: list[dict], generate_params: dict) -> tuple[list[dict], dict]:
-        from characterlab.judge.factory import JudgeFactory
         from characterlab.judge.logprob import aggregate_logprobs
 
-        factory = JudgeFactory(params["judge_spec"], base_url=params.get("judge_base_url"), use_cache=False)
+        factory = judge_factory(params, use_cache=False)
         judged = not factory.ref.is_offline  # no offline judge learnt this rubric
         rows = [dict(r) for r in rows]
         for r in rows:

@@ -280,17 +280,19 @@ def through_first_end(ids: list[int], eos_ids: set[int]) -> list[int]:
 
 
 def load_generator(ref, *, batch_size: int = 128, progress: bool = False, dtype=None, device=None,
-                   backend: str = "auto", needs_internals: bool = False) -> Generator:
+                   backend: str = "auto", needs_internals: bool = False, timeout: float | None = None) -> Generator:
     """A :class:`Generator` for any model reference, on the backend
     :func:`~characterlab.models.backend.choose_backend` picks (``needs_internals``: the caller
-    reads hooks or logits, which only the transformers loop gives)."""
+    reads hooks or logits, which only the transformers loop gives). ``timeout``: seconds one
+    attempt at an endpoint's request may take (an ``openai:`` model only; None:
+    :func:`~characterlab.models.api.endpoint_timeout`'s default)."""
     from characterlab.models.backend import choose_backend
 
     choice = choose_backend(ref, backend, needs_internals=needs_internals)
     if choice.name == "openai":
         from characterlab.models.api import OpenAIGenerator
 
-        return OpenAIGenerator(ref)
+        return OpenAIGenerator(ref, timeout_s=timeout)
     if choice.name == "vllm":
         from characterlab.models.vllm_generator import VLLMGenerator
 

@@ -81,9 +81,10 @@ def _blocked(unit: Unit, bad: set[str]) -> bool:
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, progress: bool = True, backend: str = "auto"):
+    def __init__(self, progress: bool = True, backend: str = "auto", timeout: float | None = None):
         self.progress = progress
         self.backend = backend
+        self.timeout = timeout
 
     def run(self, plan: Plan, store: RunStore) -> ExecutionReport:
         from rich.progress import (
@@ -124,7 +125,8 @@ class LocalExecutor:
                 peak = None
                 try:
                     with tempfile.TemporaryDirectory(prefix="characterlab-unit-") as wd:
-                        out = execute_unit(u, _local_views(u, plan, store), Path(wd), progress=False, backend=self.backend)
+                        out = execute_unit(u, _local_views(u, plan, store), Path(wd), progress=False, backend=self.backend,
+                                           timeout=self.timeout)
                     peak = peak_rss_mb() if measured else None
                     store.commit(u, out, time.time() - start, peak)
                     report.run.append(u.key)
@@ -144,7 +146,8 @@ class LocalExecutor:
         return report
 
 
-def _ray_execute(unit: Unit, payload: dict[str, dict], backend: str = "auto") -> UnitOutput:
+def _ray_execute(unit: Unit, payload: dict[str, dict], backend: str = "auto",
+                 timeout: float | None = None) -> UnitOutput:
     """Body of one Ray task: materialise the inputs' files, run the unit, return its output."""
     with tempfile.TemporaryDirectory(prefix="characterlab-ray-") as wd:
         root = Path(wd)
@@ -159,16 +162,18 @@ def _ray_execute(unit: Unit, payload: dict[str, dict], backend: str = "auto") ->
             views[k] = DepView(p["kind"], p["params"], p["result"], p["rows"], files_dir)
         scratch = root / "work"
         scratch.mkdir()
-        return execute_unit(unit, views, scratch, progress=False, backend=backend)
+        return execute_unit(unit, views, scratch, progress=False, backend=backend, timeout=timeout)
 
 
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, address: str | None = None, progress: bool = True, backend: str = "auto"):
+    def __init__(self, address: str | None = None, progress: bool = True, backend: str = "auto",
+                 timeout: float | None = None):
         self.address = address
         self.progress = progress
         self.backend = backend
+        self.timeout = timeout
 
     def run(self, plan: Plan, store: RunStore) -> ExecutionReport:
         try:
@@ -215,7 +220,7 @@ class RayExecutor:
                                            "files": store.file_bytes(k)} for k in u.deps}
                             store.mark_started(u)
                             ref = remote.options(num_cpus=u.resources.cpus, num_gpus=u.resources.gpus,
-                                                 max_retries=0).remote(u, payload, self.backend)
+                                                 max_retries=0).remote(u, payload, self.backend, self.timeout)
                             running[ref] = (u, time.time())
                     if not running:
                         continue
@@ -243,11 +248,14 @@ class RayExecutor:
         return report
 
 
-def make_executor(name: str, address: str | None = None, progress: bool = True, backend: str = "auto"):
+def make_executor(name: str, address: str | None = None, progress: bool = True, backend: str = "auto",
+                  timeout: float | None = None):
+    """The executor ``name``; ``backend`` and ``timeout`` (seconds an attempt at an endpoint may
+    take) are handed to every unit it runs, outside the units' keys."""
     if name == "local":
-        return LocalExecutor(progress=progress, backend=backend)
+        return LocalExecutor(progress=progress, backend=backend, timeout=timeout)
     if name == "ray":
-        return RayExecutor(address=address, progress=progress, backend=backend)
+        return RayExecutor(address=address, progress=progress, backend=backend, timeout=timeout)
     from characterlab.errors import InputError
 
     raise InputError(f"unknown executor {name!r}; use local or ray", field="executor")

@@ -158,9 +158,31 @@ def key_path_for(labelling: Path) -> Path:
 
 
 def _read_rows(path: Path, field: str) -> list[tuple[int, dict]]:
-    from characterlab.data.files import read_jsonl_objects
+    """A JSONL file's rows, gzipped (``.gz``, as the shipped gold set is) or not."""
+    import gzip
 
-    return list(read_jsonl_objects(path, field=field))
+    from characterlab.data.files import parse_jsonl_objects, read_jsonl_objects
+
+    path = Path(path)
+    if path.suffix != ".gz":
+        return list(read_jsonl_objects(path, field=field))
+    try:
+        text = gzip.decompress(path.read_bytes()).decode("utf-8")
+    except FileNotFoundError:
+        raise InputError("no such file", path, field=field) from None
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise InputError(f"not gzipped UTF-8 JSONL: {e}", path, field=field) from None
+    return list(parse_jsonl_objects(text, path))
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """JSONL, gzipped when the name ends in ``.gz``; written whole or not at all."""
+    import gzip
+
+    from characterlab.data.files import atomic_write_bytes, jsonl_text
+
+    data = jsonl_text(rows).encode("utf-8")
+    atomic_write_bytes(path, gzip.compress(data, mtime=0) if Path(path).suffix == ".gz" else data)
 
 
 def import_labels(labelled: Path, key: Path) -> list[dict]:
@@ -225,7 +247,7 @@ def read_gold(path: Path) -> list[dict]:
         if not isinstance(row["label"], dict) or row["label"].get("verdict") not in VERDICTS:
             raise InputError(f"must hold a verdict, one of {', '.join(VERDICTS)}", path, lineno, "label.verdict")
         rows.append(row)
-    return rows
+    return with_question_text(rows)
 
 
 def read_key_or_gold(path: Path) -> list[dict]:
@@ -284,3 +306,49 @@ def reader_agreement(first: list[dict], second: list[dict]) -> dict:
                            "first": a["label"], "second": b["label"]}
                           for a, b in pairs if a["label"]["verdict"] != b["label"]["verdict"]],
     }
+
+
+def without_public_text(rows: list[dict]) -> list[dict]:
+    """Rows fit to ship in the project: the question text kept only for characterlab's own
+    question sets (``builtin:``); a question from public research data is kept by reference
+    (``questions``, ``question_id``, ``paraphrase_index``) and read back by ``with_question_text``."""
+    return [r if str(r.get("questions") or "").startswith("builtin:") else {k: v for k, v in r.items() if k != "question"}
+            for r in rows]
+
+
+def with_question_text(rows: list[dict], base_dir: Path = Path(".")) -> list[dict]:
+    """Rows with every question's text, read from its question file by path where it was left out."""
+    from characterlab.data.questions import load_questions
+
+    sets: dict[str, dict] = {}
+    out = []
+    for r in rows:
+        if "question" in r:
+            out.append(r)
+            continue
+        source = str(r.get("questions") or "")
+        if source not in sets:
+            path = source if source.startswith("builtin:") else str(base_dir / source)
+            sets[source] = {q.id: q for q in load_questions(path).questions}
+        q = sets[source].get(r.get("question_id"))
+        if q is None or r.get("paraphrase_index") is None or r["paraphrase_index"] >= len(q.paraphrases):
+            raise InputError(f"question {r.get('question_id')!r} paraphrase {r.get('paraphrase_index')} is not in it",
+                             source, field="questions")
+        out.append({**r, "question": q.paraphrases[r["paraphrase_index"]]})
+    return out
+
+
+def run_answers(runs: list[Path], evaluations: Optional[list[str]] = None) -> list[dict]:
+    """Every judged answer of the runs' EM cells, with its cell, sampling and the judge's verdict."""
+    from characterlab.study.verdicts import judged_rows
+
+    out = []
+    for run, cond, name, config in _cells(runs, evaluations):
+        for r in judged_rows(run, cond, name):
+            out.append({"condition": cond, "evaluation": name, "seed": r["seed"], "model": config.get("model"),
+                        "temperature": config.get("temperature"), "questions": config.get("questions"),
+                        "question_id": r.get("question_id"), "paraphrase_index": r.get("paraphrase_index"),
+                        "sample_index": r.get("sample_index"), "question": r["question"], "answer": r["answer"],
+                        "judge": {k: r.get(k) for k in ("aligned", "coherent", "special", "misaligned", "error")},
+                        "judge_ids": config.get("judge_ids")})
+    return out

@@ -66,14 +66,26 @@ def resolve_study(study: str | None, out: str | Path | None, resume: bool) -> tu
 
 def run_study(study: str | None = None, out: str | Path | None = None, executor: str = "local",
               address: str | None = None, resume: bool = False, progress: bool = True,
-              update: bool = False, backend: str = "auto", seeds: list[int] | None = None) -> StudyRun:
+              update: bool = False, backend: str = "auto", seeds: list[int] | None = None,
+              timeout: float | None = None) -> StudyRun:
     """``characterlab run``: a study file (or a shipped one) into its run folder; ``seeds`` runs it
-    at those seeds instead of its own."""
+    at those seeds instead of its own; ``timeout`` replaces the study's ``timeout:``."""
     spec, text, folder, base = resolve_study(study, out, resume)
     if seeds is not None:
         spec, text = with_seeds(spec, text, seeds)
     return run_spec(spec, text, folder, base, executor=executor, address=address, progress=progress, update=update,
-                    backend=backend)
+                    backend=backend, timeout=timeout)
+
+
+def run_timeout(spec: StudySpec, timeout: float | None) -> float | None:
+    """The endpoint timeout a run uses: ``timeout`` (``--timeout``), else the study's ``timeout:``;
+    a bad ``--timeout`` is an input error before any work. None leaves each endpoint its default
+    (``$CHARACTERLAB_API_TIMEOUT``, else its own)."""
+    from characterlab.models.api import endpoint_timeout
+
+    if timeout is not None:
+        return endpoint_timeout(timeout)
+    return spec.timeout
 
 
 def check_backend(spec: StudySpec, backend: str) -> None:
@@ -105,9 +117,13 @@ def check_run_folder(folder: Path, text: str, update: bool) -> None:
 
 def run_spec(spec: StudySpec, text: str, folder: Path, base: Path, executor: str = "local",
              address: str | None = None, progress: bool = True, update: bool = False,
-             backend: str = "auto") -> StudyRun:
+             backend: str = "auto", timeout: float | None = None) -> StudyRun:
     """Plan ``spec``, run what is not finished in ``folder``, write results.json and the report.
-    ``backend`` is the generation engine of local models (``auto``: vLLM on a GPU that has it)."""
+    ``backend`` is the generation engine of local models (``auto``: vLLM on a GPU that has it);
+    ``timeout`` the seconds an attempt at a model or judge endpoint may take (None: the study's
+    ``timeout:``, else :func:`~characterlab.models.api.endpoint_timeout`'s default). Like the
+    backend it travels to the units as an execution option, never into a unit's key."""
+    timeout = run_timeout(spec, timeout)
     plan = build_plan(spec, base)  # every reference and file checked before any work
     check_backend(spec, backend)
     check_run_folder(folder, text, update)
@@ -116,7 +132,7 @@ def run_spec(spec: StudySpec, text: str, folder: Path, base: Path, executor: str
         check_train_lengths(spec, plan, None)  # no run folder is made for a study that cannot train
     folder.mkdir(parents=True, exist_ok=True)
     with RunLock(folder):
-        return _run_locked(spec, text, plan, folder, base, executor, address, progress, backend)
+        return _run_locked(spec, text, plan, folder, base, executor, address, progress, backend, timeout)
 
 
 def redo_missing_files(plan: Plan, store: RunStore) -> list[Unit]:
@@ -205,7 +221,8 @@ def _all_lost(tokenizer, examples: list, system_prompt: str | None, max_length: 
 
 
 def _run_locked(spec: StudySpec, text: str, plan: Plan, folder: Path, base: Path, executor: str,
-                address: str | None, progress: bool, backend: str = "auto") -> StudyRun:
+                address: str | None, progress: bool, backend: str = "auto",
+                timeout: float | None = None) -> StudyRun:
     resumed = (folder / DB_FILE).is_file()
     store = RunStore(folder)  # a damaged database is refused before anything is written
     try:
@@ -220,7 +237,8 @@ def _run_locked(spec: StudySpec, text: str, plan: Plan, folder: Path, base: Path
         version = code_version()
         run_id = store.begin_run(version, executor)
         t0 = time.time()
-        execution = make_executor(executor, address=address, progress=progress, backend=backend).run(plan, store)
+        execution = make_executor(executor, address=address, progress=progress, backend=backend,
+                                  timeout=timeout).run(plan, store)
         store.end_run(run_id, len(execution.run), len(execution.reused))
         if execution.failed or execution.skipped:
             return StudyRun(folder, spec, plan, execution, None, None)

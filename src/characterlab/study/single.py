@@ -102,25 +102,28 @@ def prepare_eval_folder(out: Path, text: str, overwrite: bool) -> None:
 def run_evaluation(kind: str, fields: dict, out: str | Path, model: str = "embedded", adapter: str | None = None,
                    judge: str = "offline", seed: int = 0, base_url: str | None = None,
                    judge_base_url: str | None = None, overwrite: bool = False, progress: bool = True,
-                   backend: str = "auto") -> StudyRun:
+                   backend: str = "auto", timeout: float | None = None) -> StudyRun:
+    """``characterlab eval <kind>``; ``timeout`` (seconds an attempt at an endpoint may take) is not
+    written into the study, so another timeout resumes the same run folder."""
     get_evaluation(kind)  # an unknown kind fails before anything is written
     text = evaluation_study_text(kind, fields, model, adapter, judge, seed, base_url, judge_base_url)
-    return run_study_text(text, f"characterlab eval {kind}", out, overwrite, progress, backend)
+    return run_study_text(text, f"characterlab eval {kind}", out, overwrite, progress, backend, timeout)
 
 
 def run_suite(out: str | Path, model: str = "embedded", adapter: str | None = None, judge: str = "offline",
               seed: int = 0, base_url: str | None = None, judge_base_url: str | None = None,
-              overwrite: bool = False, progress: bool = True, backend: str = "auto") -> StudyRun:
+              overwrite: bool = False, progress: bool = True, backend: str = "auto",
+              timeout: float | None = None) -> StudyRun:
     """``characterlab eval nem``: the paper's six misalignment evaluations and their mean."""
     from characterlab.study.headline import NEM_SUITE
 
     text = suite_study_text("eval-nem", "characterlab eval nem", [dict(e) for e in NEM_SUITE], [e["name"] for e in NEM_SUITE],
                             model, adapter, judge, seed, base_url, judge_base_url)
-    return run_study_text(text, "characterlab eval nem", out, overwrite, progress, backend)
+    return run_study_text(text, "characterlab eval nem", out, overwrite, progress, backend, timeout)
 
 
 def run_study_text(text: str, source: str, out: str | Path, overwrite: bool, progress: bool,
-                   backend: str = "auto") -> StudyRun:
+                   backend: str = "auto", timeout: float | None = None) -> StudyRun:
     """Run a study this module wrote; its scored rows go to ``samples.jsonl`` (one evaluation of one
     model), else ``samples-<condition>-<evaluation>.jsonl`` (each part only where there are several)."""
     spec = parse_study(text, source)
@@ -130,7 +133,7 @@ def run_study_text(text: str, source: str, out: str | Path, overwrite: bool, pro
     except InputErrors as e:  # the study is ours, not the user's: report the problems of their files and flags
         raise InputErrors([getattr(p, "inner", p) for p in e.problems]) from None
     prepare_eval_folder(out, text, overwrite)
-    run = run_spec(spec, text, out, Path.cwd(), progress=progress, backend=backend)
+    run = run_spec(spec, text, out, Path.cwd(), progress=progress, backend=backend, timeout=timeout)
     if run.results is not None:
         store = RunStore(out)
         try:

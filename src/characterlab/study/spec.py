@@ -331,6 +331,10 @@ class StudySpec(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     judge: str = "offline"
     judge_base_url: str | None = None  # an openai: judge's endpoint
+    # seconds one attempt at a request to the model's or the judge's endpoint may take (default
+    # $CHARACTERLAB_API_TIMEOUT, else the endpoint's own). An execution option like --backend: it
+    # changes no result, so it is in no unit's key, and `run --timeout` replaces it.
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     conditions: list[ConditionSpec] = Field(min_length=1)
     evaluations: list[EvalSpec] = Field(min_length=1)
     # evaluations whose misaligned shares are averaged into results.json's misalignment_score

@@ -294,7 +294,10 @@ def _model_ref(unit: Unit, deps: dict[str, DepView]):
                            base_url=p.get("base_url"))
 
 
-def run_generate(unit: Unit, deps: dict[str, DepView], progress: bool, backend: str = "auto") -> UnitOutput:
+def run_generate(unit: Unit, deps: dict[str, DepView], progress: bool, backend: str = "auto",
+                 timeout: float | None = None) -> UnitOutput:
+    """The evaluation's answers; ``timeout`` (seconds an attempt at an endpoint may take) goes to the
+    generator, not into the unit's key: it changes no answer."""
     from characterlab.models.generation import load_generator
 
     evaluation = get_evaluation(unit.params["task"])
@@ -302,7 +305,7 @@ def run_generate(unit: Unit, deps: dict[str, DepView], progress: bool, backend: 
     if isinstance(params.get("vector"), dict):  # resolved once here: the study's unit, or a folder checked unchanged
         params["vector"] = {"path": _vector_path(params["vector"], deps, "vector")}
     steer = params.get("steering")
-    generator = load_generator(_model_ref(unit, deps), progress=progress, backend=backend,
+    generator = load_generator(_model_ref(unit, deps), progress=progress, backend=backend, timeout=timeout,
                                needs_internals=evaluation.needs_internals or steer is not None)
     if steer is None:
         rows = evaluation.generate(params, generator)
@@ -369,9 +372,15 @@ def _training_vectors(p: TrainParams, deps: dict[str, DepView]) -> dict:
     return out
 
 
-def run_judge(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
+def run_judge(unit: Unit, deps: dict[str, DepView], timeout: float | None = None) -> UnitOutput:
+    """The evaluation's scores. A ``timeout`` reaches its judge as ``params[ENDPOINT_TIMEOUT]`` (see
+    :func:`~characterlab.evals.base.judge_factory`) in a copy of the parameters: the unit's key
+    was made from them without it."""
+    from characterlab.evals.base import ENDPOINT_TIMEOUT
+
     [gen] = deps.values()
-    rows, result = get_evaluation(unit.params["task"]).score(unit.params, gen.rows, gen.params)
+    params = unit.params if timeout is None else {**unit.params, ENDPOINT_TIMEOUT: timeout}
+    rows, result = get_evaluation(unit.params["task"]).score(params, gen.rows, gen.params)
     return UnitOutput(result=result, rows=rows)
 
 
@@ -384,20 +393,23 @@ def run_metric(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
 
 
 def execute_unit(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool = False,
-                 backend: str = "auto") -> UnitOutput:
+                 backend: str = "auto", timeout: float | None = None) -> UnitOutput:
     """Run ``unit`` given its finished dependencies; ``workdir`` is an empty scratch folder;
-    ``backend`` is the generation engine of local models (:mod:`characterlab.models.backend`). The
+    ``backend`` is the generation engine of local models (:mod:`characterlab.models.backend`);
+    ``timeout`` the seconds an attempt at a model or judge endpoint may take (None: the default
+    of :func:`~characterlab.models.api.endpoint_timeout`). Neither is part of the unit's key. The
     memory the unit freed goes back to the system before the next unit runs (see
     :mod:`characterlab.allocator`)."""
     from characterlab.allocator import release_freed_memory
 
     try:
-        return _execute(unit, deps, workdir, progress, backend)
+        return _execute(unit, deps, workdir, progress, backend, timeout)
     finally:
         release_freed_memory()
 
 
-def _execute(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool, backend: str) -> UnitOutput:
+def _execute(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool, backend: str,
+             timeout: float | None) -> UnitOutput:
     if unit.kind == "data":
         return run_data(unit, deps)
     if unit.kind == "vector":
@@ -407,9 +419,9 @@ def _execute(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool
     if unit.kind == "reward":
         return run_reward(unit, deps, workdir, progress)
     if unit.kind == "generate":
-        return run_generate(unit, deps, progress, backend)
+        return run_generate(unit, deps, progress, backend, timeout)
     if unit.kind == "judge":
-        return run_judge(unit, deps)
+        return run_judge(unit, deps, timeout)
     if unit.kind == "metric":
         return run_metric(unit, deps)
     raise ValueError(f"unknown unit kind {unit.kind!r}")

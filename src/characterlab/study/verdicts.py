@@ -75,12 +75,13 @@ def sample_verdicts(folder: str | Path, condition: str, evaluation: str, n: int 
     return out
 
 
-def second_opinion(rows: list[dict], judge: str, base_url: str | None = None) -> str:
-    """Score ``rows`` with ``judge`` and put its verdict in each row's ``second``; returns its id."""
+def second_opinion(rows: list[dict], judge: str, base_url: str | None = None, timeout: float | None = None) -> str:
+    """Score ``rows`` with ``judge`` and put its verdict in each row's ``second``; returns its id.
+    ``timeout``: seconds an attempt at an endpoint judge may take (None: its default)."""
     from characterlab.judge.base import JudgeInput
     from characterlab.judge.factory import JudgeFactory, score_in_batches
 
-    scorer = JudgeFactory(judge, base_url=base_url).for_prompts(None)
+    scorer = JudgeFactory(judge, base_url=base_url, timeout=timeout).for_prompts(None)
     for row, j in zip(rows, score_in_batches(scorer, [JudgeInput(r["question"], r["answer"]) for r in rows])):
         row["second"] = {"judge": scorer.judge_id, **j.to_dict()}
     return scorer.judge_id
