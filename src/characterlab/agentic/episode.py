@@ -133,7 +133,14 @@ class APIPolicy:
         return Reply(content, calls)
 
     def act(self, episodes: Sequence[Episode], params: SamplingParams) -> list[Reply]:
-        with ThreadPoolExecutor(max_workers=getattr(self.generator, "max_workers", 8)) as pool:
+        """One reply per episode, requested side by side through the generator's
+        :class:`~characterlab.models.api.WaitNotice`, so a slow endpoint prints its waiting line here
+        too (a generator without one, such as a test's, gets a plain thread pool)."""
+        workers = getattr(self.generator, "max_workers", 8)
+        notice = getattr(self.generator, "notice", None)
+        if notice is not None:
+            return notice.map(lambda e: self._one(e, params), episodes, workers)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(lambda e: self._one(e, params), episodes))
 
 
