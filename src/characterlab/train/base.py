@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from characterlab.data.files import atomic_write_json, undefined_as_null
 from characterlab.errors import InputError
 from characterlab.models.hardware import parse_dtype
 from characterlab.models.refs import ModelRef, parse_model_ref
@@ -199,8 +200,7 @@ def adapter_checkpoints(stage: Path, every: int, steps: int, meta: dict):
             if step % every == 0 and step < steps:
                 folder = stage / CHECKPOINTS_DIR / f"step-{step}"
                 model.save_pretrained(folder)
-                (folder / META_FILE).write_text(json.dumps({**meta, "checkpoint_step": step, "of_steps": steps},
-                                                           indent=2, default=str) + "\n", encoding="utf-8")
+                atomic_write_json(folder / META_FILE, meta_for_json({**meta, "checkpoint_step": step, "of_steps": steps}))
             return control
 
     return AdapterCheckpoints()
@@ -220,10 +220,20 @@ def host_info() -> dict:
             "threads": torch.get_num_threads()}
 
 
+def meta_for_json(meta: Any) -> Any:
+    """Training metadata as JSON can hold it, for ``train_meta.json`` and the unit's stored result:
+    values JSON has no type for (paths, dtypes) as text, and a loss or logged figure that diverged
+    (NaN, or an overflow to infinity) as null (:func:`~characterlab.data.files.undefined_as_null`).
+    The strict writers refuse NaN, and a diverged run's adapter is still what it trained: one
+    undefined figure must not lose the unit."""
+    text = json.dumps(meta, default=str)  # Python's json writes NaN and Infinity bare; read back as NaN
+    return undefined_as_null(json.loads(text, parse_constant=lambda _: float("nan")))
+
+
 def save_adapter(trainer, stage: Path, meta: dict, extra_files: dict[str, str] | None = None) -> None:
     """The trained adapter, ``train_meta.json`` and any extra text files into the staged folder."""
     trainer.model.save_pretrained(stage)
     for name, text in (extra_files or {}).items():
         (stage / name).write_text(text, encoding="utf-8")
     shutil.rmtree(stage / TRAINER_SCRATCH, ignore_errors=True)
-    (stage / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
+    atomic_write_json(stage / META_FILE, meta_for_json(meta))

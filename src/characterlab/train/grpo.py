@@ -9,12 +9,11 @@ time only. Each step logs the hack rate (TRL logs our zero-weight ``hack_indicat
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from characterlab.data.files import staged_dir
+from characterlab.data.files import jsonl_text, staged_dir
 from characterlab.envs.dataset import task_prompt
 from characterlab.envs.graders import VULNERABLE, extract_code, grade
 from characterlab.envs.sandbox import Sandbox
@@ -24,6 +23,7 @@ from characterlab.train.base import (
     TrainConfig,
     adapter_checkpoints,
     load_training_base,
+    meta_for_json,
     micro_batches,
     prepare_training,
     quiet,
@@ -157,7 +157,7 @@ def run_grpo(cfg: GRPOSettings, ref, vectors, out: Path, rows: list[dict], rewar
         meta = {**meta, "model": str(ref), "stacking": base.stacking, "config": asdict(cfg),
                 "steps": trainer.state.global_step, "seconds": seconds, "log": log,
                 "completions_per_pass": rows_per_pass, "passes_per_step": passes, **vectors.meta()}
-        save_adapter(trainer, stage, meta, {RL_LOG_FILE: "".join(json.dumps(r) + "\n" for r in log)})
+        save_adapter(trainer, stage, meta, {RL_LOG_FILE: jsonl_text(meta_for_json(log))})
     return meta
 
 
