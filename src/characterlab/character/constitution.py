@@ -26,7 +26,7 @@ from typing import Literal
 
 import yaml
 
-from characterlab.data.files import atomic_write_text, parse_jsonl_objects, read_text
+from characterlab.data.files import atomic_write_text, load_json, parse_jsonl_objects, read_text
 from characterlab.data.yaml_loader import dotted, line_of, read_yaml, yaml_lines
 from characterlab.errors import InputError
 
@@ -141,10 +141,7 @@ def parse_constitution(text: str, path: str | Path, fmt: Format | None = None,
             raise InputError("no traits", path, 1)
         return Constitution(name, traits, source=str(path), format=fmt, ascii_json=_escaped(text))
     if fmt == "hand-written":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"not valid JSON: {e.msg}", path, e.lineno) from None
+        data = load_json(text, path)
         lines = yaml_lines(text)  # valid JSON that PyYAML cannot read (rare): errors lose their line only
     else:
         doc = read_yaml(text, path)

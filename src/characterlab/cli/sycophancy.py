@@ -159,8 +159,7 @@ def checkpoints(
 ) -> None:
     """Sycophancy on held-out tasks along an RL run: the base, every saved checkpoint and the final
     policy, each with its Wilson interval and its difference from the base (Newcombe)."""
-    import json
-
+    from characterlab.data.files import load_json, read_text
     from characterlab.errors import InputError
     from characterlab.study.single import checkpoints_study_text, run_study_text
     from characterlab.study.tables import difference_text, rate_text
@@ -169,7 +168,7 @@ def checkpoints(
     meta_file = policy / META_FILE
     if not meta_file.is_file():
         raise InputError(f"not a trained policy folder (no {META_FILE})", policy, field="policy")
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta = load_json(read_text(meta_file, field="policy"), meta_file)
     if meta.get("stacking"):
         raise InputError("this policy was trained on a merged earlier adapter; its checkpoints are not models "
                          "on their own (evaluate them in a study that stacks them)", policy, field="policy")

@@ -263,18 +263,23 @@ def parse_jsonl_objects(text: str, source: str | Path) -> list[tuple[int, dict]]
     return rows
 
 
-def load_json(text: str, source: str | Path, line: int | None = None) -> Any:
+def load_json(text: str, source: str | Path, line: int | None = None, *, what: str | None = None,
+              field: str | None = None) -> Any:
     """``json.loads(text)``, where every way it can fail is an input error at its file and line
-    (``line`` for one line of a JSONL file; else the decoder's line in ``text``).
+    (``line`` for one line of a JSONL file; else the decoder's line in ``text``), its message after
+    ``what`` (the kind of file, e.g. "unreadable adapter config") and naming ``field`` when given.
 
     Besides bad JSON, that includes nesting deeper than Python's parser recurses (``[[[[...`` 200,000
     deep on one line), which ``json`` reports as a bare ``RecursionError`` naming nothing."""
     from characterlab.errors import InputError
 
+    def error(reason: str, at: int | None) -> InputError:
+        return InputError(f"{what}: {reason}" if what else reason, source, at, field)
+
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         where = (line, f" at column {e.colno}") if line is not None else (e.lineno, "")
-        raise InputError(f"not valid JSON ({e.msg}{where[1]})", source, where[0]) from None
+        raise error(f"not valid JSON ({e.msg}{where[1]})", where[0]) from None
     except RecursionError:
-        raise InputError("not readable JSON: arrays or objects nested too deeply", source, line) from None
+        raise error("not readable JSON: arrays or objects nested too deeply", line) from None

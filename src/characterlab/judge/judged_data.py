@@ -14,13 +14,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from characterlab.data.files import read_text
+from characterlab.data.files import load_json, read_text
 from characterlab.errors import InputError
 
 REQUIRED_COLUMNS = ("question", "answer", "aligned", "coherent")
@@ -245,10 +244,7 @@ def read_split(path: str | Path, data: JudgedSet) -> dict[str, str]:
     never saw it (``judge validate --judge-dir A --judge-dir B``).
     """
     path = Path(path)
-    try:
-        split = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"cannot read a JSON split: {e}", path) from None
+    split = load_json(read_text(path, field="split"), path, what="cannot read a JSON split")
     if not isinstance(split, dict):
         raise InputError("expected a JSON object mapping source model -> role", path)
     for model, role in split.items():

@@ -12,12 +12,12 @@ merged into the weights in order, then ``adapter`` is attached.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from characterlab.data.files import load_json, read_text
 from characterlab.errors import InputError
 
 Kind = Literal["embedded", "hf", "openai"]
@@ -75,12 +75,9 @@ def check_adapter_dir(path: str | Path) -> Path:
     config = path / PEFT_CONFIG
     if not path.is_dir():
         raise InputError("adapter folder does not exist", file=path, field="adapter")
-    try:
-        cfg = json.loads(config.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"not a PEFT adapter folder (no {PEFT_CONFIG})", file=path, field="adapter") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"unreadable adapter config: {e}", file=config, field="adapter") from None
+    if not config.exists():
+        raise InputError(f"not a PEFT adapter folder (no {PEFT_CONFIG})", file=path, field="adapter")
+    cfg = load_json(read_text(config, field="adapter"), config, what="unreadable adapter config", field="adapter")
     if not isinstance(cfg, dict) or "peft_type" not in cfg:
         raise InputError("missing", file=config, field="peft_type")
     if not any((path / name).is_file() for name in (PEFT_WEIGHTS, PEFT_WEIGHTS_LEGACY)):

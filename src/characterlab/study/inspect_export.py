@@ -13,11 +13,10 @@ inspect_ai is an optional extra (``pip install 'characterlab[inspect]'``).
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from characterlab.data.files import read_text
+from characterlab.data.files import load_json, read_text
 from characterlab.errors import InputError
 from characterlab.evals.registry import get_evaluation
 from characterlab.study.store import RESULTS_FILE, RunStore
@@ -57,15 +56,13 @@ def read_results(path: Path) -> dict:
     from characterlab.evals.base import check_name
 
     try:
-        results = json.loads(read_text(path, field="run_dir"))
+        results = load_json(read_text(path, field="run_dir"), path, what="not a results.json", field="run_dir")
         for field, name in [("study", results["study"]), *(("condition_order", c) for c in results["condition_order"]),
                             *(("evaluation_order", e) for e in results["evaluation_order"])]:
             try:
                 check_name(name)
             except (ValueError, TypeError) as e:
                 raise InputError(f"{name!r}: {e}", path, field=field) from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"not a results.json: {e.msg}", path, e.lineno, "run_dir") from None
     except (KeyError, TypeError) as e:
         raise InputError(f"not a results.json of a run ({type(e).__name__}: {e})", path, field="run_dir") from None
     return results

@@ -19,13 +19,13 @@ per-seed figures its evaluation can pool), and a problem is one line at its file
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from characterlab.data.files import load_json, read_text
 from characterlab.errors import InputError
 from characterlab.evals.base import check_name
 from characterlab.evals.registry import get_evaluation
@@ -169,10 +169,7 @@ def read_run_results(path: str | Path) -> tuple[Path, dict]:
     file = path / RESULTS_FILE if path.is_dir() else path
     if not file.is_file():
         raise InputError("no results.json here; run the study first (characterlab run)", path, field="runs")
-    try:
-        results = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"not a results.json: {e}", file, getattr(e, "lineno", None), field="runs") from None
+    results = load_json(read_text(file, field="runs"), file, what="not a results.json", field="runs")
     check_run_results(file, results)
     return file, results
 

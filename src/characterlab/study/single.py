@@ -9,13 +9,12 @@ exported as ``samples.jsonl``, one JSON object per answer.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import yaml
 
-from characterlab.data.files import atomic_write_text, check_output_dir, jsonl_text
+from characterlab.data.files import atomic_write_text, check_output_dir, jsonl_text, load_json, read_text
 from characterlab.data.yaml_loader import InputErrors
 from characterlab.errors import InputError
 from characterlab.evals.registry import get_evaluation
@@ -161,7 +160,7 @@ def load_run_results(folder: str | Path) -> dict:
     path = Path(folder) / RESULTS_FILE
     if not path.is_file():
         raise InputError("no results.json here; run the evaluation first", folder, field="compare")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return load_json(read_text(path, field="compare"), path)
 
 
 def compare_runs(a: dict, b: dict) -> dict:

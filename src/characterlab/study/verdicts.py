@@ -19,7 +19,6 @@ flag at random agree half the time.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -30,14 +29,14 @@ READINGS = ("misaligned", "aligned", "incoherent")
 
 def judged_rows(folder: Path, condition: str, evaluation: str) -> list[dict]:
     """The judged rows of one condition and evaluation, every seed."""
-    from characterlab.data.files import read_text
+    from characterlab.data.files import load_json, read_text
     from characterlab.study.results import results_path
     from characterlab.study.store import RunStore
 
     path = results_path(folder)
     if not path.is_file():
         raise InputError("no results.json: not a finished run folder", folder, field="run")
-    results = json.loads(read_text(path, field="run"))
+    results = load_json(read_text(path, field="run"), path)
     if condition not in results["conditions"]:
         raise InputError(f"no condition {condition!r} (has: {', '.join(results['conditions'])})", path, field="condition")
     evals = results["conditions"][condition]["evaluations"]

@@ -62,13 +62,14 @@ class MonitorProjection:
 
 def _persona_systems(folder: str) -> dict[str, list[str]]:
     """The pos and neg system prompts a vector was extracted with (its kept answers), if recorded."""
-    import json
     from pathlib import Path
+
+    from characterlab.data.files import load_json, read_text
 
     path = Path(folder) / "answers.json"
     try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        rows = load_json(read_text(path), path)
+    except InputError:  # not recorded, or not readable: the prompts are only a report's detail
         return {}
     out: dict[str, list[str]] = {"pos": [], "neg": []}
     for r in rows if isinstance(rows, list) else []:

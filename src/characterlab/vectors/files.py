@@ -4,12 +4,12 @@ monitors a fine-tune) can read one without importing extraction and its judges."
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from characterlab.data.files import load_json, read_text
 from characterlab.errors import InputError
 
 VECTORS_FILE = "vectors.safetensors"
@@ -23,10 +23,8 @@ def load_persona_vector(folder: str | Path) -> tuple[np.ndarray, dict]:
     folder = Path(folder)
     if not (folder / VECTORS_FILE).is_file():
         raise InputError("not a persona-vector folder (no vectors.safetensors)", folder, field="vector")
-    try:
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise InputError(f"unreadable {META_FILE}: {e}", folder / META_FILE, field="vector") from None
+    meta = load_json(read_text(folder / META_FILE, field="vector"), folder / META_FILE, what=f"unreadable {META_FILE}",
+                     field="vector")
     return load_file(str(folder / VECTORS_FILE))["vectors"], meta
 
 

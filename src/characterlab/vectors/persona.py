@@ -20,13 +20,12 @@ vector: the same reading for monitoring, screening data and checking steering.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from characterlab.data.files import atomic_write_json, read_text, sha256_file, staged_dir
+from characterlab.data.files import atomic_write_json, load_json, read_text, sha256_file, staged_dir
 from characterlab.errors import InputError
 from characterlab.vectors.files import META_FILE, VECTORS_FILE, load_persona_vector
 
@@ -51,10 +50,7 @@ def read_trait_file(path: str | Path) -> TraitFile:
     path = Path(path)
     text = read_text(path, field="trait")
     if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"not valid JSON ({e.msg})", path, e.lineno) from None
+        data = load_json(text, path)
 
         def line(_loc) -> int | None:
             return None
