@@ -8,7 +8,9 @@
   a local Ray by default; pass an address for a cluster.
 
 Both stop dependants of a failed unit, finish everything else, and report the failures; the next
-run retries them.
+run retries them. A ``check_unit`` given by the runner is called with each unit and the store just
+before the unit runs (in this process, for Ray too); what it raises fails that unit like an error
+of its own, before any of its work.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +36,16 @@ class ExecutionReport:
     failed: dict[str, str] = field(default_factory=dict)  # key -> error
     skipped: list[str] = field(default_factory=list)  # dependants of a failure
     seconds: float = 0.0
+
+
+UnitCheck = Callable[[Unit, RunStore], None]  # a check made just before a unit runs; raises to fail it
+
+
+def _record_failure(unit: Unit, error: Exception, store: RunStore, report: ExecutionReport, bad: set[str]) -> None:
+    """A unit that failed: its traceback in the store, one line in the report, its dependants blocked."""
+    store.mark_failed(unit, traceback.format_exc())
+    report.failed[unit.key] = f"{type(error).__name__}: {error}"
+    bad.add(unit.key)
 
 
 def _local_views(unit: Unit, plan: Plan, store: RunStore) -> dict[str, DepView]:
@@ -81,10 +94,12 @@ def _blocked(unit: Unit, bad: set[str]) -> bool:
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, progress: bool = True, backend: str = "auto", timeout: float | None = None):
+    def __init__(self, progress: bool = True, backend: str = "auto", timeout: float | None = None,
+                 check_unit: UnitCheck | None = None):
         self.progress = progress
         self.backend = backend
         self.timeout = timeout
+        self.check_unit = check_unit
 
     def run(self, plan: Plan, store: RunStore) -> ExecutionReport:
         from rich.progress import (
@@ -124,6 +139,8 @@ class LocalExecutor:
                 measured = reset_peak_rss()  # this unit's own peak, not the study's so far
                 peak = None
                 try:
+                    if self.check_unit is not None:
+                        self.check_unit(u, store)
                     with tempfile.TemporaryDirectory(prefix="characterlab-unit-") as wd:
                         out = execute_unit(u, _local_views(u, plan, store), Path(wd), progress=False, backend=self.backend,
                                            timeout=self.timeout)
@@ -134,9 +151,7 @@ class LocalExecutor:
                 except DiskFullError:  # nothing more can be saved: stop, with one line
                     raise
                 except Exception as e:  # noqa: BLE001 - one failed unit must not lose the others' work
-                    store.mark_failed(u, traceback.format_exc())
-                    report.failed[u.key] = f"{type(e).__name__}: {e}"
-                    bad.add(u.key)
+                    _record_failure(u, e, store, report, bad)
                     status = "FAILED"
                 bars.update(task, completed=1)
                 bars.advance(overall)
@@ -169,11 +184,12 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, progress: bool = True, backend: str = "auto",
-                 timeout: float | None = None):
+                 timeout: float | None = None, check_unit: UnitCheck | None = None):
         self.address = address
         self.progress = progress
         self.backend = backend
         self.timeout = timeout
+        self.check_unit = check_unit
 
     def run(self, plan: Plan, store: RunStore) -> ExecutionReport:
         try:
@@ -215,10 +231,15 @@ class RayExecutor:
                             bars.advance(overall)
                         elif all(store.is_done(d) for d in u.deps):
                             waiting.remove(u)
+                            store.mark_started(u)
+                            if not self._passes_check(u, store, report, bad):
+                                bars.advance(overall)
+                                if plain:
+                                    plain.finished(u, 0.0, "FAILED")
+                                continue
                             payload = {k: {"kind": plan.units[k].kind, "params": plan.units[k].params,
                                            "result": store.result(k), "rows": store.rows(k),
                                            "files": store.file_bytes(k)} for k in u.deps}
-                            store.mark_started(u)
                             ref = remote.options(num_cpus=u.resources.cpus, num_gpus=u.resources.gpus,
                                                  max_retries=0).remote(u, payload, self.backend, self.timeout)
                             running[ref] = (u, time.time())
@@ -234,9 +255,7 @@ class RayExecutor:
                         except DiskFullError:  # nothing more can be saved: stop, with one line
                             raise
                         except Exception as e:  # noqa: BLE001
-                            store.mark_failed(u, traceback.format_exc())
-                            report.failed[u.key] = f"{type(e).__name__}: {e}"
-                            bad.add(u.key)
+                            _record_failure(u, e, store, report, bad)
                             status = "FAILED"
                         bars.advance(overall)
                         if plain:
@@ -247,15 +266,30 @@ class RayExecutor:
         report.seconds = time.time() - t0
         return report
 
+    def _passes_check(self, unit: Unit, store: RunStore, report: ExecutionReport, bad: set[str]) -> bool:
+        """``check_unit`` on the driver before the unit is sent; False (and the unit failed) if it raised."""
+        if self.check_unit is None:
+            return True
+        try:
+            self.check_unit(unit, store)
+        except DiskFullError:
+            raise
+        except Exception as e:  # noqa: BLE001 - as a failure inside the task
+            _record_failure(unit, e, store, report, bad)
+            return False
+        return True
+
 
 def make_executor(name: str, address: str | None = None, progress: bool = True, backend: str = "auto",
-                  timeout: float | None = None):
+                  timeout: float | None = None, check_unit: UnitCheck | None = None):
     """The executor ``name``; ``backend`` and ``timeout`` (seconds an attempt at an endpoint may
-    take) are handed to every unit it runs, outside the units' keys."""
+    take) are handed to every unit it runs, outside the units' keys; ``check_unit`` is called
+    before each unit runs."""
     if name == "local":
-        return LocalExecutor(progress=progress, backend=backend, timeout=timeout)
+        return LocalExecutor(progress=progress, backend=backend, timeout=timeout, check_unit=check_unit)
     if name == "ray":
-        return RayExecutor(address=address, progress=progress, backend=backend, timeout=timeout)
+        return RayExecutor(address=address, progress=progress, backend=backend, timeout=timeout,
+                           check_unit=check_unit)
     from characterlab.errors import InputError
 
     raise InputError(f"unknown executor {name!r}; use local or ray", field="executor")

@@ -14,6 +14,7 @@ from characterlab.data.files import (
 )
 from characterlab.errors import InputError
 from characterlab.study.executors import ExecutionReport, make_executor
+from characterlab.study.lengths import TrainLengthCheck
 from characterlab.study.plan import Plan, Unit, build_plan, code_version
 from characterlab.study.report import render_report
 from characterlab.study.results import build_results, study_examples
@@ -128,11 +129,12 @@ def run_spec(spec: StudySpec, text: str, folder: Path, base: Path, executor: str
     check_backend(spec, backend)
     check_run_folder(folder, text, update)
     check_cache()
+    lengths = TrainLengthCheck(spec, plan)
     if not (folder / DB_FILE).is_file():
-        check_train_lengths(spec, plan, None)  # no run folder is made for a study that cannot train
+        lengths.check_plan(None)  # no run folder is made for a study that cannot train
     folder.mkdir(parents=True, exist_ok=True)
     with RunLock(folder):
-        return _run_locked(spec, text, plan, folder, base, executor, address, progress, backend, timeout)
+        return _run_locked(spec, text, plan, folder, base, executor, address, progress, backend, timeout, lengths)
 
 
 def redo_missing_files(plan: Plan, store: RunStore) -> list[Unit]:
@@ -146,83 +148,9 @@ def redo_missing_files(plan: Plan, store: RunStore) -> list[Unit]:
     return missing
 
 
-def _data_unit(unit: Unit, plan: Plan) -> Unit | None:
-    """The data unit a train unit reads its examples from (None for RL, which has none)."""
-    data = [plan.units[k] for k in unit.deps if plan.units[k].kind == "data"]
-    return data[0] if len(data) == 1 else None
-
-
-def _sft_examples(data: Unit, store: RunStore | None) -> list | None:
-    """The examples of a data unit, where they are known before any unit runs: it is finished (in
-    ``store``), or reads a file. None where only running it can make them."""
-    from characterlab.data.chat_data import read_chat_data
-    from characterlab.data.records import ChatExample, Message
-
-    if store is not None and store.is_done(data.key):
-        return [ChatExample(tuple(Message(m["role"], m["content"]) for m in r["messages"]))
-                for r in store.rows(data.key)]
-    if "file" in data.params:
-        return read_chat_data(data.params["file"], max_examples=data.params["n"])
-    return None
-
-
-def assistant_start(tokenizer, example, system_prompt: str | None, max_length: int) -> int | None:
-    """The 0-based token position of the example's first trained (assistant) token as the SFT
-    trainer tokenises it (system prompt added, cut to ``max_length``'s character budget), or None."""
-    from characterlab.train.sft import CHARS_PER_TOKEN_BOUND, cut_to_budget, prepare_examples
-    from characterlab.train.tokenize import tokenize_chat
-
-    [example] = prepare_examples([example], system_prompt)
-    example, _ = cut_to_budget(example, max_length * CHARS_PER_TOKEN_BOUND)
-    _, mask = tokenize_chat(tokenizer, example)
-    return mask.index(1) if 1 in mask else None
-
-
-def check_train_lengths(spec: StudySpec, plan: Plan, store: RunStore | None) -> None:
-    """An SFT unit whose ``max_length`` leaves no example a trained token fails before any unit
-    runs, not when it is reached hours later. Checked where its examples are known now (a data
-    file, a data unit finished in ``store``); other data is checked by the trainer when the unit
-    runs. ``store`` is None for a run folder not made yet."""
-    from characterlab.models.local import load_tokenizer, resolve_model_path
-    from characterlab.models.refs import parse_model_ref
-
-    tokenizer, checked = None, set()
-    for unit in plan.ordered():
-        if unit.kind != "train" or unit.params["method"] != "sft" or (store is not None and store.is_done(unit.key)):
-            continue
-        data = _data_unit(unit, plan)
-        max_length, system = unit.params["lora"]["max_length"], unit.params["system_prompt"]
-        if data is None or (data.key, max_length, system) in checked:  # seeds share their data
-            continue
-        checked.add((data.key, max_length, system))
-        examples = _sft_examples(data, store)
-        if not examples:
-            continue
-        if tokenizer is None:
-            tokenizer = load_tokenizer(resolve_model_path(parse_model_ref(spec.model, base_url=spec.base_url)))
-        lost, needed = _all_lost(tokenizer, examples, system, max_length)
-        if lost:
-            hint = f"; the shortest prompt needs max_length {needed} or more" if needed else ""
-            raise InputError(f"{unit.label}: every example loses all its assistant tokens to max_length="
-                             f"{max_length}{hint}", spec._source, field="lora.max_length")
-
-
-def _all_lost(tokenizer, examples: list, system_prompt: str | None, max_length: int) -> tuple[bool, int | None]:
-    """Whether no example keeps a trained token within ``max_length`` (the SFT trainer's refusal),
-    and then the smallest ``max_length`` that would keep one. Usually the first example fits, and
-    the others are not tokenised."""
-    starts = []
-    for example in examples:
-        start = assistant_start(tokenizer, example, system_prompt, max_length)
-        if start is not None and start < max_length:
-            return False, None
-        starts.append(start)
-    return True, min((s + 1 for s in starts if s is not None), default=None)
-
-
 def _run_locked(spec: StudySpec, text: str, plan: Plan, folder: Path, base: Path, executor: str,
-                address: str | None, progress: bool, backend: str = "auto",
-                timeout: float | None = None) -> StudyRun:
+                address: str | None, progress: bool, backend: str, timeout: float | None,
+                lengths: TrainLengthCheck) -> StudyRun:
     resumed = (folder / DB_FILE).is_file()
     store = RunStore(folder)  # a damaged database is refused before anything is written
     try:
@@ -233,12 +161,13 @@ def _run_locked(spec: StudySpec, text: str, plan: Plan, folder: Path, base: Path
         store.remove_orphan_files()
         redo_missing_files(plan, store)
         if resumed:  # finished data units' rows are known now too
-            check_train_lengths(spec, plan, store)
+            lengths.check_plan(store)
         version = code_version()
         run_id = store.begin_run(version, executor)
         t0 = time.time()
-        execution = make_executor(executor, address=address, progress=progress, backend=backend,
-                                  timeout=timeout).run(plan, store)
+        # data that only a unit makes (DPO pairs, introspection) is checked before the unit that trains on it
+        execution = make_executor(executor, address=address, progress=progress, backend=backend, timeout=timeout,
+                                  check_unit=lengths.check_unit).run(plan, store)
         store.end_run(run_id, len(execution.run), len(execution.reused))
         if execution.failed or execution.skipped:
             return StudyRun(folder, spec, plan, execution, None, None)
