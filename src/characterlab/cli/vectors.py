@@ -106,9 +106,18 @@ def screen(
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Rank data sets by how far their responses sit along the vector beyond the model's own answers."""
+    """Rank data sets by how far their responses sit along the vector beyond the model's own answers
+    (one JSON line each on stdout, a readable line on stderr)."""
     from characterlab.vectors.persona import screen_data
 
     for r in screen_data(vector, layer, [str(d) for d in data], model=model, n=n, max_new_tokens=max_new_tokens,
                          seed=seed):
         typer.echo(json.dumps(r))
+        typer.echo(screen_text(r), err=True)
+
+
+def screen_text(r: dict) -> str:
+    """One screened data set as a line; an interval that is undefined (one example) shows as "–"."""
+    bound = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    return (f"{r['data']}: {r['difference']:.3f} [{bound(r['low'])}, {bound(r['high'])}] beyond the model's own "
+            f"answers along {r['trait']} at layer {r['layer']} (n {r['n']})")

@@ -30,7 +30,7 @@ from characterlab.errors import InputError
 from characterlab.vectors.files import META_FILE, VECTORS_FILE, load_persona_vector
 
 __all__ = ["META_FILE", "VECTORS_FILE", "ExtractConfig", "TraitFile", "extract_persona_vector", "load_persona_vector",
-           "projections", "read_trait_file", "screen_data"]
+           "mean_interval", "projections", "read_trait_file", "screen_data"]
 
 
 
@@ -203,9 +203,18 @@ def screen_data(vector_dir: str | Path, layer: int, data: list[str | Path], mode
         data_proj = projections(response_mean_activations(generator.local, prompts, [r for _, r in pairs]), vectors, layer)
         own_proj = projections(response_mean_activations(generator.local, prompts, own), vectors, layer)
         diff = data_proj - own_proj
-        half = 1.96 * float(diff.std(ddof=1)) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+        low, high = mean_interval(diff)
         out.append({"data": str(path), "n": len(diff), "data_projection": float(data_proj.mean()),
                     "model_projection": float(own_proj.mean()), "difference": float(diff.mean()),
-                    "low": float(diff.mean()) - half, "high": float(diff.mean()) + half,
-                    "trait": meta["trait"], "layer": layer})
+                    "low": low, "high": high, "trait": meta["trait"], "layer": layer})
     return sorted(out, key=lambda r: -r["difference"])
+
+
+def mean_interval(values: np.ndarray) -> tuple[float | None, float | None]:
+    """The normal 95% interval of the mean of ``values``; (None, None) for a single value, whose
+    spread is undefined (a NaN bound would be bare ``NaN`` in the JSON lines ``vectors screen``
+    prints, which other readers reject)."""
+    if len(values) < 2:
+        return None, None
+    mean, half = float(values.mean()), 1.96 * float(values.std(ddof=1)) / np.sqrt(len(values))
+    return mean - half, mean + half
