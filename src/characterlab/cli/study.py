@@ -84,22 +84,20 @@ def report(
     into: Optional[Path] = typer.Option(None, "--into", help="With --markdown: write the table into this file, "
                                         "between '<!-- results:STUDY -->' and '<!-- /results:STUDY -->'."),
 ) -> None:
-    """Re-render report.html and plots/ from a run folder's results.json (or print it as Markdown)."""
-    import json
-
+    """Re-render report.html and plots/ from a run folder's results.json (or print it as Markdown).
+    The file may have been edited by hand, so it passes merge's checks first (one line, exit 2)."""
+    from characterlab.study.merge import read_run_results
     from characterlab.study.report import render_report
-    from characterlab.study.store import RESULTS_FILE
 
-    if not (run_dir / RESULTS_FILE).is_file():
-        raise InputError("no results.json here; run the study first (characterlab run)", run_dir, field="run_dir")
     if into is not None and not markdown:
         raise InputError("--into needs --markdown", field="into")
+    if not run_dir.is_dir():
+        raise InputError("not a run folder", run_dir, field="run_dir")
+    _, results = read_run_results(run_dir, field="run_dir")
     if markdown:
-        from characterlab.data.files import read_text
         from characterlab.study.tables import markdown as results_markdown
         from characterlab.study.tables import replace_marked_block
 
-        results = json.loads(read_text(run_dir / RESULTS_FILE))
         text = results_markdown(results)
         if into is None:
             typer.echo(text, nl=False)

@@ -134,11 +134,12 @@ def _count_problem(figures: Any, loc: tuple) -> tuple[tuple, str] | None:
     return None
 
 
-def check_run_results(file: Path, results: Any) -> None:
-    """What the merge reads of one run's results: its shape and types, then each seed's figures
-    pooled alone by its own evaluation (a figure it cannot read fails here, at its seed)."""
+def check_run_results(file: Path, results: Any, field: str = "runs") -> None:
+    """What the merge (and the report) reads of one run's results: its shape and types, then each
+    seed's figures pooled alone by its own evaluation (a figure it cannot read fails here, at its
+    seed). ``field`` names the option that gave the file, for a file that is not an object."""
     if not isinstance(results, dict):
-        raise InputError("not a results.json (a JSON object)", file, field="runs")
+        raise InputError("not a results.json (a JSON object)", file, field=field)
     try:
         _RunResults.model_validate(results)
     except ValidationError as e:
@@ -163,14 +164,15 @@ def check_run_results(file: Path, results: Any) -> None:
                                               f"({type(e).__name__}: {e})") from None
 
 
-def read_run_results(path: str | Path) -> tuple[Path, dict]:
-    """A run folder's ``results.json``, or such a file given by path, checked for what a merge reads."""
+def read_run_results(path: str | Path, field: str = "runs") -> tuple[Path, dict]:
+    """A run folder's ``results.json``, or such a file given by path, checked for what a merge (or
+    ``characterlab report``) reads; ``field`` names the option or argument that gave ``path``."""
     path = Path(path)
     file = path / RESULTS_FILE if path.is_dir() else path
     if not file.is_file():
-        raise InputError("no results.json here; run the study first (characterlab run)", path, field="runs")
-    results = load_json(read_text(file, field="runs"), file, what="not a results.json", field="runs")
-    check_run_results(file, results)
+        raise InputError("no results.json here; run the study first (characterlab run)", path, field=field)
+    results = load_json(read_text(file, field=field), file, what="not a results.json", field=field)
+    check_run_results(file, results, field)
     return file, results
 
 
