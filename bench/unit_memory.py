@@ -7,9 +7,9 @@ RUN is a run folder holding the units (finished) and their inputs; each KEY is r
 finished dependencies into a scratch folder (nothing in RUN is written). After each unit the
 freed memory is handed back, as the executor does, and the unit's own peak (``VmHWM`` since the
 unit started) and the resting RSS are recorded: a unit's peak inside a study is its own working
-set plus what earlier units left resting. The README's diversity-study memory figures are this
-on seed 2's content-free chain (the first unit a DPO, so its peak is a fresh process's) followed
-by the next character's DPO unit.
+set plus what earlier units left resting. The diversity study's memory figures
+(docs/results/diversity.md) are this on seed 2's content-free chain (the first unit a DPO, so its
+peak is a fresh process's) followed by the next character's DPO unit.
 """
 
 import json

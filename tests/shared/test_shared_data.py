@@ -71,7 +71,7 @@ def test_judged_csvs_group_into_source_models():
 def test_shipped_offline_judge_on_models_it_never_trained_on():
     """The shipped judge trained on every source model but its 5 calibration models. On those its
     quantile maps were fitted, which moves scores but not their order: the rank figures are held out.
-    (Agreement on unseen models is measured by cross-fitting; see README.)"""
+    (Agreement on unseen models is measured by cross-fitting; see docs/judging.md.)"""
     import json
 
     from characterlab.judge.folder import CONFIG_FILE, SHIPPED_DIR

@@ -198,8 +198,9 @@ def validate_judges(data: JudgedSet, folders: list[str | Path] | None = None, re
         read_judge_config(Path(record_in))  # fail before scoring, not after
     groups, dropped = cross_fitted_rows(data, folders)
     if not any(groups):
-        raise InputError("every source model here was used to train or calibrate the judge(s); validate on "
-                         "other sources, or cross-fit judges trained on complementary splits (README)", field="data")
+        raise InputError("every source model here was used to train or calibrate the judge(s); validate on other "
+                         "sources, or cross-fit judges trained on complementary splits (docs/judging.md)",
+                         field="data")
     report = validate_cross_fitted([(OfflineJudge(f), rows) for f, rows in zip(folders, groups) if rows])
     if record_in is not None:
         record_validation(record_in, report, method or (
