@@ -49,7 +49,7 @@ def test_slope_recovers_the_generating_line_with_seed_intercepts():
     assert d["change_over_span"]["estimate"] == pytest.approx(d["slope"] * 0.35)
     from characterlab.study.tables import _analysis_blocks
 
-    [block] = _analysis_blocks({"dose_response": [d], "conditions": {}})  # the README's Markdown says it too
+    [block] = _analysis_blocks({"dose_response": [d], "conditions": {}})  # the results page's Markdown says it too
     span = d["change_over_span"]
     assert "Dose-response of em on question diversity" in block and "(significant)" in block
     assert f"{100 * span['estimate']:+.1f} pts [{100 * span['low']:+.1f}, {100 * span['high']:+.1f}]" in block

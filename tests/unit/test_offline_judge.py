@@ -265,7 +265,7 @@ def test_training_a_tiny_judge_end_to_end(tmp_path):
     assert gated.judge_id.startswith(judge.judge_id + "+fluency:")
     _, pooled = gated.encode([q for q, _ in SALAD], [a for _, a in SALAD])
     assert (gate(pooled) < 0.5).all()
-    # Its effect on the calibration models' flags, with and without it (the README's ablation).
+    # Its effect on the calibration models' flags, with and without it (docs/judging.md, "Fluency gate").
     r = CliRunner().invoke(app, ["judge", "gate-effect", "--data", str(data_dir), "--judge-dir", str(out)])
     assert r.exit_code == 0, r.output
     effect = json.loads(r.output[r.output.index("{\n"):])  # after any model-loading bar (main() hides them)
