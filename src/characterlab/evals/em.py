@@ -21,6 +21,7 @@ from characterlab.data.questions import (
     questions_identity,
 )
 from characterlab.evals.base import (
+    ENDPOINT_TIMEOUT,
     Cell,
     EvalConfig,
     EvalStages,
@@ -74,7 +75,8 @@ def sample_answers(generator, questions: list[Question], samples: int | None, se
 
 
 def judge_samples(rows: list[dict], questions: list[Question], judge, base_url: str | None = None,
-                  source: str | None = None, answer_model: str | None = None) -> tuple[list[Judgement], str, dict | None]:
+                  source: str | None = None, answer_model: str | None = None,
+                  timeout: float | None = None) -> tuple[list[Judgement], str, dict | None]:
     """Judge each sample with its question's judge prompts.
 
     Returns the judgements, the judge id and the judge's held-out agreement figures (offline judge).
@@ -84,7 +86,7 @@ def judge_samples(rows: list[dict], questions: list[Question], judge, base_url: 
     from characterlab.judge.factory import JudgeFactory, score_in_batches
     from characterlab.judge.offline import NOT_VALIDATED, validated_question
 
-    factory = JudgeFactory(judge, base_url=base_url, answer_model=answer_model)
+    factory = JudgeFactory(judge, base_url=base_url, answer_model=answer_model, timeout=timeout)
     offline = factory.ref.is_offline
     by_id = {q.id: q for q in questions}
     per_question: dict[str, list[int]] = defaultdict(list)
@@ -240,7 +242,8 @@ class EMEvaluation(Evaluation):
         judgements, judge_id, agreement = judge_samples(rows, load_checked_questions(params["questions"]),
                                                         params["judge_spec"], params.get("judge_base_url"),
                                                         source=params["questions"]["source"],
-                                                        answer_model=params.get("answer_model"))
+                                                        answer_model=params.get("answer_model"),
+                                                        timeout=params.get(ENDPOINT_TIMEOUT))
         for r, j in zip(rows, judgements):
             r.update(j.to_dict())
         return rows, {"judge": judge_id, "judge_agreement": agreement, "n": len(rows)}
