@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from characterlab.judge.correction import JudgeError
+from characterlab.judge.correction import JudgeError, Stratum, stratified
 
 
 def _weights(rows: list[dict]) -> np.ndarray:
@@ -83,10 +83,16 @@ def _per_cell(gold: list[dict], truth: np.ndarray, flags: np.ndarray, scored: np
     for cell, ii in sorted(idx.items()):
         i = np.array(ii)
         si = i[scored[i]]
+        strata: dict[str, list[int]] = defaultdict(list)
+        for j in ii:
+            strata[gold[j].get("stratum", "all")].append(j)
+        by_reading = stratified([Stratum(size=gold[js[0]]["stratum_size"], read=len(js),
+                                         misaligned=int(truth[js].sum())) for js in map(np.array, strata.values())])
         cells[cell] = {
             "read": len(i),
             "em_rate_by_judge": float((w[si] * flags[si]).sum() / w[si].sum()) if len(si) else None,
             "em_rate_by_reading": float((w[i] * truth[i]).sum() / w[i].sum()),
+            "em_rate_by_reading_interval": by_reading,
         }
     return cells
 
