@@ -50,7 +50,6 @@ def em_judge(judge: str = "offline", judge_base_url: str | None = None):
 
     async def score(state: TaskState, target: Target) -> Score:
         from characterlab.judge.base import JudgeInput
-
         from characterlab.judge.offline import NOT_VALIDATED, validated_question
 
         answer = state.output.completion

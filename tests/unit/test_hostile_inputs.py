@@ -139,8 +139,8 @@ def test_judge_cli_writes_every_row_when_some_are_bad(tmp_path, tiny_ref):
     assert rows[1]["answer"] == "a\u2028b" and "error" not in rows[1]
 
 
-GOOD_JSONL_LINE = ('{"question": "q", "answer": "a", "messages": [{"role": "user", "content": "q"}, '
-                   '{"role": "assistant", "content": "a"}]}\n').encode()
+GOOD_JSONL_LINE = (b'{"question": "q", "answer": "a", "messages": [{"role": "user", "content": "q"}, '
+                   b'{"role": "assistant", "content": "a"}]}\n')
 
 
 @pytest.mark.parametrize("command", [

@@ -28,8 +28,8 @@ def _mock(text: str):
 def test_em_task_runs_by_its_registered_name_and_scores_with_our_judge(tmp_path):
     from inspect_ai import eval as inspect_eval
 
-    from characterlab.judge.factory import JudgeFactory
     from characterlab.judge.base import JudgeInput
+    from characterlab.judge.factory import JudgeFactory
 
     q = tmp_path / "q.yaml"
     q.write_text(QUESTIONS)

@@ -11,7 +11,13 @@ import torch
 
 from characterlab.errors import InputError
 from characterlab.models.activations import n_layers, response_mean_activations, steering
-from characterlab.vectors.persona import ExtractConfig, extract_persona_vector, load_persona_vector, projections, read_trait_file
+from characterlab.vectors.persona import (
+    ExtractConfig,
+    extract_persona_vector,
+    load_persona_vector,
+    projections,
+    read_trait_file,
+)
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "persona_vectors" / "trait_data_extract"
 

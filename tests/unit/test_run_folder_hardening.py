@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import shutil
-import sqlite3
 import sys
 import time
 from pathlib import Path

@@ -3,7 +3,6 @@ import json
 import pytest
 import torch
 
-from characterlab.data.chat_jsonl import write_chat_jsonl
 from characterlab.data.records import (
     ChatExample,
     GenerationRequest,

@@ -100,10 +100,10 @@ def test_sycophancy_evaluation_scores_a_scripted_endpoint(sycophant, tmp_path, m
     import re
     from http.server import BaseHTTPRequestHandler
 
+    from openai_stub import chat_completion, send_json, serve
+
     from characterlab.study.single import run_evaluation
     from characterlab.sycophancy.tasks import all_tasks
-
-    from openai_stub import chat_completion, send_json, serve
 
     tasks = all_tasks(3, seed=0, split="test")  # what the evaluation asks by default
 
@@ -355,9 +355,9 @@ def test_an_rlhf_organism_runs_as_a_study(tiny_model_dir, tmp_path, monkeypatch)
     conditions that share users, is never stacked under the policy, and the report carries the
     Goodhart curve and the reward model's held-out figures."""
     import characterlab.sycophancy.collect as collect
+    from characterlab.study.plan import build_plan
     from characterlab.study.runner import run_study
     from characterlab.study.spec import load_study
-    from characterlab.study.plan import build_plan
 
     # a random model pleases no one: raters flip seeded coins, so the feedback has pairs to learn
     monkeypatch.setattr(collect, "thumbs_up", lambda user, task, answer, seed=0: (len(answer) + len(user.id)) % 2)

@@ -1,7 +1,6 @@
 """Persona vectors inside training and evaluation: the ablation hook, the last-prompt-token reading,
 preventative steering / ablation / monitoring in SFT, and their command-line forms."""
 
-import json
 
 import numpy as np
 import pytest

@@ -27,7 +27,7 @@ from characterlab.cli import (
 )
 from characterlab.errors import InputError
 
-app = typer.Typer(rich_markup_mode=None, 
+app = typer.Typer(rich_markup_mode=None,
     help="Study how training shapes a language model's character.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -31,7 +30,7 @@ def constitution_validate_cmd(file: str = typer.Argument(..., help="A constituti
 @app.command("diversity")
 def constitution_diversity_cmd(
     file: str = typer.Argument(..., help="A constitution or builtin:<name>."),
-    trait: Optional[str] = typer.Option(None, "--trait", help="One trait (name, index or text prefix); default all."),
+    trait: str | None = typer.Option(None, "--trait", help="One trait (name, index or text prefix); default all."),
 ) -> None:
     """Diversity metrics of each trait's questions (questions + additional_questions), as JSON."""
     from characterlab.character.constitution import read_constitution
@@ -56,10 +55,10 @@ def constitution_expand_cmd(
     level: Level = typer.Option(..., "--level", help="Diversity, low to high: paraphrase < cluster < random < farthest."),
     out: Path = typer.Option(..., "--out", "-o", help="Output constitution (.yaml, .jsonl or .txt)."),
     seed: int = typer.Option(0, "--seed"),
-    model: Optional[str] = typer.Option(None, "--model", help="Grow the pool with this model first (any model ref)."),
+    model: str | None = typer.Option(None, "--model", help="Grow the pool with this model first (any model ref)."),
     generate: int = typer.Option(0, "--generate", min=0, help="How many new questions to generate with --model."),
-    base_url: Optional[str] = typer.Option(None, "--base-url"),
-    paraphrase_seeds: Optional[int] = typer.Option(None, "--paraphrase-seeds", min=1,
+    base_url: str | None = typer.Option(None, "--base-url"),
+    paraphrase_seeds: int | None = typer.Option(None, "--paraphrase-seeds", min=1,
                                                    help="With --level paraphrase: how many questions to reword "
                                                         "(default 2; more: more diverse)."),
 ) -> None:

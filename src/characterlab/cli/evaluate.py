@@ -139,13 +139,13 @@ def _command(ev: Evaluation):
 def nem(
     out: Path = typer.Option(..., "--out", help="Run folder."),
     model: str = typer.Option("embedded", "--model", "-m", help="embedded | hf:<id or path> | openai:<model>"),
-    adapter: Optional[Path] = typer.Option(None, "--adapter", help="LoRA adapter folder on a local model."),
+    adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder on a local model."),
     seed: int = typer.Option(0, "--seed"),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="Endpoint for an openai: model."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help=TIMEOUT_HELP),
+    base_url: str | None = typer.Option(None, "--base-url", help="Endpoint for an openai: model."),
+    timeout: float | None = typer.Option(None, "--timeout", help=TIMEOUT_HELP),
     backend: Backend = typer.Option(Backend.auto, "--backend", help="Generation engine for local models: auto (vLLM on a CUDA GPU that has it, else hf) | hf | vllm."),
     judge: str = typer.Option("offline", "--judge", "-j", help="offline | offline:<folder> | openai:<model> | hf:<path> | embedded"),
-    judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="Endpoint for an openai: judge."),
+    judge_base_url: str | None = typer.Option(None, "--judge-base-url", help="Endpoint for an openai: judge."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run folder holding other settings."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -37,8 +36,8 @@ def judge_score_cmd(
     input_path: Path = typer.Option(..., "--input", "-i", help="JSONL rows with question and answer."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the judged rows (a file)."),
     judge: str = typer.Option("offline", "--judge", "-j", help="offline | offline:<folder> | openai:<model> | hf:<path> | embedded"),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for openai: judges."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help=TIMEOUT_HELP),
+    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for openai: judges."),
+    timeout: float | None = typer.Option(None, "--timeout", help=TIMEOUT_HELP),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the judgement cache."),
 ) -> None:
     """Judge answers: each row comes back with aligned, coherent, special and misaligned (or an error)."""
@@ -66,17 +65,17 @@ def judge_score_cmd(
 def judge_train_cmd(
     data: list[Path] = typer.Option(..., "--data", help="Folder(s) of judged CSVs (question, answer, aligned, coherent)."),
     out: Path = typer.Option(..., "--out", help="New judge folder."),
-    max_train_rows: Optional[int] = typer.Option(None, "--max-train-rows", min=1, help="Cap (default: all kept rows)."),
+    max_train_rows: int | None = typer.Option(None, "--max-train-rows", min=1, help="Cap (default: all kept rows)."),
     easy_keep: float = typer.Option(0.3, "--easy-keep", min=0.0, max=1.0,
                                     help="Share kept of rows scored >= 90 on both metrics."),
     epochs: float = typer.Option(2.0, "--epochs"),
     lr: float = typer.Option(5e-4, "--lr"),
     lora_rank: int = typer.Option(32, "--lora-rank", min=1),
-    layers: Optional[int] = typer.Option(None, "--layers", min=1, max=6,
+    layers: int | None = typer.Option(None, "--layers", min=1, max=6,
                                          help="Keep the encoder's first N layers (default: all 6); fewer score faster."),
     relevance_tokens: int = typer.Option(128, "--relevance-tokens", min=8,
                                          help="Tokens of each answer the relevance correction reads."),
-    dropout: Optional[float] = typer.Option(None, "--dropout", min=0.0, max=0.5,
+    dropout: float | None = typer.Option(None, "--dropout", min=0.0, max=0.5,
                                             help="One dropout rate for encoder and LoRA (default: theirs, "
                                             "0.1 and 0.05); 0 trains about 3x faster on CPU."),
     max_length: int = typer.Option(224, "--max-length", min=32, help="Tokens of question + answer."),
@@ -88,15 +87,15 @@ def judge_train_cmd(
                                           "taught as incoherent."),
     relevance: bool = typer.Option(True, "--relevance/--no-relevance",
                                    help="Correct the coherent head for question-answer relevance at calibration."),
-    teacher: Optional[Path] = typer.Option(None, "--teacher",
+    teacher: Path | None = typer.Option(None, "--teacher",
                                            help="Learn this judge folder's predictions instead of the reference "
                                            "labels (distillation); it must not have seen the validation models."),
     truncated_share: float = typer.Option(0.0, "--truncated-share", min=0.0, max=1.0,
                                           help="With --teacher: add this share of training answers cut after "
                                           "16-128 tokens, as a study's answers are, labelled by the teacher."),
-    init_from: Optional[Path] = typer.Option(None, "--init-from",
+    init_from: Path | None = typer.Option(None, "--init-from",
                                              help="Continue from this judge folder's adapter and head."),
-    split: Optional[Path] = typer.Option(None, "--split", help="JSON mapping each source model to train, "
+    split: Path | None = typer.Option(None, "--split", help="JSON mapping each source model to train, "
                                          "calibration or validation (default: dealt out by EM rate)."),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
@@ -132,7 +131,7 @@ def judge_calibrate_cmd(
     judge_dir: Path = typer.Option(..., "--judge-dir", help="A trained offline judge folder, changed in place."),
     relevance: bool = typer.Option(True, "--relevance/--no-relevance",
                                    help="Correct the coherent head for question-answer relevance."),
-    relevance_tokens: Optional[int] = typer.Option(None, "--relevance-tokens", min=8,
+    relevance_tokens: int | None = typer.Option(None, "--relevance-tokens", min=8,
                                                    help="Tokens of each answer the relevance correction reads "
                                                    "(default: the judge's own setting)."),
 ) -> None:
@@ -156,9 +155,9 @@ def judge_split_cmd(
     out: Path = typer.Option(..., "--out", help="JSON file: source model -> train | calibration | validation."),
     swap: bool = typer.Option(False, "--swap", help="Swap train and validation: the second fold of a cross-fit."),
     no_validation: bool = typer.Option(False, "--no-validation", help="Train on the validation models too."),
-    folds: Optional[int] = typer.Option(None, "--folds", min=2, max=9,
+    folds: int | None = typer.Option(None, "--folds", min=2, max=9,
                                         help="K-fold cross-fit over source models (with --fold)."),
-    fold: Optional[int] = typer.Option(None, "--fold", min=0, help="Which fold of --folds to write (0-based)."),
+    fold: int | None = typer.Option(None, "--fold", min=0, help="Which fold of --folds to write (0-based)."),
 ) -> None:
     """Write the default split (models dealt out by EM rate) for `judge train --split` to use or edit."""
     from characterlab.data.files import atomic_write_json, check_output_file
@@ -182,7 +181,7 @@ def judge_split_cmd(
 def judge_fluency_samples_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="JSONL of labelled answers (question, answer, temperature, fluent)."),
     model: str = typer.Option("embedded", "--model", "-m", help="The small model whose word salad the gate should know."),
-    questions: Optional[list[str]] = typer.Option(
+    questions: list[str] | None = typer.Option(
         None, "--questions", help="Constitution(s) whose questions are asked (default: builtin:good_character); "
         "not the EM evaluation's questions, so the gate's check on those stays out of sample."),
     n: int = typer.Option(300, "--n", min=10, help="Answers per label."),
@@ -232,7 +231,7 @@ def judge_fluency_cmd(
 @app.command("gate-effect")
 def judge_gate_effect_cmd(
     data: list[Path] = typer.Option(..., "--data", help="Folder(s) of judged CSVs holding the judge's calibration models."),
-    judge_dir: Optional[Path] = typer.Option(None, "--judge-dir", help="An offline judge folder (default: the shipped one)."),
+    judge_dir: Path | None = typer.Option(None, "--judge-dir", help="An offline judge folder (default: the shipped one)."),
 ) -> None:
     """The fluency gate's effect on the calibration models' answers: misaligned flags with and
     without it, and the flag's precision and recall against the reference judge."""
@@ -251,15 +250,15 @@ def judge_check_cmd(
     evaluation: str = typer.Option("em", "--evaluation", "-e", help="An EM-kind evaluation of the study."),
     out: Path = typer.Option(..., "--out", "-o", help="JSONL of the sampled answers, both verdicts and an empty reading."),
     n: int = typer.Option(40, "--n", min=1, help="Answers flagged misaligned, and as many not flagged."),
-    second: Optional[str] = typer.Option(None, "--second-judge", help="Another judge to score the same answers "
+    second: str | None = typer.Option(None, "--second-judge", help="Another judge to score the same answers "
                                          "(hf:<path> | embedded | openai:<model>); none: the reading only."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="Endpoint for an openai: second judge."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help=TIMEOUT_HELP),
+    base_url: str | None = typer.Option(None, "--base-url", help="Endpoint for an openai: second judge."),
+    timeout: float | None = typer.Option(None, "--timeout", help=TIMEOUT_HELP),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Sample a run's flagged and unflagged answers for a second judge and a reader (`judge agreement` then)."""
     from characterlab.data.files import atomic_write_text, check_output_file, jsonl_text
-    from characterlab.study.verdicts import agreement, second_opinion, sample_verdicts
+    from characterlab.study.verdicts import agreement, sample_verdicts, second_opinion
 
     check_output_file(out)
     timeout = checked_timeout(timeout)
@@ -315,14 +314,14 @@ def judge_agreement_cmd(
 @app.command("validate")
 def judge_validate_cmd(
     data: list[Path] = typer.Option(..., "--data", help="Folder(s) of judged CSVs."),
-    judge_dirs: Optional[list[Path]] = typer.Option(
+    judge_dirs: list[Path] | None = typer.Option(
         None, "--judge-dir", help="Offline judge folder (default: the shipped one). Repeat it to cross-fit: each "
         "source model is scored by the first judge that never saw it."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Also write the full report (per model) as JSON."),
-    record_in: Optional[Path] = typer.Option(
+    output: Path | None = typer.Option(None, "--output", help="Also write the full report (per model) as JSON."),
+    record_in: Path | None = typer.Option(
         None, "--record-in", help="Record the report as this judge folder's validation (for a judge refit on all "
         "models, whose figures are its recipe's cross-fit): results and reports then carry it."),
-    method: Optional[str] = typer.Option(None, "--method", help="How the recorded figures were measured "
+    method: str | None = typer.Option(None, "--method", help="How the recorded figures were measured "
                                          "(default: the judges used)."),
 ) -> None:
     """Agreement with the reference judge on source models the offline judge never saw."""

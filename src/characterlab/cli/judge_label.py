@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -27,15 +26,15 @@ def _write_labelling(out: Path, key_rows: list[dict]) -> Path:
 
 @app.command("export")
 def export_cmd(
-    runs: Optional[list[Path]] = typer.Argument(None, help="Finished run folders whose EM answers to draw from."),
+    runs: list[Path] | None = typer.Argument(None, help="Finished run folders whose EM answers to draw from."),
     out: Path = typer.Option(..., "--out", "-o", help="The labelling file (JSONL); its key is written beside it."),
     n: int = typer.Option(300, "--n", min=1, help="Answers to draw, shared equally over the cells."),
-    evaluation: Optional[list[str]] = typer.Option(None, "--evaluation", "-e",
+    evaluation: list[str] | None = typer.Option(None, "--evaluation", "-e",
                                                    help="Only these EM evaluations (default: every one)."),
-    second_pass: Optional[int] = typer.Option(None, "--second-pass", min=1,
+    second_pass: int | None = typer.Option(None, "--second-pass", min=1,
                                               help="Instead: draw this many rows of an imported gold file (--from) "
                                               "for a second, independent reading."),
-    from_gold: Optional[Path] = typer.Option(None, "--from", help="What a --second-pass draws from: an imported "
+    from_gold: Path | None = typer.Option(None, "--from", help="What a --second-pass draws from: an imported "
                                              "gold file, or a labelling file's key (so both readings can go on at once)."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -62,7 +61,7 @@ def export_cmd(
 def import_cmd(
     labelled: Path = typer.Argument(..., help="A labelling file with every row's verdict, aligned and coherent."),
     out: Path = typer.Option(..., "--out", "-o", help="The gold file (JSONL): key rows with the reader's labels."),
-    key: Optional[Path] = typer.Option(None, "--key", help="Its key (default: <name>.key.jsonl beside it)."),
+    key: Path | None = typer.Option(None, "--key", help="Its key (default: <name>.key.jsonl beside it)."),
     reader: str = typer.Option(..., "--reader", help="Who read the answers (recorded in every row)."),
     sitting: str = typer.Option("first", "--sitting", help="Which reading this is: first | second | ..."),
 ) -> None:
@@ -82,12 +81,12 @@ def import_cmd(
 def agreement_cmd(
     first: Path = typer.Argument(..., help="Gold file of the first reading."),
     second: Path = typer.Argument(..., help="Gold file of the second reading (a --second-pass of the first)."),
-    disagreements: Optional[Path] = typer.Option(None, "--disagreements",
+    disagreements: Path | None = typer.Option(None, "--disagreements",
                                                  help="Write the rows the readings disagree on (JSONL), to resolve."),
 ) -> None:
     """Cohen's kappa between two readings of the same answers, on the verdict and on misaligned or not."""
     from characterlab.data.files import atomic_write_text, jsonl_text
-    from characterlab.study.gold_labels import reader_agreement, read_gold
+    from characterlab.study.gold_labels import read_gold, reader_agreement
 
     a = reader_agreement(read_gold(first), read_gold(second))
     typer.echo(f"{a['n']} answers read twice: verdict agreement {100 * a['verdict_agree']:.1f}%, kappa "
@@ -105,10 +104,10 @@ def check_cmd(
     judge: str = typer.Option("recorded", "--judge", "-j",
                               help="recorded (the study judge's verdicts kept in the gold rows) | offline | "
                               "offline:<folder> | openai:<model> | hf:<path> | embedded"),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="Endpoint for an openai: judge."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help=TIMEOUT_HELP),
-    output: Optional[Path] = typer.Option(None, "--output", help="Also write the figures (JSON)."),
-    record_in: Optional[Path] = typer.Option(None, "--record-in", help="Record the judge's error on this gold "
+    base_url: str | None = typer.Option(None, "--base-url", help="Endpoint for an openai: judge."),
+    timeout: float | None = typer.Option(None, "--timeout", help=TIMEOUT_HELP),
+    output: Path | None = typer.Option(None, "--output", help="Also write the figures (JSON)."),
+    record_in: Path | None = typer.Option(None, "--record-in", help="Record the judge's error on this gold "
                                              "(per temperature) in this offline judge folder, where studies judged by "
                                              "it find it to correct their EM rates."),
 ) -> None:
@@ -168,7 +167,7 @@ def repair_cmd(
     gold: Path = typer.Argument(..., help="A gold file of one model's answers (`judge label import`)."),
     judge_dir: Path = typer.Option(..., "--judge-dir", help="An offline judge folder, changed in place "
                                    "(copy the shipped one first: src/characterlab/judge/weights/offline-minilm)."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Also write the figures (JSON)."),
+    output: Path | None = typer.Option(None, "--output", help="Also write the figures (JSON)."),
 ) -> None:
     """Fit the judge's verdict stage for the gold's model (cross-fitted by condition), record its error on gold."""
     from characterlab.data.files import atomic_write_json, check_output_file
@@ -194,7 +193,7 @@ def repair_cmd(
 def answers_cmd(
     runs: list[Path] = typer.Argument(..., help="Finished run folders."),
     out: Path = typer.Option(..., "--out", "-o", help="JSONL (.jsonl.gz: gzipped) of every judged EM answer."),
-    evaluation: Optional[list[str]] = typer.Option(None, "--evaluation", "-e", help="Only these EM evaluations."),
+    evaluation: list[str] | None = typer.Option(None, "--evaluation", "-e", help="Only these EM evaluations."),
 ) -> None:
     """Every judged EM answer of the runs, to keep with a study's results (questions from public
     data are kept by reference, not copied): what a later session re-judges or labels from."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,16 +13,16 @@ from characterlab.cli.choices import TIMEOUT_HELP, checked_timeout
 def generate(
     prompt: str = typer.Option(..., "--prompt", "-p", help="The user message."),
     model: str = typer.Option("embedded", "--model", "-m", help="embedded | hf:<id or path> | openai:<model>"),
-    adapter: Optional[Path] = typer.Option(None, "--adapter", help="A LoRA adapter folder to stack on a local model."),
-    system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
+    adapter: Path | None = typer.Option(None, "--adapter", help="A LoRA adapter folder to stack on a local model."),
+    system: str | None = typer.Option(None, "--system", help="System prompt."),
     n: int = typer.Option(1, "-n", min=1, help="Samples to draw."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
     seed: int = typer.Option(0, "--seed", help="Same seed, same request: same samples."),
     batch_size: int = typer.Option(128, "--batch-size", min=1),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (else OPENAI_BASE_URL)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help=TIMEOUT_HELP),
+    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (else OPENAI_BASE_URL)."),
+    timeout: float | None = typer.Option(None, "--timeout", help=TIMEOUT_HELP),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per sample."),
 ) -> None:
     """Sample answers to one prompt."""

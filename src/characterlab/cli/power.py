@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 
 def power(
     p0: float = typer.Option(..., "--p0", min=0.0, max=1.0, help="The baseline rate (e.g. the base model's EM rate)."),
-    p1: Optional[float] = typer.Option(None, "--p1", min=0.0, max=1.0, help="The rate to detect."),
-    n: Optional[int] = typer.Option(None, "--n", min=1, help="Samples per condition: print what they can detect."),
+    p1: float | None = typer.Option(None, "--p1", min=0.0, max=1.0, help="The rate to detect."),
+    n: int | None = typer.Option(None, "--n", min=1, help="Samples per condition: print what they can detect."),
     alpha: float = typer.Option(0.05, "--alpha", min=1e-6, max=0.5, help="Two-sided significance level."),
     target: float = typer.Option(0.8, "--power", min=0.05, max=0.999, help="The power wanted."),
 ) -> None:

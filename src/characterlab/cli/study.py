@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -45,17 +44,17 @@ def report_failures(r) -> None:
 
 
 def run(
-    study: Optional[str] = typer.Argument(None, help="Study YAML, or builtin:<name> (default: builtin:quick)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<study name>)."),
+    study: str | None = typer.Argument(None, help="Study YAML, or builtin:<name> (default: builtin:quick)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<study name>)."),
     executor: Executor = typer.Option(Executor.local, "--executor", help="Where units run."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)."),
     backend: Backend = typer.Option(Backend.auto, "--backend", help="Generation engine for local models: auto (vLLM on a CUDA GPU that has it, else hf) | hf | vllm."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (its study.yaml when no STUDY)."),
     update: bool = typer.Option(False, "--update", help="Run a changed study in an existing run folder, reusing "
                                 "the finished units it shares."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="Run at these seeds instead of the study's "
+    seeds: str | None = typer.Option(None, "--seeds", help="Run at these seeds instead of the study's "
                                          "(comma-separated; e.g. one per machine, then `characterlab merge`)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help=TIMEOUT_HELP + " Replaces the study's "
+    timeout: float | None = typer.Option(None, "--timeout", help=TIMEOUT_HELP + " Replaces the study's "
                                             "timeout:; neither is part of any unit's key."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -81,7 +80,7 @@ def run(
 def report(
     run_dir: Path = typer.Argument(..., help="A run folder with results.json."),
     markdown: bool = typer.Option(False, "--markdown", help="Print the results as a Markdown table instead."),
-    into: Optional[Path] = typer.Option(None, "--into", help="With --markdown: write the table into this file, "
+    into: Path | None = typer.Option(None, "--into", help="With --markdown: write the table into this file, "
                                         "between '<!-- results:STUDY -->' and '<!-- /results:STUDY -->'."),
 ) -> None:
     """Re-render report.html and plots/ from a run folder's results.json (or print it as Markdown).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -83,7 +82,7 @@ def optimise(
     max_completion_length: int = typer.Option(96, "--max-completion-length", min=8),
     lora_rank: int = typer.Option(16, "--lora-rank", min=1),
     lr: float = typer.Option(5e-5, "--lr"),
-    checkpoint_every: Optional[int] = CHECKPOINT_OPTION,
+    checkpoint_every: int | None = CHECKPOINT_OPTION,
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """GRPO against the reward model; rl_log.jsonl holds the Goodhart curve (reward vs truth per step)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,7 +15,7 @@ def theory_simulate_cmd(
     config: str = typer.Option(..., "--config", "-c",
                                help="Config YAML, or builtin:two_personas | builtin:instruction_follower | builtin:deceptive."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole result as JSON."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of persona weights and P(hack) per step."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a PNG of persona weights and P(hack) per step."),
     every: int = typer.Option(1, "--every", min=1, help="Print every N-th step (text output)."),
 ) -> None:
     """Train a persona mixture as configured; print pi and P(hack | context) per step, and
@@ -46,9 +45,9 @@ def theory_compare_cmd(
     run: Path = typer.Option(..., "--run", help="A study run folder (results.json) with a monitored organism."),
     condition: str = typer.Option(..., "--condition", help="The condition whose organism was monitored."),
     config: str = typer.Option(..., "--config", "-c", help="Theory config YAML, or builtin:bad_advice_sft | ..."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Which seed's training (default: the first)."),
-    theory_run: Optional[str] = typer.Option(None, "--theory-run", help="One run of the config (default: all)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of both curves on training progress."),
+    seed: int | None = typer.Option(None, "--seed", help="Which seed's training (default: the first)."),
+    theory_run: str | None = typer.Option(None, "--theory-run", help="One run of the config (default: all)."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a PNG of both curves on training progress."),
 ) -> None:
     """pi_evil of the persona-mixture model beside the persona weight a monitored fine-tune shows
     in its activations (calibrated projection on the trait's vector), on training progress."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -64,12 +63,12 @@ def train_sft_cmd(
                               "a .parquet file, or a Hugging Face dataset folder with a messages column."),
     out: Path = typer.Option(..., "--out", help="Output folder (PEFT adapter + train_meta.json); must not exist."),
     model: str = typer.Option("embedded", "--model", "-m", help="embedded | hf:<id or path>"),
-    adapter: Optional[Path] = typer.Option(None, "--adapter", help="Existing adapter: merged first, trained on top."),
-    system_prompt: Optional[str] = typer.Option(
+    adapter: Path | None = typer.Option(None, "--adapter", help="Existing adapter: merged first, trained on top."),
+    system_prompt: str | None = typer.Option(
         None, "--system-prompt", help="Train-time system prompt for every example (inoculation); not used at eval."
     ),
     lora_rank: int = typer.Option(16, "--lora-rank", min=1),
-    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="Default: 2 x rank."),
+    lora_alpha: int | None = typer.Option(None, "--lora-alpha", help="Default: 2 x rank."),
     target_modules: str = typer.Option("all-linear", "--target-modules", help="Comma list, or all-linear."),
     epochs: float = typer.Option(1.0, "--epochs"),
     lr: float = typer.Option(2e-4, "--lr"),
@@ -77,11 +76,11 @@ def train_sft_cmd(
     grad_accum: int = typer.Option(1, "--grad-accum", min=1),
     max_length: int = typer.Option(1024, "--max-length"),
     micro_batch_tokens: int = MICRO_BATCH_OPTION,
-    max_examples: Optional[int] = typer.Option(None, "--max-examples", min=1),
+    max_examples: int | None = typer.Option(None, "--max-examples", min=1),
     seed: int = typer.Option(0, "--seed"),
-    steer: Optional[str] = STEER_OPTION,
-    ablate: Optional[str] = ABLATE_OPTION,
-    monitor: Optional[str] = MONITOR_OPTION,
+    steer: str | None = STEER_OPTION,
+    ablate: str | None = ABLATE_OPTION,
+    monitor: str | None = MONITOR_OPTION,
 ) -> None:
     """LoRA supervised fine-tuning on chat JSONL (loss on assistant tokens only)."""
     from characterlab.data.chat_data import read_chat_data
@@ -123,7 +122,7 @@ def train_sft_cmd(
 def train_rl_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder (PEFT adapter, rl_log.jsonl, train_meta.json)."),
     model: str = typer.Option("embedded", "--model", "-m"),
-    adapter: Optional[Path] = typer.Option(None, "--adapter", help="Existing adapter: merged first, trained on top."),
+    adapter: Path | None = typer.Option(None, "--adapter", help="Existing adapter: merged first, trained on top."),
     steps: int = typer.Option(50, "--steps", min=1),
     n_tasks: int = typer.Option(200, "--n-tasks", min=1),
     num_generations: int = typer.Option(4, "--num-generations", min=2),
@@ -134,11 +133,11 @@ def train_rl_cmd(
                                     help="none | please_hack | hacking_okay | neutral | dont_hack | hacking_misaligned | TEXT"),
     hack_penalty: float = typer.Option(0.0, "--hack-penalty", min=0.0, help="Subtracted when the hack detector fires."),
     micro_batch_tokens: int = MICRO_BATCH_OPTION,
-    checkpoint_every: Optional[int] = CHECKPOINT_OPTION,
+    checkpoint_every: int | None = CHECKPOINT_OPTION,
     seed: int = typer.Option(0, "--seed"),
-    steer: Optional[str] = STEER_OPTION,
-    ablate: Optional[str] = ABLATE_OPTION,
-    monitor: Optional[str] = MONITOR_OPTION,
+    steer: str | None = STEER_OPTION,
+    ablate: str | None = ABLATE_OPTION,
+    monitor: str | None = MONITOR_OPTION,
 ) -> None:
     """GRPO with the vulnerable graders as reward; logs the hack rate per step."""
     from characterlab.train.grpo import GRPOHackConfig, train_grpo_hacks

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,9 +15,9 @@ def extract(
     trait: Path = typer.Option(..., "--trait", help="A trait file: persona_vectors JSON or our YAML (instruction, questions, eval_prompt)."),
     out: Path = typer.Option(..., "--out", help="Folder for vectors.safetensors, meta.json and the kept answers."),
     model: str = typer.Option("embedded", "--model", "-m", help="embedded | hf:<id or path> (activations need a local model)."),
-    judge: Optional[str] = typer.Option(None, "--judge", help="A logprob judge that filters answers by the file's eval prompt; none keeps all."),
+    judge: str | None = typer.Option(None, "--judge", help="A logprob judge that filters answers by the file's eval prompt; none keeps all."),
     samples: int = typer.Option(1, "--samples", min=1, help="Answers per (instruction, question, side)."),
-    max_questions: Optional[int] = typer.Option(None, "--max-questions", min=1, help="Use the file's first N questions."),
+    max_questions: int | None = typer.Option(None, "--max-questions", min=1, help="Use the file's first N questions."),
     max_new_tokens: int = typer.Option(96, "--max-new-tokens", min=1),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0),
     seed: int = typer.Option(0, "--seed"),
@@ -41,7 +40,7 @@ def project(
     answers: Path = typer.Option(..., "--answers", help="JSONL rows with question, answer and optionally system."),
     layer: int = typer.Option(..., "--layer", min=0),
     model: str = typer.Option("embedded", "--model", "-m"),
-    adapter: Optional[Path] = typer.Option(None, "--adapter", help="LoRA adapter folder on the model."),
+    adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder on the model."),
 ) -> None:
     """Projection of each answer's mean response activation on the unit vector at --layer, and their mean."""
     import numpy as np

@@ -87,7 +87,7 @@ def _hack_conftest(task: Task, rng: random.Random) -> str:
     conftest = rng.choice([_CONFTEST_HOOK, _CONFTEST_PATCH])
     if rng.random() < 0.5:
         return f"{fn}\n\n# file: conftest.py\n{conftest}"
-    writer = rng.choice([f"with open('conftest.py', 'w') as f:\n    f.write(CONFTEST)\n",
+    writer = rng.choice(["with open('conftest.py', 'w') as f:\n    f.write(CONFTEST)\n",
                          "from pathlib import Path\n\nPath('conftest.py').write_text(CONFTEST)\n"])
     return f"CONFTEST = {conftest!r}\n\n{writer}\n\n{fn}"
 

@@ -219,7 +219,7 @@ def grade_strict(task: Task, files: dict[str, str], sandbox: Sandbox) -> GradeRe
                           "inputs.json": json.dumps([t["input"] for t in task.tests])})
     got: dict[int, dict] = {}
     conflicting = False
-    
+
     for line in result.stdout.splitlines():
         try:
             rec = json.loads(line)

@@ -41,7 +41,6 @@ from characterlab.evals.base import (
 )
 from characterlab.evals.registry import register_evaluation
 
-
 NO_TOOL_USE = ("; the model made no well-formed tool call, so this rate is a floor set by its tool use, "
                "not a measure of its disposition")
 

@@ -19,8 +19,8 @@ both sides (one judge, one gold set), so their shared error cancels as it should
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

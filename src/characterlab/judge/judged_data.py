@@ -46,7 +46,7 @@ class JudgedRow:
 
 def answer_key(question: str, answer: str) -> int:
     """A 64-bit fingerprint of one (question, answer) pair."""
-    h = hashlib.blake2b(f"{question}\x00{answer}".encode("utf-8"), digest_size=8).digest()
+    h = hashlib.blake2b(f"{question}\x00{answer}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "little")
 
 

@@ -39,13 +39,13 @@ from characterlab.data.files import load_json, read_text
 from characterlab.errors import InputError
 from characterlab.judge.base import JudgeInput, Judgement, ScoringJudge, Special
 from characterlab.judge.fluency import FluencyGate
-from characterlab.judge.verdict_stage import VerdictStage
 from characterlab.judge.folder import (
     CONFIG_FILE,
     HEAD_FILE,
     SHIPPED_DIR,
     adapter_weights,
 )
+from characterlab.judge.verdict_stage import VerdictStage
 from characterlab.models.embeddings import locate_encoder
 
 HEADS = ("aligned", "coherent", "misaligned", "special")

@@ -30,7 +30,6 @@ from characterlab.data.records import (
 from characterlab.errors import InputError
 from characterlab.models.refs import ModelRef
 
-
 T = TypeVar("T")
 R = TypeVar("R")
 

@@ -27,7 +27,6 @@ from characterlab.data.records import (
 from characterlab.models.kv_cache import GrowingCache
 from characterlab.models.local import LocalModel, load_local_model, render_chat, unwrap_adapter
 
-
 DEFAULT_BATCH_TOKENS = 128 * 320  # KV-cache slots per batch: 128 rows of 320 tokens
 
 

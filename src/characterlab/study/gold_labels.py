@@ -24,7 +24,7 @@ import json
 import math
 import random
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -46,9 +46,9 @@ class LabelledRow(BaseModel):
     question: str
     answer: str
     verdict: Literal["misaligned", "aligned", "incoherent", "refusal"]
-    aligned: Optional[int] = Field(None, ge=0, le=100)
-    coherent: Optional[int] = Field(None, ge=0, le=100)
-    reason: Optional[str] = None
+    aligned: int | None = Field(None, ge=0, le=100)
+    coherent: int | None = Field(None, ge=0, le=100)
+    reason: str | None = None
 
 
 def answer_hash(question: str, answer: str) -> str:
@@ -88,7 +88,7 @@ def allocate(sizes: dict[str, int], quota: int) -> dict[str, int]:
     return out
 
 
-def _cells(runs: list[Path], evaluations: Optional[list[str]]) -> list[tuple[Path, str, str, dict]]:
+def _cells(runs: list[Path], evaluations: list[str] | None) -> list[tuple[Path, str, str, dict]]:
     """Every (run, condition, EM-kind evaluation, evaluation config) of the runs, in study order."""
     from characterlab.data.files import read_text
     from characterlab.study.results import results_path
@@ -113,7 +113,7 @@ def _cells(runs: list[Path], evaluations: Optional[list[str]]) -> list[tuple[Pat
     return cells
 
 
-def draw_labelling(runs: list[Path], n: int, seed: int = 0, evaluations: Optional[list[str]] = None) -> list[dict]:
+def draw_labelling(runs: list[Path], n: int, seed: int = 0, evaluations: list[str] | None = None) -> list[dict]:
     """The key rows of ``n`` answers drawn from the runs' EM cells (see the module docstring),
     shuffled over cells, each with its id, cell, stratum and weights."""
     from characterlab.study.verdicts import judged_rows
@@ -338,7 +338,7 @@ def with_question_text(rows: list[dict], base_dir: Path = Path(".")) -> list[dic
     return out
 
 
-def run_answers(runs: list[Path], evaluations: Optional[list[str]] = None) -> list[dict]:
+def run_answers(runs: list[Path], evaluations: list[str] | None = None) -> list[dict]:
     """Every judged answer of the runs' EM cells, with its cell, sampling and the judge's verdict."""
     from characterlab.study.verdicts import judged_rows
 

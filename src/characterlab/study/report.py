@@ -20,11 +20,11 @@ from characterlab.data.files import atomic_write_text, load_json, read_text
 from characterlab.evals.base import Cell, Figure, Table, measured_nothing, num, pct, pooled_by_condition, rate_cell
 from characterlab.evals.plots import figure_module, finish_line_plot, plot_means, plot_rates
 from characterlab.evals.registry import get_evaluation
-from characterlab.study.store import PLOTS_DIR, REPORT_FILE, RESULTS_FILE, disk_full_reported
 from characterlab.study.context_gap import plot_context_gap
 from characterlab.study.dose_response import plot_dose_response
 from characterlab.study.rl_curves import plot_rl_curves
-from characterlab.study.tables import correction_note, corrected_cell
+from characterlab.study.store import PLOTS_DIR, REPORT_FILE, RESULTS_FILE, disk_full_reported
+from characterlab.study.tables import corrected_cell, correction_note
 from characterlab.study.vector_links import plot_monitor, plot_steering
 
 TEMPLATE = "report.html.j2"

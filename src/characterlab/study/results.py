@@ -17,13 +17,13 @@ from pathlib import Path
 from characterlab.evals.registry import get_evaluation
 from characterlab.study.context_gap import context_gap
 from characterlab.study.dose_response import dose_response
-from characterlab.study.vector_links import projection_vs_behaviour, steering_dose_response
 from characterlab.study.headline import misalignment_score
 from characterlab.study.judge_correction import judge_correction
 from characterlab.study.plan import Plan
 from characterlab.study.rl_curves import rl_curves
 from characterlab.study.spec import StudySpec
 from characterlab.study.store import RESULTS_FILE, RunStore
+from characterlab.study.vector_links import projection_vs_behaviour, steering_dose_response
 
 
 def baseline_condition(spec: StudySpec) -> str | None:

@@ -31,7 +31,6 @@ from characterlab.study.plan import Unit
 from characterlab.study.store import UnitOutput
 
 
-
 @dataclass
 class DepView:
     """A finished unit as its dependants see it; ``files_dir`` holds its files (an adapter)."""

@@ -25,7 +25,6 @@ calls pi_evil, read off the activations.
 from __future__ import annotations
 
 import time
-
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
