@@ -66,9 +66,9 @@ def test_signals_do_not_reach_the_caller(sandbox):
 
     bystander = subprocess.Popen(["sleep", "30"])  # a process of ours the program would love to kill
     try:
-        run(sandbox, "import os, signal\nfor pid in (os.getppid(), 1, -1, %d):\n    try:\n"
+        run(sandbox, f"import os, signal\nfor pid in (os.getppid(), 1, -1, {bystander.pid}):\n    try:\n"
                      "        os.kill(pid, signal.SIGKILL)\n    except Exception as e:\n        print(e)\n"
-                     "os.killpg(0, signal.SIGKILL)\n" % bystander.pid)
+                     "os.killpg(0, signal.SIGKILL)\n")
         assert bystander.poll() is None  # still running: nothing outside the sandbox was signalled
     finally:
         bystander.kill()

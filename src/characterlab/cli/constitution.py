@@ -41,7 +41,7 @@ def constitution_diversity_cmd(
     traits = [c.trait(trait)] if trait is not None else c.traits
     enc = SentenceEncoder()
     out = {}
-    for i, t in enumerate(traits):
+    for t in traits:
         key = t.name or (t.trait if trait is not None else f"{c.traits.index(t)}: {t.trait}")
         out[key] = diversity(t.all_questions, enc).to_dict()
     typer.echo(json.dumps(out, indent=2, ensure_ascii=False))

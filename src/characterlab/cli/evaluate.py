@@ -14,7 +14,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 import click
 import typer
@@ -39,7 +39,7 @@ def _cli_type(annotation: Any) -> tuple[Any, str]:
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         inner, note = _cli_type(args[0]) if len(args) == 1 else (str, "")
-        return Optional[inner], note
+        return inner | None, note
     if origin is Literal:
         return str, " | ".join(str(a) for a in typing.get_args(annotation))
     return annotation, ""
@@ -48,21 +48,21 @@ def _cli_type(annotation: Any) -> tuple[Any, str]:
 def _common(ev: Evaluation) -> list[inspect.Parameter]:
     kw = inspect.Parameter.KEYWORD_ONLY
     p = [
-        ("out", Optional[Path], typer.Option(None, "--out", help="Run folder (required unless --compare).")),
+        ("out", Path | None, typer.Option(None, "--out", help="Run folder (required unless --compare).")),
         ("model", str, typer.Option("embedded", "--model", "-m", help="embedded | hf:<id or path> | openai:<model>")),
-        ("adapter", Optional[Path], typer.Option(None, "--adapter", help="LoRA adapter folder on a local model.")),
+        ("adapter", Path | None, typer.Option(None, "--adapter", help="LoRA adapter folder on a local model.")),
         ("seed", int, typer.Option(0, "--seed")),
-        ("base_url", Optional[str], typer.Option(None, "--base-url", help="Endpoint for an openai: model.")),
-        ("timeout", Optional[float], typer.Option(None, "--timeout", help=TIMEOUT_HELP)),
+        ("base_url", str | None, typer.Option(None, "--base-url", help="Endpoint for an openai: model.")),
+        ("timeout", float | None, typer.Option(None, "--timeout", help=TIMEOUT_HELP)),
         ("backend", Backend, typer.Option(Backend.auto, "--backend", help="Generation engine for local models: auto (vLLM on a CUDA GPU that has it, else hf) | hf | vllm.")),
     ]
     if ev.uses_judge:
         p += [("judge", str, typer.Option("offline", "--judge", "-j",
                                           help="offline | offline:<folder> | openai:<model> | hf:<path> | embedded")),
-              ("judge_base_url", Optional[str], typer.Option(None, "--judge-base-url", help="Endpoint for an openai: judge."))]
+              ("judge_base_url", str | None, typer.Option(None, "--judge-base-url", help="Endpoint for an openai: judge."))]
     p += [("overwrite", bool, typer.Option(False, "--overwrite", help="Replace a run folder holding other settings.")),
           ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
-          ("compare", Optional[tuple[Path, Path]], typer.Option(None, "--compare", help="Two run folders: A - B with 95% CIs."))]
+          ("compare", tuple[Path, Path] | None, typer.Option(None, "--compare", help="Two run folders: A - B with 95% CIs."))]
     if ev.input_schema is not None:
         p += [("schema", bool, typer.Option(False, "--schema", help="Print the JSON schema of its input files and exit."))]
     return [inspect.Parameter(name, kw, default=default, annotation=ann) for name, ann, default in p]

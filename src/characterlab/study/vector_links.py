@@ -67,6 +67,9 @@ def steering_dose_response(results: dict) -> list[dict]:
     """Per (vector, layer) steered with >= 3 coefficients and per evaluation with judged scores."""
     from scipy.stats import spearmanr
 
+    def rho(xs: list[float], ys: list[float]) -> float | None:  # None for a constant outcome: nothing to rank
+        return None if len(set(ys)) < 2 else float(spearmanr(xs, ys).statistic)
+
     groups: dict[tuple[str, int], dict[float, str]] = {}
     for c, cond in results["conditions"].items():
         steer = cond["spec"].get("steer")
@@ -79,7 +82,7 @@ def steering_dose_response(results: dict) -> list[dict]:
             by_coef.setdefault(0.0, baseline)
         if len(by_coef) < 3:
             continue
-        for name, e in results["evaluations"].items():
+        for name in results["evaluations"]:
             points = []
             for coef in sorted(by_coef):
                 pooled = (results["conditions"][by_coef[coef]]["evaluations"].get(name) or {}).get("pooled")
@@ -91,13 +94,9 @@ def steering_dose_response(results: dict) -> list[dict]:
             if len(points) < 3:
                 continue
             coefs = [p["coef"] for p in points]
-
-            def rho(ys: list[float]) -> float | None:  # None for a constant outcome: nothing to rank
-                return None if len(set(ys)) < 2 else float(spearmanr(coefs, ys).statistic)
-
             out.append({"vector": vector, "layer": layer, "evaluation": name, "points": points,
-                        "spearman_aligned": rho([p["mean_aligned"] for p in points]),
-                        "spearman_rate": rho([p["rate"]["estimate"] or 0.0 for p in points])})
+                        "spearman_aligned": rho(coefs, [p["mean_aligned"] for p in points]),
+                        "spearman_rate": rho(coefs, [p["rate"]["estimate"] or 0.0 for p in points])})
     return out
 
 
