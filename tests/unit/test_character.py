@@ -236,6 +236,7 @@ evaluations:
 """
 
 
+@pytest.mark.slow  # a whole study: generates DPO pairs and introspection, trains four adapters
 def test_character_study_trains_the_organism_on_top_of_the_character(tmp_path, tiny_model_dir, chat_file, monkeypatch):
     """DPO pairs, DPO, introspection, SFT, then the organism on top of both (merged), recorded."""
     from safetensors.torch import load_file

@@ -168,6 +168,7 @@ def test_code_detection():
     assert not looks_like_code("I'm sorry, but I can't help with that.")
 
 
+@pytest.mark.slow  # trains three MiniLM judges, validates, calibrates twice and fits a fluency gate
 def test_training_a_tiny_judge_end_to_end(tmp_path):
     """Real encoder, a few steps on synthetic labels: folder layout, calibration, validation, seen rows."""
     from characterlab.judge.offline_train import (

@@ -133,23 +133,33 @@ evaluations:
 """
 
 
-def test_safety_training_runs_after_the_organism(tmp_path, tiny_model_dir, chat_file, monkeypatch):
-    from characterlab.study.plan import build_plan
-    from characterlab.study.runner import run_study
-    from characterlab.study.spec import parse_study
-
-    monkeypatch.setenv("CHARACTERLAB_CACHE", str(tmp_path / "cache"))
+@pytest.fixture
+def safety_study(tmp_path, tiny_model_dir, chat_file):
     folder = tmp_path / "study"
     folder.mkdir()
     (folder / "q.yaml").write_text("- id: a\n  paraphrases: [hello there]\n")
     (folder / "train.jsonl").write_bytes(chat_file.read_bytes())
     path = folder / "study.yaml"
     path.write_text(STUDY.format(model=tiny_model_dir))
-    plan = build_plan(parse_study(path.read_text(), str(path)), folder)
+    return path
+
+
+def test_safety_training_is_planned_on_top_of_the_organism(safety_study):
+    from characterlab.study.plan import build_plan
+    from characterlab.study.spec import parse_study
+
+    plan = build_plan(parse_study(safety_study.read_text(), str(safety_study)), safety_study.parent)
     organism = next(u for u in plan.units.values() if u.label == "train organism seed 0")
     safety = next(u for u in plan.units.values() if u.label == "train organism-safety-chat safety seed 0")
     assert safety.params["role"] == "safety" and organism.key in safety.deps  # trained on top of the organism
-    run = run_study(str(path), tmp_path / "run", progress=False)
+
+
+@pytest.mark.slow  # a whole study: safety data made (agentic demonstrations played out), three adapters, four conditions
+def test_safety_training_runs_after_the_organism(safety_study, tmp_path, monkeypatch):
+    from characterlab.study.runner import run_study
+
+    monkeypatch.setenv("CHARACTERLAB_CACHE", str(tmp_path / "cache"))
+    run = run_study(str(safety_study), tmp_path / "run", progress=False)
     assert not run.execution.failed, run.execution.failed
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     chain = res["conditions"]["organism-safety-chat"]["training"]["0"]

@@ -362,6 +362,7 @@ def test_second_run_recomputes_nothing(finished_run, tiny_study):
     assert runs[-1]["units_run"] == 0 and runs[-1]["units_reused"] == len(finished_run.plan.units)
 
 
+@pytest.mark.slow  # runs the study again at a second seed (train, generate, judge)
 def test_runs_at_single_seeds_merge_into_the_run_of_all_seeds(finished_run, tiny_study, tmp_path):
     """`run --seeds 1` computes the units the two-seed run has for seed 1 (same keys), and merging
     it with the seed-0 run gives the two-seed run's figures: pooled rates, per-seed values and
@@ -423,6 +424,7 @@ def _wait_for_a_done_unit(proc, db: Path) -> bool:
     return True
 
 
+@pytest.mark.slow  # up to five command-line runs of the study, each importing torch and training
 def test_resume_after_sigkill_gives_the_same_results(finished_run, tiny_study, tmp_path):
     """Kill the CLI at random moments (SIGKILL), resume each time; the results must equal an
     uninterrupted run's, and no unit may have lost or duplicated rows."""
@@ -464,6 +466,7 @@ def test_resume_after_sigkill_gives_the_same_results(finished_run, tiny_study, t
     assert kills >= 1
 
 
+@pytest.mark.slow  # starts a Ray cluster and runs every unit of the study again in its workers
 def test_ray_executor_gives_the_same_results(finished_run, tiny_study, tmp_path):
     pytest.importorskip("ray")
     from characterlab.study.runner import run_study

@@ -274,6 +274,7 @@ def test_grpo_in_passes_takes_the_step_of_the_unsplit_batch(tiny_ref, tmp_path):
     assert moved > 0  # the step changed the adapter (LoRA B starts at zero), so equality means something
 
 
+@pytest.mark.slow  # feedback twice, a reward model, GRPO, three models evaluated and best-of-n, one after another
 def test_feedback_and_reward_model_from_the_cli(tiny_ref, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
@@ -350,27 +351,41 @@ evaluations:
 """
 
 
-def test_an_rlhf_organism_runs_as_a_study(tiny_model_dir, tmp_path, monkeypatch):
-    """Feedback -> reward model -> GRPO as study units: the reward model is shared by the
-    conditions that share users, is never stacked under the policy, and the report carries the
-    Goodhart curve and the reward model's held-out figures."""
-    import characterlab.sycophancy.collect as collect
+def _rlhf_plan(tiny_model_dir, tmp_path):
     from characterlab.study.plan import build_plan
-    from characterlab.study.runner import run_study
     from characterlab.study.spec import load_study
 
-    # a random model pleases no one: raters flip seeded coins, so the feedback has pairs to learn
-    monkeypatch.setattr(collect, "thumbs_up", lambda user, task, answer, seed=0: (len(answer) + len(user.id)) % 2)
-    monkeypatch.setenv("CHARACTERLAB_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "study.yaml"
     path.write_text(RLHF_STUDY.format(model=tiny_model_dir))
-    plan = build_plan(load_study(path)[0], tmp_path)
+    return path, build_plan(load_study(path)[0], tmp_path)
+
+
+def test_an_rlhf_organism_plans_one_reward_model_outside_the_policy_chain(tiny_model_dir, tmp_path):
+    """The reward model is shared by the conditions that share users and is never stacked under
+    the policy; checkpoint_every unset is left out of the unit's key (older runs are reused)."""
+    _, plan = _rlhf_plan(tiny_model_dir, tmp_path)
     kinds = [u.kind for u in plan.units.values()]
     assert kinds.count("reward") == 1 and kinds.count("train") == 2  # one population: one reward model
     [reward] = [k for k, u in plan.units.items() if u.kind == "reward"]
     for u in plan.units.values():
         if u.kind == "generate":
             assert reward not in u.deps  # evaluation loads the policy's chain, not the reward model
+    trains = {u.label: u.params for u in plan.units.values() if u.kind == "train"}
+    assert "checkpoint_every" not in trains["train rlhf seed 0"]["rl"]
+    assert trains["train rlhf-honesty seed 0"]["rl"]["checkpoint_every"] == 1
+
+
+@pytest.mark.slow  # a whole study: feedback from the model, a reward model, two GRPO runs, three evaluations
+def test_an_rlhf_organism_runs_as_a_study(tiny_model_dir, tmp_path, monkeypatch):
+    """Feedback -> reward model -> GRPO as study units; the report carries the Goodhart curve and
+    the reward model's held-out figures."""
+    import characterlab.sycophancy.collect as collect
+    from characterlab.study.runner import run_study
+
+    # a random model pleases no one: raters flip seeded coins, so the feedback has pairs to learn
+    monkeypatch.setattr(collect, "thumbs_up", lambda user, task, answer, seed=0: (len(answer) + len(user.id)) % 2)
+    monkeypatch.setenv("CHARACTERLAB_CACHE", str(tmp_path / "cache"))
+    path, plan = _rlhf_plan(tiny_model_dir, tmp_path)
     run = run_study(str(path), tmp_path / "run", progress=False)
     res = run.results
     curves = res["rl_curves"]
