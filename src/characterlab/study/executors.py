@@ -1,16 +1,19 @@
 """Executors run the units of a plan that are not finished yet, and commit each result to the store.
 
-* :class:`LocalExecutor`: in this process, one unit at a time in dependency order, with a progress
-  bar per unit and one for the study (with an ETA).
+* :class:`LocalExecutor`: in this process, one unit at a time in dependency order.
 * :class:`RayExecutor`: each unit is a Ray task with the CPUs/GPUs it declares, submitted as soon
   as its inputs are finished. Inputs and outputs travel by value (rows and adapter files), so
   workers need no shared filesystem; only the driver writes the run folder. ``ray.init()`` starts
   a local Ray by default; pass an address for a cluster.
 
-Both stop dependants of a failed unit, finish everything else, and report the failures; the next
-run retries them. A ``check_unit`` given by the runner is called with each unit and the store just
-before the unit runs (in this process, for Ray too); what it raises fails that unit like an error
-of its own, before any of its work.
+They differ only in where a unit runs. What happens around it is one loop's bookkeeping,
+:class:`UnitBook`, shared by both: reused units counted, the dependants of a failure skipped and
+reported, a ``check_unit`` given by the runner called with each unit and the store just before the
+unit runs (in this process, for Ray too; what it raises fails that unit like an error of its own,
+before any of its work), each unit's own peak memory (measured where it ran: in this process, or
+in the Ray worker) committed with it, and the progress shown: a bar per unit and one for the
+study, or one line per finished unit off a terminal. Both finish everything a failure does not
+block, and the next run retries the failures. A full disk stops both (:class:`DiskFullError`).
 """
 
 from __future__ import annotations
@@ -39,22 +42,6 @@ class ExecutionReport:
 
 
 UnitCheck = Callable[[Unit, RunStore], None]  # a check made just before a unit runs; raises to fail it
-
-
-def _record_failure(unit: Unit, error: Exception, store: RunStore, report: ExecutionReport, bad: set[str]) -> None:
-    """A unit that failed: its traceback in the store, one line in the report, its dependants blocked."""
-    store.mark_failed(unit, traceback.format_exc())
-    report.failed[unit.key] = f"{type(error).__name__}: {error}"
-    bad.add(unit.key)
-
-
-def _local_views(unit: Unit, plan: Plan, store: RunStore) -> dict[str, DepView]:
-    views = {}
-    for k in unit.deps:
-        files = store.files_dir(k)
-        views[k] = DepView(plan.units[k].kind, plan.units[k].params, store.result(k), store.rows(k),
-                           files if files.is_dir() else None)
-    return views
 
 
 class PlainProgress:
@@ -87,8 +74,119 @@ def plain_progress_wanted(progress: bool) -> bool:
     return progress and not sys.stderr.isatty()
 
 
-def _blocked(unit: Unit, bad: set[str]) -> bool:
-    return any(d in bad for d in unit.deps)
+def run_measured(unit: Unit, views: dict[str, DepView], workdir: Path, backend: str,
+                 timeout: float | None) -> tuple[UnitOutput, float | None]:
+    """Run ``unit`` in this process and return its output with its own peak resident memory (MB;
+    None where the kernel gives no per-unit window). The local executor calls it in the driver,
+    the Ray executor in the worker, so both measure the unit where it ran."""
+    measured = reset_peak_rss()  # this unit's own peak, not the process's so far
+    out = execute_unit(unit, views, workdir, progress=False, backend=backend, timeout=timeout)
+    return out, peak_rss_mb() if measured else None
+
+
+class UnitBook:
+    """The bookkeeping of one executor run, whatever runs the units: which units are to run and which
+    are reused, which failed and which are skipped because a unit they read failed, the report, and
+    the progress display. An executor asks :meth:`ready` before it starts a unit, then reports
+    :meth:`done` or :meth:`failed`."""
+
+    def __init__(self, plan: Plan, store: RunStore, progress: bool, title: str, check_unit: UnitCheck | None):
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.store, self.check_unit = store, check_unit
+        self.report = ExecutionReport()
+        self.t0 = time.time()
+        self.todo: list[Unit] = []
+        for u in plan.ordered():
+            if store.is_done(u.key):
+                self.report.reused.append(u.key)
+            else:
+                self.todo.append(u)
+        self.bad: set[str] = set()  # failed, or skipped because of a failure
+        self.plain = PlainProgress(len(self.todo), len(self.report.reused)) if plain_progress_wanted(progress) else None
+        self.bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                             TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                             disable=not progress or self.plain is not None, transient=False)
+        self.overall = self.bars.add_task(f"{title} ({len(self.report.reused)} units reused)", total=len(self.todo))
+        self._rows: dict[str, tuple] = {}  # key -> (its bar, its start time)
+
+    def __enter__(self) -> UnitBook:
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bars.__exit__(*exc)
+        self.report.seconds = time.time() - self.t0
+
+    def blocked(self, unit: Unit) -> bool:
+        """Whether a unit ``unit`` reads failed (or was skipped); if so it is skipped and reported."""
+        if not any(d in self.bad for d in unit.deps):
+            return False
+        self.report.skipped.append(unit.key)
+        self.bad.add(unit.key)
+        self._finished(unit, 0.0, "skipped")
+        return True
+
+    def ready(self, unit: Unit) -> bool:
+        """Mark ``unit`` started and make the runner's check; False (the unit failed, and its
+        dependants will be skipped) if the check raised."""
+        self.store.mark_started(unit)
+        self._rows[unit.key] = (self.bars.add_task(f"  {unit.kind:8s} {unit.label}", total=1), time.time())
+        if self.check_unit is not None:
+            try:
+                self.check_unit(unit, self.store)
+            except DiskFullError:
+                raise
+            except Exception as e:  # noqa: BLE001 - as a failure of the unit itself
+                self.failed(unit, e)
+                return False
+        return True
+
+    def done(self, unit: Unit, out: UnitOutput, peak: float | None) -> None:
+        """Commit a finished unit; a commit that fails (other than a full disk) fails the unit."""
+        try:
+            self.store.commit(unit, out, self.seconds(unit), peak)
+        except DiskFullError:  # nothing more can be saved: stop, with one line
+            raise
+        except Exception as e:  # noqa: BLE001
+            self.failed(unit, e)
+            return
+        self.report.run.append(unit.key)
+        self._finished(unit, self.seconds(unit), "done", peak)
+
+    def failed(self, unit: Unit, error: Exception) -> None:
+        """A unit that failed: its traceback in the store, one line in the report, its dependants blocked.
+        Called from the ``except`` clause that caught ``error``."""
+        self.store.mark_failed(unit, traceback.format_exc())
+        self.report.failed[unit.key] = f"{type(error).__name__}: {error}"
+        self.bad.add(unit.key)
+        self._finished(unit, self.seconds(unit), "FAILED")
+
+    def seconds(self, unit: Unit) -> float:
+        return time.time() - self._rows[unit.key][1] if unit.key in self._rows else 0.0
+
+    def _finished(self, unit: Unit, seconds: float, status: str, peak: float | None = None) -> None:
+        if unit.key in self._rows:
+            self.bars.update(self._rows.pop(unit.key)[0], completed=1)
+        self.bars.advance(self.overall)
+        if self.plain:
+            self.plain.finished(unit, seconds, status, peak)
+
+
+def _local_views(unit: Unit, plan: Plan, store: RunStore) -> dict[str, DepView]:
+    views = {}
+    for k in unit.deps:
+        files = store.files_dir(k)
+        views[k] = DepView(plan.units[k].kind, plan.units[k].params, store.result(k), store.rows(k),
+                           files if files.is_dir() else None)
+    return views
 
 
 class LocalExecutor:
@@ -102,68 +200,26 @@ class LocalExecutor:
         self.check_unit = check_unit
 
     def run(self, plan: Plan, store: RunStore) -> ExecutionReport:
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        report = ExecutionReport()
-        t0 = time.time()
-        todo = []
-        for u in plan.ordered():
-            if store.is_done(u.key):
-                report.reused.append(u.key)
-            else:
-                todo.append(u)
-        bad: set[str] = set()
-        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TimeElapsedColumn(), TimeRemainingColumn())
-        plain = PlainProgress(len(todo), len(report.reused)) if plain_progress_wanted(self.progress) else None
-        with Progress(*columns, disable=not self.progress or plain is not None, transient=False) as bars:
-            overall = bars.add_task(f"study ({len(report.reused)} units reused)", total=len(todo))
-            for u in todo:
-                if _blocked(u, bad):
-                    report.skipped.append(u.key)
-                    bad.add(u.key)
-                    bars.advance(overall)
-                    if plain:
-                        plain.finished(u, 0.0, "skipped")
+        with UnitBook(plan, store, self.progress, "study", self.check_unit) as book:
+            for u in book.todo:
+                if book.blocked(u) or not book.ready(u):
                     continue
-                task = bars.add_task(f"  {u.kind:8s} {u.label}", total=1)
-                store.mark_started(u)
-                start = time.time()
-                measured = reset_peak_rss()  # this unit's own peak, not the study's so far
-                peak = None
                 try:
-                    if self.check_unit is not None:
-                        self.check_unit(u, store)
                     with tempfile.TemporaryDirectory(prefix="characterlab-unit-") as wd:
-                        out = execute_unit(u, _local_views(u, plan, store), Path(wd), progress=False, backend=self.backend,
-                                           timeout=self.timeout)
-                    peak = peak_rss_mb() if measured else None
-                    store.commit(u, out, time.time() - start, peak)
-                    report.run.append(u.key)
-                    status = "done"
-                except DiskFullError:  # nothing more can be saved: stop, with one line
+                        out, peak = run_measured(u, _local_views(u, plan, store), Path(wd), self.backend, self.timeout)
+                except DiskFullError:
                     raise
                 except Exception as e:  # noqa: BLE001 - one failed unit must not lose the others' work
-                    _record_failure(u, e, store, report, bad)
-                    status = "FAILED"
-                bars.update(task, completed=1)
-                bars.advance(overall)
-                if plain:
-                    plain.finished(u, time.time() - start, status, peak)
-        report.seconds = time.time() - t0
-        return report
+                    book.failed(u, e)
+                    continue
+                book.done(u, out, peak)
+        return book.report
 
 
 def _ray_execute(unit: Unit, payload: dict[str, dict], backend: str = "auto",
-                 timeout: float | None = None) -> UnitOutput:
-    """Body of one Ray task: materialise the inputs' files, run the unit, return its output."""
+                 timeout: float | None = None) -> tuple[UnitOutput, float | None]:
+    """Body of one Ray task: materialise the inputs' files, run the unit, return its output and
+    its peak memory in the worker."""
     with tempfile.TemporaryDirectory(prefix="characterlab-ray-") as wd:
         root = Path(wd)
         views = {}
@@ -177,7 +233,7 @@ def _ray_execute(unit: Unit, payload: dict[str, dict], backend: str = "auto",
             views[k] = DepView(p["kind"], p["params"], p["result"], p["rows"], files_dir)
         scratch = root / "work"
         scratch.mkdir()
-        return execute_unit(unit, views, scratch, progress=False, backend=backend, timeout=timeout)
+        return run_measured(unit, views, scratch, backend, timeout)
 
 
 class RayExecutor:
@@ -198,86 +254,47 @@ class RayExecutor:
             from characterlab.errors import InputError
 
             raise InputError("the ray executor needs Ray: pip install 'characterlab[ray]'", field="executor") from None
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        report = ExecutionReport()
-        t0 = time.time()
         started_here = not ray.is_initialized()
         if started_here:
             ray.init(address=self.address, include_dashboard=False, logging_level="warning", log_to_driver=False,
                      configure_logging=False)
         try:
-            remote = ray.remote(_ray_execute)
-            waiting = [u for u in plan.ordered() if not store.is_done(u.key)]
-            report.reused = [u.key for u in plan.ordered() if store.is_done(u.key)]
-            running: dict = {}  # ObjectRef -> (unit, start)
-            bad: set[str] = set()
-            plain = PlainProgress(len(waiting), len(report.reused)) if plain_progress_wanted(self.progress) else None
-            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                          TimeElapsedColumn(), TimeRemainingColumn(), disable=not self.progress or plain is not None) as bars:
-                overall = bars.add_task(f"study on ray ({len(report.reused)} units reused)", total=len(waiting))
-                while waiting or running:
-                    for u in list(waiting):
-                        if _blocked(u, bad):
-                            waiting.remove(u)
-                            report.skipped.append(u.key)
-                            bad.add(u.key)
-                            bars.advance(overall)
-                        elif all(store.is_done(d) for d in u.deps):
-                            waiting.remove(u)
-                            store.mark_started(u)
-                            if not self._passes_check(u, store, report, bad):
-                                bars.advance(overall)
-                                if plain:
-                                    plain.finished(u, 0.0, "FAILED")
-                                continue
-                            payload = {k: {"kind": plan.units[k].kind, "params": plan.units[k].params,
-                                           "result": store.result(k), "rows": store.rows(k),
-                                           "files": store.file_bytes(k)} for k in u.deps}
-                            ref = remote.options(num_cpus=u.resources.cpus, num_gpus=u.resources.gpus,
-                                                 max_retries=0).remote(u, payload, self.backend, self.timeout)
-                            running[ref] = (u, time.time())
-                    if not running:
-                        continue
-                    done, _ = ray.wait(list(running), num_returns=1)
-                    for ref in done:
-                        u, start = running.pop(ref)
-                        status = "done"
-                        try:
-                            store.commit(u, ray.get(ref), time.time() - start)
-                            report.run.append(u.key)
-                        except DiskFullError:  # nothing more can be saved: stop, with one line
-                            raise
-                        except Exception as e:  # noqa: BLE001
-                            _record_failure(u, e, store, report, bad)
-                            status = "FAILED"
-                        bars.advance(overall)
-                        if plain:
-                            plain.finished(u, time.time() - start, status)
+            return self._run(ray, plan, store)
         finally:
             if started_here:
                 ray.shutdown()
-        report.seconds = time.time() - t0
-        return report
 
-    def _passes_check(self, unit: Unit, store: RunStore, report: ExecutionReport, bad: set[str]) -> bool:
-        """``check_unit`` on the driver before the unit is sent; False (and the unit failed) if it raised."""
-        if self.check_unit is None:
-            return True
-        try:
-            self.check_unit(unit, store)
-        except DiskFullError:
-            raise
-        except Exception as e:  # noqa: BLE001 - as a failure inside the task
-            _record_failure(unit, e, store, report, bad)
-            return False
-        return True
+    def _run(self, ray, plan: Plan, store: RunStore) -> ExecutionReport:
+        remote = ray.remote(_ray_execute)
+        with UnitBook(plan, store, self.progress, "study on ray", self.check_unit) as book:
+            waiting = list(book.todo)
+            running: dict = {}  # ObjectRef -> unit
+            while waiting or running:
+                for u in list(waiting):
+                    if book.blocked(u):
+                        waiting.remove(u)
+                    elif all(store.is_done(d) for d in u.deps):
+                        waiting.remove(u)
+                        if not book.ready(u):
+                            continue
+                        payload = {k: {"kind": plan.units[k].kind, "params": plan.units[k].params,
+                                       "result": store.result(k), "rows": store.rows(k),
+                                       "files": store.file_bytes(k)} for k in u.deps}
+                        ref = remote.options(num_cpus=u.resources.cpus, num_gpus=u.resources.gpus,
+                                             max_retries=0).remote(u, payload, self.backend, self.timeout)
+                        running[ref] = u
+                if not running:
+                    continue
+                finished, _ = ray.wait(list(running), num_returns=1)
+                for ref in finished:
+                    u = running.pop(ref)
+                    try:
+                        out, peak = ray.get(ref)
+                    except Exception as e:  # noqa: BLE001 - the unit's error, raised in its task
+                        book.failed(u, e)
+                        continue
+                    book.done(u, out, peak)
+        return book.report
 
 
 def make_executor(name: str, address: str | None = None, progress: bool = True, backend: str = "auto",
