@@ -1,12 +1,15 @@
 # Two commands do all the set-up: `make demo` and `make test`. The install is stamped, so running
-# either again is quick when pyproject.toml and constraints.txt have not changed.
+# either again is quick when pyproject.toml and constraints.txt have not changed. `make test` is
+# the fast tier (tests not marked slow); `make test-all` runs everything and is what CI runs;
+# `make check` is ruff and the import-layering test.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.characterlab-installed
+TEST_STAMP := $(VENV)/.characterlab-test-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test-deps test test-all check bench clean
 
 install: $(STAMP)
 
@@ -31,15 +34,29 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 demo: install
 	$(BIN)/characterlab run
 
-# pytest exits 5 when it collects no test; that is not a failure of the build.
+# The tests also install the inspect extra, so that inspect_ai's tests run instead of skipping.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ray,inspect]'
+	touch $@
+
 # Headless Chromium renders the study report in a screenshot test (skipped when it is missing).
-test: install
+test-deps: $(TEST_STAMP)
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		(apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && \
 		apt-get install -y -qq chromium >/dev/null 2>&1)); } || \
 		echo "note: chromium not installed; the report screenshot test will be skipped"
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+
+# `make test` leaves out the tests marked slow (pyproject.toml: markers); `make test-all` runs them.
+# pytest exits 5 when it collects no test; that is not a failure of the build.
+test: PYTEST_MARK = -m "not slow"
+test test-all: test-deps
+	$(BIN)/python -m pytest $(PYTEST_MARK) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+# ruff's rules are in pyproject.toml ([tool.ruff]); the layers are docs/architecture.md's.
+check: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest -q tests/unit/test_layering.py
 
 bench: install
 	$(BIN)/python bench/throughput.py
