@@ -1,8 +1,9 @@
 """``characterlab eval <kind>``: one command per registered evaluation, built from its config.
 
 Each command's options are the evaluation's config fields (their pydantic descriptions are the
-help) plus the options every evaluation shares (model, adapter, seed, output folder and, for an
-evaluation scored by a judge, the judge). An evaluation added as one module gets its command here
+help; :mod:`characterlab.cli.options` makes them, as for ``characterlab train``) plus the options
+every evaluation shares (model, adapter, seed, output folder and, for an evaluation scored by a
+judge, the judge). An evaluation added as one module gets its command here
 without any change to this file. The run goes through :func:`~characterlab.study.single.run_evaluation`,
 the same planner, store and executor as ``characterlab run``.
 """
@@ -11,38 +12,20 @@ from __future__ import annotations
 
 import inspect
 import json
-import types
-import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
 import click
 import typer
-from pydantic import ValidationError
 from typer.core import TyperGroup
 
 from characterlab.cli.choices import TIMEOUT_HELP, Backend, checked_timeout
+from characterlab.cli.options import checked_config, config_options
 from characterlab.errors import InputError
 from characterlab.evals.base import Evaluation
 
 # defaults on the command line where a study must say what it means (a study names its questions)
 CLI_DEFAULTS: dict[tuple[str, str], Any] = {("em", "questions"): "builtin:em"}
-
-
-def _option(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _cli_type(annotation: Any) -> tuple[Any, str]:
-    """A type typer can parse, and a note for the help (Literal choices are checked by pydantic)."""
-    origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        inner, note = _cli_type(args[0]) if len(args) == 1 else (str, "")
-        return inner | None, note
-    if origin is Literal:
-        return str, " | ".join(str(a) for a in typing.get_args(annotation))
-    return annotation, ""
 
 
 def _common(ev: Evaluation) -> list[inspect.Parameter]:
@@ -69,17 +52,8 @@ def _common(ev: Evaluation) -> list[inspect.Parameter]:
 
 
 def _config_params(ev: Evaluation) -> list[inspect.Parameter]:
-    out = []
-    for name, field in ev.config.model_fields.items():
-        if name in ("name", "kind"):
-            continue
-        ann, choices = _cli_type(field.annotation)
-        default = CLI_DEFAULTS.get((ev.kind, name),
-                                   ... if field.is_required() else field.get_default(call_default_factory=True))
-        help_text = (field.description or "") + (f" ({choices})" if choices else "")
-        out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann,
-                                     default=typer.Option(default, _option(name), help=help_text)))
-    return out
+    return config_options(ev.config, skip=("name", "kind"),
+                          defaults={name: v for (kind, name), v in CLI_DEFAULTS.items() if kind == ev.kind})
 
 
 def _command(ev: Evaluation):
@@ -107,11 +81,7 @@ def _command(ev: Evaluation):
         parse_model_ref(kw["model"], adapter=kw["adapter"], base_url=kw["base_url"])  # fail fast on a bad reference
         timeout = checked_timeout(kw["timeout"])
         fields = {n: kw[n] for n in names}
-        try:
-            ev.config.model_validate({"name": ev.kind, "kind": ev.kind, **fields})
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise InputError(err["msg"].removeprefix("Value error, "), field=_option(str(err["loc"][0]))) from None
+        checked_config(ev.config, fields, name=ev.kind, kind=ev.kind)
         if ev.uses_judge:
             from characterlab.judge.refs import parse_judge_ref
 
