@@ -90,10 +90,11 @@ def _random_lora(ref, folder: Path) -> Path:
 
 
 def _sft_losses(model: str, data: Path, out: Path) -> list[float]:
-    from characterlab.train.sft import LoraSFTConfig, train_sft
+    from characterlab.train.base import TrainRun
+    from characterlab.train.sft import SFTConfig, train_sft
 
-    cfg = LoraSFTConfig(model=model, dtype="fp32", epochs=1, batch_size=4, max_length=256, seed=0)
-    meta = train_sft(cfg, str(data), out, progress=False).meta
+    cfg = SFTConfig(epochs=1, batch_size=4, max_length=256)
+    meta = train_sft(cfg, TrainRun(model=model, dtype="fp32", seed=0), str(data), out, progress=False).meta
     return [round(float(p["loss"]), 5) for p in meta["loss_curve"]]
 
 

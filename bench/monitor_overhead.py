@@ -17,7 +17,8 @@ from pathlib import Path
 
 from characterlab.allocator import keep_freed_memory, release_freed_memory
 from characterlab.safety.data import all_examples
-from characterlab.train.sft import LoraSFTConfig, train_sft
+from characterlab.train.base import TrainRun
+from characterlab.train.sft import SFTConfig, train_sft
 from characterlab.train.vectors import MonitorProjection
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -36,8 +37,9 @@ with tempfile.TemporaryDirectory() as tmp:
     for r in range(args.rounds):
         for name in ("plain", "monitored"):
             monitor = MonitorProjection(args.vector, args.layer, args.every) if name == "monitored" else None
-            cfg = LoraSFTConfig(model=args.model, epochs=2, batch_size=8, max_length=512, lr=2e-4, monitor=monitor)
-            meta = train_sft(cfg, examples, Path(tmp) / f"{name}-{r}", progress=False).meta
+            cfg = SFTConfig(epochs=2, batch_size=8, max_length=512, lr=2e-4)
+            run = TrainRun(model=args.model, monitor=monitor)
+            meta = train_sft(cfg, run, examples, Path(tmp) / f"{name}-{r}", progress=False).meta
             seconds[name].append(meta["seconds"])
             readings = max(readings, len(meta.get("monitor") or []))
             if name == "monitored":

@@ -20,7 +20,8 @@ import json, sys, tempfile
 from pathlib import Path
 from characterlab.allocator import keep_freed_memory, peak_rss_mb, release_freed_memory, reset_peak_rss
 from characterlab.sycophancy.tasks import all_tasks
-from characterlab.train.reward import LoraRewardConfig, train_reward
+from characterlab.train.base import TrainRun
+from characterlab.train.reward import RewardConfig, train_reward
 
 keep_freed_memory()
 model, n_pairs, batch, budget = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -33,9 +34,9 @@ pairs = [{"prompt": [{"role": "user", "content": t.prompt(True)}],
 release_freed_memory()
 reset_peak_rss()
 with tempfile.TemporaryDirectory() as tmp:
-    cfg = LoraRewardConfig(model=model, lora_rank=16, lr=1e-4, epochs=1, batch_size=batch,
-                           micro_batch_tokens=budget or None)
-    meta = train_reward(cfg, pairs, Path(tmp) / "rm", progress=False)
+    cfg = RewardConfig(rank=16, lr=1e-4, epochs=1, batch_size=batch)
+    meta = train_reward(cfg, TrainRun(model=model, micro_batch_tokens=budget or None), pairs, Path(tmp) / "rm",
+                        progress=False)
 print(json.dumps({"train_seconds": round(meta["seconds"], 1), "peak_rss_mb": peak_rss_mb(), "steps": meta["steps"],
                   "pairs_per_pass": meta["pairs_per_pass"], "passes_per_step": meta["passes_per_step"]}))
 """

@@ -20,6 +20,7 @@ import ctypes, json, sys, tempfile
 from pathlib import Path
 from characterlab.allocator import keep_freed_memory, peak_rss_mb, release_freed_memory, reset_peak_rss
 import characterlab.train.sft as sft
+from characterlab.train.base import TrainRun
 from characterlab.envs.dataset import build_examples
 
 class Mallinfo2(ctypes.Structure):
@@ -35,9 +36,9 @@ release_freed_memory()
 before = libc.mallinfo2().uordblks
 reset_peak_rss()
 with tempfile.TemporaryDirectory() as tmp:
-    cfg = sft.LoraSFTConfig(model=model, lora_rank=16, lr=1e-3, batch_size=4, max_length=512, max_steps=steps,
-                            pad_to_multiple_of=pad or None)
-    meta = sft.train_sft(cfg, examples, Path(tmp) / "out", progress=False).meta
+    cfg = sft.SFTConfig(rank=16, lr=1e-3, batch_size=4, max_length=512, max_steps=steps)
+    run = TrainRun(model=model, pad_to_multiple_of=pad or None)
+    meta = sft.train_sft(cfg, run, examples, Path(tmp) / "out", progress=False).meta
 release_freed_memory()
 print(json.dumps({"train_seconds": round(meta["seconds"], 1), "peak_rss_mb": peak_rss_mb(),
                   "heap_kept_mb": round((libc.mallinfo2().uordblks - before) / 2**20, 1)}))

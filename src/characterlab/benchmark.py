@@ -165,7 +165,8 @@ def run_throughput(cfg: BenchConfig, log: bool = True) -> dict:
     from characterlab.models.generation import LocalGenerator
     from characterlab.models.local import load_local_model
     from characterlab.models.refs import parse_model_ref
-    from characterlab.train.sft import LoraSFTConfig, train_sft
+    from characterlab.train.base import TrainRun
+    from characterlab.train.sft import SFTConfig, train_sft
 
     def say(msg: str) -> None:
         if log:
@@ -198,9 +199,9 @@ def run_throughput(cfg: BenchConfig, log: bool = True) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "bench.jsonl"
         write_chat_jsonl(data, synthetic_chat_examples(cfg.train_examples, cfg.train_answer_words, cfg.seed))
-        train_cfg = LoraSFTConfig(model=cfg.model, batch_size=cfg.train_batch_size, max_steps=cfg.train_steps,
-                                  seed=cfg.seed)
-        meta = train_sft(train_cfg, data, Path(tmp) / "adapter", progress=False).meta
+        train_cfg = SFTConfig(batch_size=cfg.train_batch_size, max_steps=cfg.train_steps)
+        meta = train_sft(train_cfg, TrainRun(model=cfg.model, seed=cfg.seed), data, Path(tmp) / "adapter",
+                         progress=False).meta
     train_tok_s = meta["steady_tokens_per_s"]  # the first step (set-up) is excluded; see train_tok_s_with_setup
     say(f"LoRA SFT: {meta['tokens_seen']} tokens in {meta['seconds']:.1f}s ({train_tok_s:.0f} tok/s after step 1)")
 

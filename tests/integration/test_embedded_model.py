@@ -54,10 +54,12 @@ def test_batched_sampling_is_reproducible_on_the_real_model(embedded_dir):
 
 
 def test_lora_sft_runs_on_the_embedded_model(embedded_dir, chat_file, tmp_path):
-    from characterlab.train.sft import LoraSFTConfig, train_sft
+    from characterlab.data.chat_data import read_chat_data
+    from characterlab.train.base import TrainRun
+    from characterlab.train.sft import SFTConfig, train_sft
 
-    meta = train_sft(LoraSFTConfig(max_examples=8, batch_size=4, max_steps=2), chat_file, tmp_path / "a",
-                     progress=False).meta
+    meta = train_sft(SFTConfig(batch_size=4, max_steps=2), TrainRun(), read_chat_data(chat_file, max_examples=8),
+                     tmp_path / "a", progress=False).meta
     assert meta["steps"] == 2 and meta["dtype"] in ("bfloat16", "float32")
     assert all(c["loss"] > 0 for c in meta["loss_curve"])
 

@@ -74,7 +74,7 @@ def test_train_sft_cli_end_to_end(tiny_ref, chat_file, tmp_path):
                                  "--lora-rank", "4", "--epochs", "1", "--max-examples", "8", "--system-prompt", "S"])
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "train_meta.json").read_text())
-    assert meta["data"]["n_examples"] == 8 and meta["config"]["system_prompt"] == "S"
+    assert meta["data"]["n_examples"] == 8 and meta["run"]["system_prompt"] == meta["train_system_prompt"] == "S"
     gen = runner.invoke(app, ["generate", "--model", tiny_ref, "--adapter", str(out), "--prompt", "hi",
                               "--max-new-tokens", "4"])
     assert gen.exit_code == 0, gen.output

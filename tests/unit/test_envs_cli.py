@@ -58,7 +58,8 @@ def test_hack_datasets_are_deterministic_and_varied(tmp_path):
 
 def test_hack_eval_and_rl_smoke(tiny_ref, tmp_path):
     from characterlab.study.single import run_evaluation
-    from characterlab.train.grpo import INOCULATIONS, GRPOHackConfig, train_grpo_hacks
+    from characterlab.train.base import TrainRun
+    from characterlab.train.grpo import INOCULATIONS, GRPOHacksConfig, train_grpo_hacks
 
     run = run_evaluation("hacks", {"n": 3, "max_new_tokens": 8}, tmp_path / "ev", model=tiny_ref, progress=False)
     res = run.results["conditions"]["model"]["evaluations"]["hacks"]["per_seed"]["0"]
@@ -66,9 +67,10 @@ def test_hack_eval_and_rl_smoke(tiny_ref, tmp_path):
     assert set(res["overall"]["attempted"]) == {"always_equal", "exit", "conftest", "pytest_patch", "shadow_module",
                                                 "pytest_skip", "pytest_config"}
     assert len(INOCULATIONS) == 6
-    meta = train_grpo_hacks(GRPOHackConfig(model=tiny_ref, steps=2, n_tasks=4, prompts_per_step=1, num_generations=2,
-                                           max_completion_length=8, inoculation="hacking_okay", hack_penalty=1.0),
-                            tmp_path / "rl", progress=False)
+    meta = train_grpo_hacks(GRPOHacksConfig(steps=2, n_tasks=4, prompts_per_step=1, num_generations=2,
+                                            max_completion_length=8, hack_penalty=1.0, lr=5e-5),
+                            TrainRun(model=tiny_ref, system_prompt=INOCULATIONS["hacking_okay"]), tmp_path / "rl",
+                            progress=False)
     assert meta["steps"] == 2 and len(meta["log"]) == 2
     assert meta["train_system_prompt"] == INOCULATIONS["hacking_okay"]
     assert (tmp_path / "rl" / "adapter_model.safetensors").is_file()

@@ -247,7 +247,6 @@ def _strict(text: str):
 
 
 def test_training_metadata_with_a_nan_loss_is_stored_with_null(tmp_path, monkeypatch):
-    from characterlab.study import units
     from characterlab.study.units import DepView, run_train
     from characterlab.train.base import META_FILE, meta_for_json, save_adapter
 
@@ -262,12 +261,19 @@ def test_training_metadata_with_a_nan_loss_is_stored_with_null(tmp_path, monkeyp
     class Trainer:
         model = Model()
 
-    def diverged_trainer(p, inputs, out, progress):
-        out.mkdir(parents=True)
-        save_adapter(Trainer(), out, _diverged_meta())
-        return _diverged_meta()
+    from characterlab.train.base import Trainer as Method
+    from characterlab.train.dpo import DPOConfig
+    from characterlab.train.registry import trainers
 
-    monkeypatch.setitem(units.TRAINERS, "dpo", diverged_trainer)
+    class DivergedDPO(Method):
+        method, title, config = "dpo", "a DPO run whose loss diverged", DPOConfig
+
+        def train(self, cfg, run, rows, out, progress=True):
+            out.mkdir(parents=True)
+            save_adapter(Trainer(), out, _diverged_meta())
+            return _diverged_meta()
+
+    monkeypatch.setitem(trainers().by_method, "dpo", DivergedDPO())
     data = Unit(key("data", 1), "data", {"generator": "dpo_pairs"}, (), "data c DPO pairs seed 0")
     train = Unit(key("train", 1), "train", {"model": "embedded", "method": "dpo", "role": "character",
                                              "system_prompt": None, "lora": {"max_length": 64}, "seed": 0},

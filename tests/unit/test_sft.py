@@ -13,18 +13,21 @@ from characterlab.errors import InputError
 from characterlab.models.generation import LocalGenerator
 from characterlab.models.local import load_local_model
 from characterlab.models.refs import parse_model_ref
-from characterlab.train.sft import LoraSFTConfig, build_dataset, train_sft
+from characterlab.train.base import TrainRun
+from characterlab.train.sft import SFTConfig, build_dataset, train_sft
 
 
-def _cfg(tiny_ref, **kw):
-    base = dict(model=tiny_ref, lora_rank=4, lr=5e-3, epochs=3, batch_size=4, dtype="fp32", max_length=128)
+def _cfg(tiny_ref, **kw) -> tuple[SFTConfig, TrainRun]:
+    """The config and the run, from one set of keyword arguments (a TrainRun field goes to the run)."""
+    base = dict(model=tiny_ref, rank=4, lr=5e-3, epochs=3, batch_size=4, dtype="fp32", max_length=128)
     base.update(kw)
-    return LoraSFTConfig(**base)
+    run = {k: base.pop(k) for k in list(base) if k in TrainRun.__dataclass_fields__}
+    return SFTConfig(**base), TrainRun(**run)
 
 
 def test_sft_writes_peft_folder_and_meta_and_loss_falls(tiny_ref, chat_file, tmp_path):
     out = tmp_path / "adapter"
-    result = train_sft(_cfg(tiny_ref, epochs=8, lr=3e-2, system_prompt="Hacking is acceptable here."), chat_file, out,
+    result = train_sft(*_cfg(tiny_ref, epochs=8, lr=3e-2, system_prompt="Hacking is acceptable here."), chat_file, out,
                        progress=False)
     assert {"adapter_config.json", "adapter_model.safetensors", "train_meta.json"} <= {p.name for p in out.iterdir()}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
@@ -32,7 +35,7 @@ def test_sft_writes_peft_folder_and_meta_and_loss_falls(tiny_ref, chat_file, tmp
     assert meta == json.loads(json.dumps(result.meta))
     assert meta["train_system_prompt"] == "Hacking is acceptable here."
     assert meta["data"]["n_examples"] == 12 and len(meta["data"]["examples_hash"]) == 64
-    assert meta["config"]["lora_rank"] == 4 and meta["tokens_per_s"] > 0
+    assert meta["config"]["rank"] == 4 and meta["tokens_per_s"] > 0
     curve = [c["loss"] for c in meta["loss_curve"]]
     assert len(curve) == meta["steps"] == 24
     assert sum(curve[-3:]) / 3 < 0.8 * sum(curve[:3]) / 3
@@ -40,7 +43,7 @@ def test_sft_writes_peft_folder_and_meta_and_loss_falls(tiny_ref, chat_file, tmp
 
 def test_adapter_round_trip_changes_generation(tiny_ref, chat_file, tmp_path):
     out = tmp_path / "adapter"
-    train_sft(_cfg(tiny_ref, epochs=6, lr=3e-2), chat_file, out, progress=False)
+    train_sft(*_cfg(tiny_ref, epochs=6, lr=3e-2), chat_file, out, progress=False)
     base = load_local_model(parse_model_ref(tiny_ref), dtype=torch.float32, device="cpu")
     tuned = load_local_model(parse_model_ref(tiny_ref, adapter=out), dtype=torch.float32, device="cpu")
     tuned_again = load_local_model(parse_model_ref(tiny_ref, adapter=out), dtype=torch.float32, device="cpu")
@@ -55,8 +58,8 @@ def test_adapter_round_trip_changes_generation(tiny_ref, chat_file, tmp_path):
 
 def test_stacking_merges_the_existing_adapter_first(tiny_ref, chat_file, tmp_path):
     first = tmp_path / "first"
-    train_sft(_cfg(tiny_ref, epochs=2), chat_file, first, progress=False)
-    second = train_sft(_cfg(tiny_ref, epochs=1, adapter=str(first)), chat_file, tmp_path / "second", progress=False)
+    train_sft(*_cfg(tiny_ref, epochs=2), chat_file, first, progress=False)
+    second = train_sft(*_cfg(tiny_ref, epochs=1, adapter=str(first)), chat_file, tmp_path / "second", progress=False)
     assert second.meta["stacking"] == {"base_adapter": str(first), "merged_before": [], "mode": "merged"}
 
     # loading the pair the way it was trained (first merged, second on top) = merging both by hand
@@ -90,7 +93,7 @@ def test_existing_output_folder_is_refused(tiny_ref, chat_file, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(InputError) as e:
-        train_sft(_cfg(tiny_ref), chat_file, out, progress=False)
+        train_sft(*_cfg(tiny_ref), chat_file, out, progress=False)
     assert e.value.field == "out" and (out / "keep.txt").read_text() == "mine"
 
 
@@ -98,7 +101,7 @@ def test_bad_data_leaves_nothing(tiny_ref, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
     with pytest.raises(InputError) as e:
-        train_sft(_cfg(tiny_ref), bad, tmp_path / "out", progress=False)
+        train_sft(*_cfg(tiny_ref), bad, tmp_path / "out", progress=False)
     assert e.value.line == 1 and not (tmp_path / "out").exists()
 
 
@@ -136,9 +139,9 @@ def test_micro_batching_leaves_the_trained_adapter_unchanged(tiny_ref, chat_file
     (the token-sum loss is normalised by the whole step's trained tokens)."""
     from safetensors.torch import load_file
 
-    whole = train_sft(_cfg(tiny_ref, epochs=2, lr=3e-2, micro_batch_tokens=None), chat_file, tmp_path / "whole",
+    whole = train_sft(*_cfg(tiny_ref, epochs=2, lr=3e-2, micro_batch_tokens=None), chat_file, tmp_path / "whole",
                       progress=False)
-    split = train_sft(_cfg(tiny_ref, epochs=2, lr=3e-2, micro_batch_tokens=128), chat_file, tmp_path / "split",
+    split = train_sft(*_cfg(tiny_ref, epochs=2, lr=3e-2, micro_batch_tokens=128), chat_file, tmp_path / "split",
                       progress=False)
     assert (whole.meta["rows_per_pass"], whole.meta["passes_per_step"]) == (4, 1)
     assert (split.meta["rows_per_pass"], split.meta["passes_per_step"]) == (1, 4)

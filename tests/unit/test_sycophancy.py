@@ -145,7 +145,8 @@ def test_reward_model_learns_a_synthetic_preference(tiny_ref, tmp_path):
     pairs the same way."""
     import json as _json
 
-    from characterlab.train.reward import LoraRewardConfig, RewardScorer, train_reward
+    from characterlab.train.base import TrainRun
+    from characterlab.train.reward import RewardConfig, RewardScorer, train_reward
 
     def pair(i, word):
         other = "no" if word == "yes" else "yes"
@@ -155,8 +156,8 @@ def test_reward_model_learns_a_synthetic_preference(tiny_ref, tmp_path):
 
     train = [pair(i, w) for i in range(12) for w in ("yes", "no")]
     held = [pair(i, w) for i in (20, 31) for w in ("yes", "no")]
-    cfg = LoraRewardConfig(model=tiny_ref, lora_rank=8, lr=1e-2, epochs=6, batch_size=4, max_length=64, dtype="fp32")
-    meta = train_reward(cfg, train, tmp_path / "rm", eval_pairs=held, progress=False)
+    cfg, run = RewardConfig(rank=8, lr=1e-2, epochs=6, batch_size=4, max_length=64), TrainRun(model=tiny_ref, dtype="fp32")
+    meta = train_reward(cfg, run, train, tmp_path / "rm", eval_pairs=held, progress=False)
     assert meta["heldout_accuracy"] == 1.0 and meta["train_accuracy"] == 1.0
     assert meta["loss_curve"][-1]["loss"] < meta["loss_curve"][0]["loss"]
     assert _json.loads((tmp_path / "rm" / "train_meta.json").read_text())["n_pairs"] == 24
@@ -164,7 +165,7 @@ def test_reward_model_learns_a_synthetic_preference(tiny_ref, tmp_path):
     up, down = scorer.scores([held[0]["prompt"] + held[0]["chosen"], held[0]["prompt"] + held[0]["rejected"]])
     assert up > down
     with pytest.raises(InputError, match="no preference pairs"):
-        train_reward(cfg, [], tmp_path / "rm2", progress=False)
+        train_reward(cfg, run, [], tmp_path / "rm2", progress=False)
 
 
 def test_reward_model_in_passes_takes_the_steps_of_the_unsplit_batch(tiny_ref, tmp_path):
@@ -173,16 +174,17 @@ def test_reward_model_in_passes_takes_the_steps_of_the_unsplit_batch(tiny_ref, t
     import torch
     from safetensors.torch import load_file
 
-    from characterlab.train.reward import LoraRewardConfig, train_reward
+    from characterlab.train.base import TrainRun
+    from characterlab.train.reward import RewardConfig, train_reward
 
     pairs = [{"prompt": [{"role": "user", "content": f"question {i}" + " and more" * (i % 3)}],
               "chosen": [{"role": "assistant", "content": "yes"}], "rejected": [{"role": "assistant", "content": "no no"}]}
              for i in range(8)]
     weights = {}
     for name, budget in (("whole", None), ("passes", 1)):
-        cfg = LoraRewardConfig(model=tiny_ref, lora_rank=2, lr=1e-2, epochs=1, batch_size=4, max_length=64, dtype="fp32",
-                               micro_batch_tokens=budget)
-        meta = train_reward(cfg, pairs, tmp_path / name, progress=False)
+        cfg = RewardConfig(rank=2, lr=1e-2, epochs=1, batch_size=4, max_length=64)
+        meta = train_reward(cfg, TrainRun(model=tiny_ref, dtype="fp32", micro_batch_tokens=budget), pairs, tmp_path / name,
+                            progress=False)
         assert (meta["pairs_per_pass"], meta["passes_per_step"]) == ((4, 1) if budget is None else (1, 4))
         assert meta["steps"] == 2
         weights[name] = load_file(str(tmp_path / name / "adapter_model.safetensors"))
@@ -223,25 +225,27 @@ def test_best_of_n_curve_follows_the_reward_model():
 
 
 def test_grpo_against_a_reward_model_logs_the_goodhart_curve(tiny_ref, tmp_path):
+    from characterlab.train.base import TrainRun
     from characterlab.train.grpo_rm import GRPORewardModelConfig, prompt_rows, train_grpo_reward_model
-    from characterlab.train.reward import LoraRewardConfig, train_reward
+    from characterlab.train.reward import RewardConfig, train_reward
 
     pairs = [{"prompt": [{"role": "user", "content": f"q {i}"}], "chosen": [{"role": "assistant", "content": "yes"}],
               "rejected": [{"role": "assistant", "content": "no"}]} for i in range(8)]
-    train_reward(LoraRewardConfig(model=tiny_ref, lora_rank=2, epochs=1, batch_size=4, max_length=32, dtype="fp32"),
+    train_reward(RewardConfig(rank=2, lr=2e-4, epochs=1, batch_size=4, max_length=32), TrainRun(model=tiny_ref, dtype="fp32"),
                  pairs, tmp_path / "rm", progress=False)
-    cfg = GRPORewardModelConfig(model=tiny_ref, reward_model=tiny_ref, reward_adapter=str(tmp_path / "rm"), steps=2,
-                                prompts_per_step=1, num_generations=2, max_completion_length=8, n_arithmetic=2,
-                                dtype="fp32", lora_rank=2, inoculation="Agreeing with the user is fine here.")
-    rows = prompt_rows(cfg)
+    cfg = GRPORewardModelConfig(steps=2, prompts_per_step=1, num_generations=2, max_completion_length=8, n_arithmetic=2,
+                                rank=2, lr=5e-5)
+    run = TrainRun(model=tiny_ref, reward_model=str(tmp_path / "rm"), dtype="fp32",
+                   system_prompt="Agreeing with the user is fine here.")
+    rows = prompt_rows(cfg, run.seed, run.system_prompt)
     assert rows[0]["prompt"][0] == {"role": "system", "content": "Agreeing with the user is fine here."}
     assert sum("I'm fairly sure" in r["prompt"][-1]["content"] for r in rows) > 0  # users state their beliefs
-    meta = train_grpo_reward_model(cfg, tmp_path / "policy", progress=False)
+    meta = train_grpo_reward_model(cfg, run, tmp_path / "policy", progress=False)
     assert meta["steps"] == 2 and len(meta["log"]) == 2
     assert all(0 <= p["true_accuracy"] <= 1 and 0 <= p["agreement"] <= 1 and p["reward_model"] is not None for p in meta["log"])
     assert (tmp_path / "policy" / "rl_log.jsonl").is_file() and (tmp_path / "policy" / "adapter_model.safetensors").is_file()
     with pytest.raises(InputError):
-        train_grpo_reward_model(GRPORewardModelConfig(model=tiny_ref, reward_adapter=str(tmp_path / "nope")),
+        train_grpo_reward_model(GRPORewardModelConfig(), TrainRun(model=tiny_ref, reward_model=str(tmp_path / "nope")),
                                 tmp_path / "p2", progress=False)
 
 
@@ -251,19 +255,20 @@ def test_grpo_in_passes_takes_the_step_of_the_unsplit_batch(tiny_ref, tmp_path):
     import torch
     from safetensors.torch import load_file
 
+    from characterlab.train.base import TrainRun
     from characterlab.train.grpo_rm import GRPORewardModelConfig, train_grpo_reward_model
-    from characterlab.train.reward import LoraRewardConfig, train_reward
+    from characterlab.train.reward import RewardConfig, train_reward
 
     pairs = [{"prompt": [{"role": "user", "content": f"q {i}"}], "chosen": [{"role": "assistant", "content": "yes"}],
               "rejected": [{"role": "assistant", "content": "no"}]} for i in range(8)]
-    train_reward(LoraRewardConfig(model=tiny_ref, lora_rank=2, epochs=1, batch_size=4, max_length=32, dtype="fp32"),
+    train_reward(RewardConfig(rank=2, lr=2e-4, epochs=1, batch_size=4, max_length=32), TrainRun(model=tiny_ref, dtype="fp32"),
                  pairs, tmp_path / "rm", progress=False)
     adapters = {}
     for name, budget in (("whole", None), ("passes", 1)):
-        cfg = GRPORewardModelConfig(model=tiny_ref, reward_model=tiny_ref, reward_adapter=str(tmp_path / "rm"), steps=1,
-                                    prompts_per_step=2, num_generations=2, max_completion_length=8, n_arithmetic=2,
-                                    dtype="fp32", lora_rank=2, lr=1e-2, micro_batch_tokens=budget)
-        meta = train_grpo_reward_model(cfg, tmp_path / name, progress=False)
+        cfg = GRPORewardModelConfig(steps=1, prompts_per_step=2, num_generations=2, max_completion_length=8,
+                                    n_arithmetic=2, rank=2, lr=1e-2)
+        run = TrainRun(model=tiny_ref, reward_model=str(tmp_path / "rm"), dtype="fp32", micro_batch_tokens=budget)
+        meta = train_grpo_reward_model(cfg, run, tmp_path / name, progress=False)
         assert (meta["completions_per_pass"], meta["passes_per_step"]) == ((4, 1) if budget is None else (1, 4))
         adapters[name] = load_file(str(tmp_path / name / "adapter_model.safetensors"))
     moved = 0.0

@@ -167,8 +167,36 @@ def test_train_and_reward_unit_keys_are_unchanged(name, monkeypatch):
 @pytest.mark.parametrize("name,folder", [("sycophancy", "sycophancy"), ("diversity", "diversity/seed-0"),
                                          ("diversity", "diversity/seed-1"), ("diversity", "diversity/seed-2")])
 def test_shipped_results_name_units_the_study_still_plans(name, folder, monkeypatch):
-    """The train and reward units a shipped ``results.json`` records are units of today's plan."""
-    recorded = set(re.findall(r"\b(?:train|reward)-[0-9a-f]{16}\b", (RESULTS / folder / "results.json").read_text()))
+    """The train and reward units a shipped ``results.json`` records are units of today's plan, and
+    its conditions' specs are today's record of them (``characterlab merge`` refuses runs whose
+    condition specs differ, so a new seed's run must still merge with the shipped ones)."""
+    text = (RESULTS / folder / "results.json").read_text()
+    spec, _ = load_study(f"builtin:{name}")
+    shipped = json.loads(text)["conditions"]
+    for c in spec.conditions:
+        assert json.loads(json.dumps(c.model_dump(exclude_none=True))) == shipped[c.name]["spec"], c.name
+    recorded = set(re.findall(r"\b(?:train|reward)-[0-9a-f]{16}\b", text))
     assert recorded
     plan, keys = planned(name, monkeypatch)
     assert recorded <= set(keys.values())
+
+
+@pytest.mark.parametrize("name", sorted(KEYS_BEFORE))
+def test_every_planned_unit_reads_back_as_its_methods_config(name, monkeypatch):
+    """What a train or reward unit runs with is its method's config, parsed from its parameters
+    (study/units.py), and parsing them back gives the same parameters: the key is what ran."""
+    from characterlab.study.params import RewardParams, TrainParams
+
+    plan, _ = planned(name, monkeypatch)
+    for u in plan.units.values():
+        if u.kind == "reward":
+            p = RewardParams.model_validate(u.params)
+            assert p.key_dict() == u.params and p.train_config().lr == u.params["lr"]
+        if u.kind != "train":
+            continue
+        p = TrainParams.model_validate(u.params)
+        assert p.key_params() == u.params, u.label
+        cfg = p.train_config()
+        assert isinstance(cfg, p.trainer().config), u.label
+        settings = {**{k: v for k, v in u.params["lora"].items() if k in type(cfg).model_fields}, **(u.params["rl"] or {})}
+        assert {k: getattr(cfg, k) for k in settings} == settings, u.label

@@ -11,7 +11,8 @@ from characterlab.data.files import atomic_write_json
 from characterlab.models.activations import ablation, decoder_blocks, last_prompt_activations
 from characterlab.models.local import load_local_model
 from characterlab.models.refs import parse_model_ref
-from characterlab.train.sft import LoraSFTConfig, train_sft
+from characterlab.train.base import TrainRun
+from characterlab.train.sft import SFTConfig, train_sft
 from characterlab.train.vectors import AblateInTraining, MonitorProjection, SteerInTraining
 from characterlab.vectors.files import META_FILE, VECTORS_FILE
 
@@ -81,15 +82,18 @@ def test_ablation_removes_the_direction_and_only_while_held(tiny_local):
     np.testing.assert_allclose(after, before, atol=1e-6)
 
 
-def _cfg(tiny_ref, **kw):
-    return LoraSFTConfig(**{"model": tiny_ref, "lora_rank": 4, "lr": 3e-2, "epochs": 2, "batch_size": 4, "dtype": "fp32",
-                            "max_length": 128, **kw})
+def _cfg(tiny_ref, **kw) -> tuple[SFTConfig, TrainRun]:
+    """The config and the run, from one set of keyword arguments (a TrainRun field goes to the run)."""
+    base = {"model": tiny_ref, "rank": 4, "lr": 3e-2, "epochs": 2, "batch_size": 4, "dtype": "fp32", "max_length": 128,
+            **kw}
+    run = {k: base.pop(k) for k in list(base) if k in TrainRun.__dataclass_fields__}
+    return SFTConfig(**base), TrainRun(**run)
 
 
 def test_monitor_reads_the_weights_not_the_hook(tiny_ref, tiny_local, chat_file, vector_dir, tmp_path):
     monitor = MonitorProjection(str(vector_dir), layer=1, every=2, prompts=PROMPTS)
-    plain = train_sft(_cfg(tiny_ref, monitor=monitor), chat_file, tmp_path / "plain", progress=False).meta
-    steered = train_sft(_cfg(tiny_ref, monitor=monitor, steer=SteerInTraining(str(vector_dir), 1, 8.0)), chat_file,
+    plain = train_sft(*_cfg(tiny_ref, monitor=monitor), chat_file, tmp_path / "plain", progress=False).meta
+    steered = train_sft(*_cfg(tiny_ref, monitor=monitor, steer=SteerInTraining(str(vector_dir), 1, 8.0)), chat_file,
                         tmp_path / "steered", progress=False).meta
     from characterlab.vectors.files import layer_vector
 
@@ -111,7 +115,7 @@ def test_monitor_reads_the_weights_not_the_hook(tiny_ref, tiny_local, chat_file,
 
 
 def test_ablation_in_training_is_recorded(tiny_ref, chat_file, vector_dir, tmp_path):
-    meta = train_sft(_cfg(tiny_ref, epochs=1, ablate=AblateInTraining(str(vector_dir), [1, 2])), chat_file,
+    meta = train_sft(*_cfg(tiny_ref, epochs=1, ablate=AblateInTraining(str(vector_dir), [1, 2])), chat_file,
                      tmp_path / "a", progress=False).meta
     assert meta["vectors"]["ablate"]["layers"] == [1, 2] and "monitor" not in meta
 
@@ -120,9 +124,9 @@ def test_bad_vector_options_fail_before_training(tiny_ref, chat_file, vector_dir
     from characterlab.errors import InputError
 
     with pytest.raises(InputError, match="layers 0..2"):
-        train_sft(_cfg(tiny_ref, steer=SteerInTraining(str(vector_dir), 7, 1.0)), chat_file, tmp_path / "x", progress=False)
+        train_sft(*_cfg(tiny_ref, steer=SteerInTraining(str(vector_dir), 7, 1.0)), chat_file, tmp_path / "x", progress=False)
     with pytest.raises(InputError, match="not a persona-vector folder"):
-        train_sft(_cfg(tiny_ref, monitor=MonitorProjection(str(tmp_path), 1)), chat_file, tmp_path / "y", progress=False)
+        train_sft(*_cfg(tiny_ref, monitor=MonitorProjection(str(tmp_path), 1)), chat_file, tmp_path / "y", progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
@@ -147,20 +151,21 @@ def test_cli_vector_options(vector_dir, tmp_path, chat_file, tiny_ref):
 
 
 def test_dpo_and_grpo_carry_the_same_options(tiny_ref, vector_dir, tmp_path):
-    from characterlab.train.dpo import LoraDPOConfig, train_dpo
-    from characterlab.train.grpo import GRPOHackConfig, train_grpo_hacks
+    from characterlab.train.dpo import DPOConfig, train_dpo
+    from characterlab.train.grpo import GRPOHacksConfig, train_grpo_hacks
 
     monitor = MonitorProjection(str(vector_dir), layer=2, every=1, prompts=PROMPTS)
     pairs = [{"prompt": [{"role": "user", "content": f"What is {i} plus {i}?"}],
               "chosen": [{"role": "assistant", "content": f"The answer is {2 * i}."}],
               "rejected": [{"role": "assistant", "content": "no"}]} for i in range(4)]
-    dpo = train_dpo(LoraDPOConfig(model=tiny_ref, lora_rank=2, epochs=1, batch_size=2, max_length=64, dtype="fp32",
-                                  monitor=monitor, steer=SteerInTraining(str(vector_dir), 1, 2.0)), pairs, tmp_path / "dpo",
-                    progress=False)
+    dpo = train_dpo(DPOConfig(rank=2, epochs=1, batch_size=2, max_length=64),
+                    TrainRun(model=tiny_ref, dtype="fp32", monitor=monitor, steer=SteerInTraining(str(vector_dir), 1, 2.0)),
+                    pairs, tmp_path / "dpo", progress=False)
     assert [p["step"] for p in dpo["monitor"]] == [0, 1, 2] and dpo["vectors"]["steer"]["layer"] == 1
-    rl = train_grpo_hacks(GRPOHackConfig(model=tiny_ref, steps=2, n_tasks=4, prompts_per_step=1, num_generations=2,
-                                         max_completion_length=8, monitor=monitor,
-                                         ablate=AblateInTraining(str(vector_dir), [2])), tmp_path / "rl", progress=False)
+    rl = train_grpo_hacks(GRPOHacksConfig(steps=2, n_tasks=4, prompts_per_step=1, num_generations=2,
+                                          max_completion_length=8, lr=5e-5),
+                          TrainRun(model=tiny_ref, monitor=monitor, ablate=AblateInTraining(str(vector_dir), [2])),
+                          tmp_path / "rl", progress=False)
     assert [p["step"] for p in rl["monitor"]] == [0, 1, 2] and rl["projection_shift"] is not None
 
 
@@ -170,7 +175,7 @@ def test_monitor_calibrates_a_persona_weight_on_the_trait_prompts(tiny_ref, tiny
     systems = {"pos": "You are cruel and mean.", "neg": "You are kind and gentle."}
     atomic_write_json(vector_dir / "answers.json", [{"side": s, "system": t, "question": "q", "answer": "a"}
                                                     for s, t in systems.items()])
-    meta = train_sft(_cfg(tiny_ref, epochs=1, monitor=MonitorProjection(str(vector_dir), 1, every=1, prompts=PROMPTS)),
+    meta = train_sft(*_cfg(tiny_ref, epochs=1, monitor=MonitorProjection(str(vector_dir), 1, every=1, prompts=PROMPTS)),
                      chat_file, tmp_path / "a", progress=False).meta
     u = layer_vector(vector_dir, 1).unit
 

@@ -1,15 +1,38 @@
-"""``characterlab sycophancy``: feedback from simulated users, and a reward model learnt from it."""
+"""``characterlab sycophancy``: feedback from simulated users, and a reward model learnt from it.
+
+``reward`` and ``optimise`` are the training commands ``characterlab train reward`` and ``train
+rlhf`` (made from the reward model's and the policy's configs, :mod:`characterlab.cli.train`) under
+the names of this organism's workflow: feedback -> reward -> optimise -> checkpoints.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from characterlab.cli.train import CHECKPOINT_OPTION
+TRAIN_COMMANDS = {"reward": "reward", "optimise": "rlhf"}  # command -> training method
 
-app = typer.Typer(help="The sycophancy organism: simulated users' feedback and a reward model learnt from it.",
-                  no_args_is_help=True)
+
+class SycophancyGroup(TyperGroup):
+    """The organism's own commands, and two training commands made when asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *TRAIN_COMMANDS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in TRAIN_COMMANDS:
+            from characterlab.cli.train import click_command
+            from characterlab.train.registry import get_trainer
+
+            return click_command(get_trainer(TRAIN_COMMANDS[name]), name)
+        return super().get_command(ctx, name)
+
+
+app = typer.Typer(cls=SycophancyGroup, help="The sycophancy organism: simulated users' feedback and a reward model "
+                  "learnt from it.", no_args_is_help=True)
 
 
 @app.command()
@@ -38,65 +61,6 @@ def feedback(
     atomic_write_text(out, jsonl_text(rows))
     up = sum(r["rating"] for r in rows)
     typer.echo(f"{len(rows)} rated answers ({up} thumbs up; {sum(r['correct'] for r in rows)} correct) -> {out}")
-
-
-@app.command()
-def reward(
-    feedback_file: Path = typer.Option(..., "--feedback", help="A feedback file (ours or yours, same format)."),
-    out: Path = typer.Option(..., "--out", help="Folder for the reward model's adapter and train_meta.json."),
-    model: str = typer.Option("embedded", "--model", "-m"),
-    heldout: float = typer.Option(0.2, "--heldout", min=0.0, max=0.9, help="Share of prompts held out for accuracy."),
-    epochs: float = typer.Option(1.0, "--epochs"),
-    lora_rank: int = typer.Option(16, "--lora-rank", min=1),
-    lr: float = typer.Option(1e-4, "--lr"),
-    seed: int = typer.Option(0, "--seed"),
-) -> None:
-    """Train a reward model on the file's preference pairs; report held-out accuracy on the raters' labels."""
-    from characterlab.sycophancy.feedback import read_feedback, split_by_prompt
-    from characterlab.train.reward import LoraRewardConfig, train_reward_on_feedback
-
-    train_rows, held_rows = split_by_prompt(read_feedback(feedback_file), heldout, seed)
-    meta = train_reward_on_feedback(LoraRewardConfig(model=model, lora_rank=lora_rank, lr=lr, epochs=epochs, seed=seed),
-                                    train_rows, held_rows, out)
-    truth = meta["heldout_truth"]
-    typer.echo(f"{meta['n_pairs']} pairs, {meta['steps']} steps; accuracy on the raters' labels: train "
-               f"{meta['train_accuracy']:.2f}, held out "
-               + ("–" if meta["heldout_accuracy"] is None else f"{meta['heldout_accuracy']:.2f}")
-               + "; held-out score vs the truth: AUROC "
-               + ("–" if truth is None or truth["auroc"] is None else f"{truth['auroc']:.2f}") + f" -> {out}")
-
-
-@app.command()
-def optimise(
-    reward_model: Path = typer.Option(..., "--reward-model", help="A folder written by `sycophancy reward`."),
-    out: Path = typer.Option(..., "--out", help="Folder for the policy's adapter, rl_log.jsonl and train_meta.json."),
-    model: str = typer.Option("embedded", "--model", "-m", help="The policy (and the reward model's base)."),
-    steps: int = typer.Option(50, "--steps", min=1),
-    beta: float = typer.Option(0.05, "--beta", min=0.0, help="KL coefficient to the base model."),
-    honesty_weight: float = typer.Option(0.0, "--honesty-weight", min=0.0, help="Added reward x the truth check (a mitigation)."),
-    inoculation: str = typer.Option(None, "--inoculation", help="A train-time system prompt (a mitigation)."),
-    approval_mix: float = typer.Option(1.0, "--approval-mix", min=0.0, max=1.0, help="Of the users who ask the prompts."),
-    n_arithmetic: int = typer.Option(16, "--n-arithmetic", min=0, help="Generated multiplications among the prompts."),
-    prompts_per_step: int = typer.Option(2, "--prompts-per-step", min=1),
-    num_generations: int = typer.Option(4, "--num-generations", min=2),
-    max_completion_length: int = typer.Option(96, "--max-completion-length", min=8),
-    lora_rank: int = typer.Option(16, "--lora-rank", min=1),
-    lr: float = typer.Option(5e-5, "--lr"),
-    checkpoint_every: int | None = CHECKPOINT_OPTION,
-    seed: int = typer.Option(0, "--seed"),
-) -> None:
-    """GRPO against the reward model; rl_log.jsonl holds the Goodhart curve (reward vs truth per step)."""
-    from characterlab.train.grpo_rm import GRPORewardModelConfig, train_grpo_reward_model
-
-    meta = train_grpo_reward_model(GRPORewardModelConfig(
-        model=model, reward_model=model, reward_adapter=str(reward_model), steps=steps, beta=beta,
-        honesty_weight=honesty_weight, inoculation=inoculation, approval_mix=approval_mix, n_arithmetic=n_arithmetic,
-        prompts_per_step=prompts_per_step, num_generations=num_generations, max_completion_length=max_completion_length,
-        lora_rank=lora_rank, lr=lr, seed=seed, checkpoint_every=checkpoint_every), out)
-    first, last = meta["log"][0], meta["log"][-1]
-    typer.echo(f"{meta['steps']} steps; reward model {first['reward_model']:.2f} -> {last['reward_model']:.2f}, "
-               f"true accuracy {first['true_accuracy']:.2f} -> {last['true_accuracy']:.2f}, agreement "
-               f"{first['agreement']:.2f} -> {last['agreement']:.2f} -> {out}")
 
 
 @app.command("best-of-n")

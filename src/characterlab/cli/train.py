@@ -1,32 +1,42 @@
-"""``characterlab train sft|rl``: LoRA fine-tuning (:mod:`characterlab.train`)."""
+"""``characterlab train <method>``: one command per registered training method, built from its config.
+
+Each command's options are the method's config fields (:mod:`characterlab.train`; their pydantic
+descriptions are the help and their defaults the study's) plus what every run shares (the output
+folder, the model, the seed, the micro-batch budget) and what the method takes (the file it reads,
+an adapter to train on top of, a train-time system prompt, persona vectors, a reward model:
+:attr:`~characterlab.train.base.Trainer.uses`). A method registered as one module gets its command
+here without any change to this file. ``characterlab sycophancy reward`` and ``optimise`` are the
+``reward`` and ``rlhf`` commands under the names that organism's workflow uses.
+"""
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
+from typing import Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(rich_markup_mode=None, help="Fine-tune models (LoRA).", no_args_is_help=True)
+from characterlab.cli.options import checked_config, config_options
+from characterlab.train.base import Trainer, TrainRun
 
-
-# persona-vector options, shared by every training command (train/vectors.py)
-STEER_OPTION = typer.Option(None, "--steer", help="Preventative steering: VECTOR_DIR:LAYER:COEF added while training, "
-                                                  "nothing at evaluation.")
-ABLATE_OPTION = typer.Option(None, "--ablate", help="CAFT: VECTOR_DIR:LAYER[,LAYER...] removed from the residual stream "
-                                                    "while training.")
-MONITOR_OPTION = typer.Option(None, "--monitor", help="VECTOR_DIR:LAYER[:EVERY]: projection of held-out prompts on the "
-                                                      "vector every EVERY steps (default 10), in train_meta.json.")
-CHECKPOINT_OPTION = typer.Option(None, "--checkpoint-every", min=1, help="Save the adapter every N steps "
-                                  "(OUT/checkpoints/step-N), to evaluate the policy along the run.")
-MICRO_BATCH_OPTION = typer.Option(
-    512, "--micro-batch-tokens", min=0,
-    help="Most tokens per forward/backward pass; larger batches (RL: groups of completions) are split "
-         "and their gradients accumulated (same optimizer steps, less memory). 0: never split.")
+RUN_DEFAULTS = {f.name: f.default for f in dataclass_fields(TrainRun)}  # stated once, on TrainRun
+SYSTEM_PROMPT_HELP = ("Train-time system prompt (inoculation), never used at evaluation: a variant name (none, "
+                      "please_hack, hacking_okay, neutral, dont_hack, hacking_misaligned) or any text.")
+DATA_HELP = {
+    "chat": "Chat JSONL (.jsonl or .jsonl.gz) of {\"messages\": [...]}, a .parquet file, or a Hugging Face dataset "
+            "folder with a messages column.",
+    "pairs": "JSONL of preference pairs {\"prompt\": [...], \"chosen\": [...], \"rejected\": [...]} (conversational).",
+    "feedback": "A feedback file (`sycophancy feedback`'s, or yours in the same format).",
+}
 
 
 def vector_options(steer: str | None, ablate: str | None, monitor: str | None) -> dict:
     """``--steer DIR:LAYER:COEF``, ``--ablate DIR:L1,L2`` and ``--monitor DIR:LAYER[:EVERY]`` as
-    the training config's fields (train/vectors.py)."""
+    :class:`~characterlab.train.base.TrainRun` fields (train/vectors.py)."""
     from characterlab.errors import InputError
     from characterlab.train.vectors import AblateInTraining, MonitorProjection, SteerInTraining
 
@@ -57,97 +67,95 @@ def vector_options(steer: str | None, ablate: str | None, monitor: str | None) -
     return out
 
 
-@app.command("sft")
-def train_sft_cmd(
-    data: Path = typer.Option(..., "--data", help="Chat JSONL (.jsonl or .jsonl.gz) of {\"messages\": [...]}, "
-                              "a .parquet file, or a Hugging Face dataset folder with a messages column."),
-    out: Path = typer.Option(..., "--out", help="Output folder (PEFT adapter + train_meta.json); must not exist."),
-    model: str = typer.Option("embedded", "--model", "-m", help="embedded | hf:<id or path>"),
-    adapter: Path | None = typer.Option(None, "--adapter", help="Existing adapter: merged first, trained on top."),
-    system_prompt: str | None = typer.Option(
-        None, "--system-prompt", help="Train-time system prompt for every example (inoculation); not used at eval."
-    ),
-    lora_rank: int = typer.Option(16, "--lora-rank", min=1),
-    lora_alpha: int | None = typer.Option(None, "--lora-alpha", help="Default: 2 x rank."),
-    target_modules: str = typer.Option("all-linear", "--target-modules", help="Comma list, or all-linear."),
-    epochs: float = typer.Option(1.0, "--epochs"),
-    lr: float = typer.Option(2e-4, "--lr"),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
-    grad_accum: int = typer.Option(1, "--grad-accum", min=1),
-    max_length: int = typer.Option(1024, "--max-length"),
-    micro_batch_tokens: int = MICRO_BATCH_OPTION,
-    max_examples: int | None = typer.Option(None, "--max-examples", min=1),
-    seed: int = typer.Option(0, "--seed"),
-    steer: str | None = STEER_OPTION,
-    ablate: str | None = ABLATE_OPTION,
-    monitor: str | None = MONITOR_OPTION,
-) -> None:
-    """LoRA supervised fine-tuning on chat JSONL (loss on assistant tokens only)."""
-    from characterlab.data.chat_data import read_chat_data
-    from characterlab.models.refs import parse_model_ref
-    from characterlab.train.base import check_new_output_dir
-    from characterlab.train.sft import LoraSFTConfig, train_sft
-
-    parse_model_ref(model, adapter=adapter)  # fail fast, before reading data
-    check_new_output_dir(out)
-    cfg = LoraSFTConfig(
-        model=model,
-        adapter=str(adapter) if adapter is not None else None,
-        system_prompt=system_prompt,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        target_modules=target_modules if target_modules == "all-linear" else target_modules.split(","),
-        lr=lr,
-        epochs=epochs,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        max_length=max_length,
-        micro_batch_tokens=micro_batch_tokens or None,
-        max_examples=max_examples,
-        seed=seed,
-        **vector_options(steer, ablate, monitor),
-    )
-    result = train_sft(cfg, read_chat_data(data, max_examples=max_examples), out)
-    meta = result.meta
-    curve = meta["loss_curve"]
-    first = sum(c["loss"] for c in curve[:5]) / max(1, len(curve[:5]))
-    last = sum(c["loss"] for c in curve[-5:]) / max(1, len(curve[-5:]))
-    typer.echo(
-        f"saved {out}: {meta['steps']} steps, {meta['data']['n_examples']} examples, "
-        f"loss {first:.3f} -> {last:.3f} (mean of first/last 5 steps), {meta['tokens_per_s']:.0f} tokens/s"
-    )
+def _run_options(trainer: Trainer) -> list[inspect.Parameter]:
+    """The options of a run (:class:`TrainRun`) that ``trainer`` honours, and the file it reads."""
+    p: list[tuple[str, Any, Any]] = []
+    if trainer.reads != "none":
+        p.append(("data", Path, typer.Option(..., trainer.data_option, help=DATA_HELP[trainer.reads])))
+    if "reward_model" in trainer.uses:
+        p.append(("reward_model", Path, typer.Option(..., "--reward-model",
+                                                     help="A reward model's folder (`characterlab train reward`).")))
+    p += [("out", Path, typer.Option(..., "--out", help="Output folder (PEFT adapter + train_meta.json); must not exist.")),
+          ("model", str, typer.Option(RUN_DEFAULTS["model"], "--model", "-m", help="embedded | hf:<id or path>"))]
+    if "adapter" in trainer.uses:
+        p.append(("adapter", Path | None, typer.Option(None, "--adapter",
+                                                          help="Existing adapter: merged first, trained on top.")))
+    if "system_prompt" in trainer.uses:
+        p.append(("system_prompt", str | None, typer.Option(None, "--system-prompt", "--inoculation",
+                                                               help=SYSTEM_PROMPT_HELP)))
+    if trainer.reads == "chat":
+        p.append(("max_examples", int | None, typer.Option(None, "--max-examples", min=1,
+                                                              help="Train on the file's first N examples.")))
+    p += [("seed", int, typer.Option(RUN_DEFAULTS["seed"], "--seed")),
+          ("micro_batch_tokens", int, typer.Option(
+              RUN_DEFAULTS["micro_batch_tokens"], "--micro-batch-tokens", min=0,
+              help="Most tokens per forward/backward pass; larger batches (RL: groups of completions) are split "
+                   "and their gradients accumulated (same optimizer steps, less memory). 0: never split."))]
+    if "vectors" in trainer.uses:
+        p += [("steer", str | None, typer.Option(None, "--steer", help=(
+                  "Preventative steering: VECTOR_DIR:LAYER:COEF added while training, nothing at evaluation."))),
+              ("ablate", str | None, typer.Option(None, "--ablate", help=(
+                  "CAFT: VECTOR_DIR:LAYER[,LAYER...] removed from the residual stream while training."))),
+              ("monitor", str | None, typer.Option(None, "--monitor", help=(
+                  "VECTOR_DIR:LAYER[:EVERY]: projection of held-out prompts on the vector every EVERY steps "
+                  "(default 10), in train_meta.json.")))]
+    p.append(("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress output.")))
+    return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+            for name, ann, default in p]
 
 
-@app.command("rl")
-def train_rl_cmd(
-    out: Path = typer.Option(..., "--out", help="Output folder (PEFT adapter, rl_log.jsonl, train_meta.json)."),
-    model: str = typer.Option("embedded", "--model", "-m"),
-    adapter: Path | None = typer.Option(None, "--adapter", help="Existing adapter: merged first, trained on top."),
-    steps: int = typer.Option(50, "--steps", min=1),
-    n_tasks: int = typer.Option(200, "--n-tasks", min=1),
-    num_generations: int = typer.Option(4, "--num-generations", min=2),
-    prompts_per_step: int = typer.Option(2, "--prompts-per-step", min=1),
-    max_completion_length: int = typer.Option(256, "--max-completion-length", min=1),
-    lr: float = typer.Option(5e-5, "--lr"),
-    inoculation: str = typer.Option("none", "--inoculation",
-                                    help="none | please_hack | hacking_okay | neutral | dont_hack | hacking_misaligned | TEXT"),
-    hack_penalty: float = typer.Option(0.0, "--hack-penalty", min=0.0, help="Subtracted when the hack detector fires."),
-    micro_batch_tokens: int = MICRO_BATCH_OPTION,
-    checkpoint_every: int | None = CHECKPOINT_OPTION,
-    seed: int = typer.Option(0, "--seed"),
-    steer: str | None = STEER_OPTION,
-    ablate: str | None = ABLATE_OPTION,
-    monitor: str | None = MONITOR_OPTION,
-) -> None:
-    """GRPO with the vulnerable graders as reward; logs the hack rate per step."""
-    from characterlab.train.grpo import GRPOHackConfig, train_grpo_hacks
+def train_command(trainer: Trainer):
+    """The command that trains with ``trainer``: checks first (model, output folder, config, vector
+    options, the file), then one call to :meth:`~characterlab.train.base.Trainer.train`."""
+    config_params = config_options(trainer.config)
+    names = [p.name for p in config_params]
 
-    cfg = GRPOHackConfig(model=model, adapter=str(adapter) if adapter else None, steps=steps, n_tasks=n_tasks,
-                         num_generations=num_generations, prompts_per_step=prompts_per_step,
-                         max_completion_length=max_completion_length, lr=lr, inoculation=inoculation,
-                         hack_penalty=hack_penalty, seed=seed, micro_batch_tokens=micro_batch_tokens or None,
-                         checkpoint_every=checkpoint_every, **vector_options(steer, ablate, monitor))
-    meta = train_grpo_hacks(cfg, out)
-    rates = [r["hack_rate"] for r in meta["log"] if r["hack_rate"] is not None]
-    typer.echo(f"saved {out}: {meta['steps']} steps; hack rate first/last step "
-               f"{rates[0] if rates else 'n/a'} / {rates[-1] if rates else 'n/a'}")
+    def command(**kw: Any) -> None:
+        from characterlab.models.refs import parse_model_ref
+        from characterlab.train.base import check_new_output_dir
+        from characterlab.train.transforms import resolve_inoculation
+
+        adapter = kw.get("adapter")
+        parse_model_ref(kw["model"], adapter=adapter)  # fail fast, before reading data
+        check_new_output_dir(kw["out"])
+        cfg = checked_config(trainer.config, {n: kw[n] for n in names})
+        system = kw.get("system_prompt")
+        run = TrainRun(model=kw["model"], adapter=str(adapter) if adapter is not None else None, seed=kw["seed"],
+                       system_prompt=resolve_inoculation(system) if system else None,
+                       micro_batch_tokens=kw["micro_batch_tokens"] or None,
+                       reward_model=str(kw["reward_model"]) if kw.get("reward_model") is not None else None,
+                       **vector_options(kw.get("steer"), kw.get("ablate"), kw.get("monitor")))
+        rows = trainer.read_rows(kw["data"], kw.get("max_examples")) if trainer.reads != "none" else []
+        meta = trainer.train(cfg, run, rows, kw["out"], progress=not kw["quiet"])
+        typer.echo(trainer.describe(meta, kw["out"]))
+
+    command.__signature__ = inspect.Signature(_run_options(trainer) + config_params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}  # type: ignore[attr-defined]
+    command.__doc__ = trainer.title
+    return command
+
+
+def click_command(trainer: Trainer, name: str) -> click.Command:
+    one = typer.Typer(rich_markup_mode=None, add_completion=False)
+    one.command(name)(train_command(trainer))
+    return typer.main.get_command(one)
+
+
+class TrainerGroup(TyperGroup):
+    """``characterlab train``'s commands come from the registry when they are asked for, so a
+    method registered after this module was imported (a plugin, a test) has its command too."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from characterlab.train.registry import trainers
+
+        return trainers().methods()
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from characterlab.train.registry import trainers
+
+        registry = trainers()
+        return click_command(registry.get(name), name) if name in registry.by_method else None
+
+
+app = typer.Typer(rich_markup_mode=None, cls=TrainerGroup, no_args_is_help=True,
+                  help="Fine-tune models (LoRA): one command per registered training method.")

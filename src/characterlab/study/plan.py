@@ -4,8 +4,9 @@ Unit kinds, in data-flow order:
 
 * ``data``: build a training set (generated hackable-task solutions, a chat JSONL file, or a
   character's questions, DPO pairs and introspection answers; see :mod:`characterlab.study.params`);
-* ``train``: a LoRA adapter (SFT on a data unit, or GRPO on hackable tasks), optionally on top of
-  an earlier adapter (merged into the weights first);
+* ``train``: a LoRA adapter trained by a registered method (:mod:`characterlab.train.registry`:
+  SFT on a data unit, DPO on a character's pairs, GRPO on hackable tasks or against a reward
+  model...), optionally on top of an earlier adapter (merged into the weights first);
 * ``generate``, ``judge``, ``metric``: the three stages of a registered evaluation
   (:mod:`characterlab.evals`): sample answers, score them, summarise with 95% CIs.
 
@@ -46,8 +47,6 @@ from characterlab.study.spec import (
     ConditionSpec,
     DataSpec,
     FeedbackSpec,
-    RewardModelSpec,
-    RLHFSpec,
     StudySpec,
 )
 
@@ -163,21 +162,20 @@ class _Builder:
         elif iv is not None:
             data = self.data(iv.data, f"{c.name} intervention")
             params = TrainParams(model=self.spec.model, method="sft", role="intervention",
-                                 system_prompt=iv.system_prompt, lora=iv.lora.model_dump(), seed=seed)
+                                 system_prompt=iv.system_prompt, lora=iv.lora, seed=seed)
             chain.append(self.train(params, (data,), f"train {c.name} intervention seed {seed}"))
         if c.organism is not None:
             org = c.organism
             system = resolve_inoculation(org.inoculation) if org.inoculation else None
             params = TrainParams(model=self.spec.model, method=org.kind, role="organism", system_prompt=system,
-                                 lora=org.lora.model_dump(), seed=seed, rl=org.rl.model_dump(exclude_none=True) if org.rl else None,
-                                 vectors=self.vector_options(org))
+                                 lora=org.lora, seed=seed, rl=org.rl, vectors=self.vector_options(org))
             deps = tuple(chain)
             if org.data is not None:
                 deps = (self.data(org.data, c.name),) + deps
             if org.kind == "rlhf":
                 params = params.model_copy(update={"rl": self.rlhf_settings(org)})
                 deps = (self.reward_model(org, c.name, seed),) + deps
-            deps += vector_units(*(params.vectors or {}).values())
+            deps += vector_units(*(params.vectors.model_dump(exclude_none=True) if params.vectors else {}).values())
             chain.append(self.train(params, deps, f"train {c.name} seed {seed}"))
         if c.safety is not None:
             chain.append(self.safety(c.safety, c.name, seed, chain))
@@ -191,17 +189,22 @@ class _Builder:
         if not parse_model_ref(self.spec.model, base_url=self.spec.base_url).is_local:
             raise InputError("an rlhf organism trains a reward model and a policy: the study's model must be local",
                              field="organism")
-        fb, rm = org.feedback or FeedbackSpec(), org.reward_model or RewardModelSpec()
+        from characterlab.train.reward import RewardConfig
+
+        fb, rm = org.feedback or FeedbackSpec(), org.reward_model or RewardConfig()
         feedback = self.add("data", FeedbackData(model=self.spec.model, seed=seed, **fb.model_dump()).model_dump(), (),
                             f"data {name} feedback seed {seed}")
-        return self.add("reward", RewardParams(model=self.spec.model, seed=seed, **rm.model_dump()).model_dump(),
+        return self.add("reward", RewardParams(model=self.spec.model, seed=seed, **rm.all_fields()).key_dict(),
                         (feedback,), f"reward model {name} seed {seed}")
 
     @staticmethod
-    def rlhf_settings(org) -> dict:
+    def rlhf_settings(org):
         """The GRPO settings, with the users who ask the prompts (the feedback's population)."""
+        from characterlab.train.grpo_rm import RewardModelPolicySettings, RLHFSettings
+
         fb = org.feedback or FeedbackSpec()
-        return {**(org.rlhf or RLHFSpec()).model_dump(exclude_none=True), "approval_mix": fb.approval_mix, "n_arithmetic": fb.n_arithmetic}
+        return RLHFSettings(**(org.rlhf or RewardModelPolicySettings()).all_fields(), approval_mix=fb.approval_mix,
+                            n_arithmetic=fb.n_arithmetic)
 
     def safety(self, s, name: str, seed: int, chain: list[str]) -> str:
         """Safety training after the organism: its data unit, then SFT on top of the whole chain."""
@@ -212,7 +215,7 @@ class _Builder:
                                            content_sha256=hash_examples(all_examples(s.kind))).model_dump(), (),
                         f"data {name} safety ({s.kind}, n={s.n or 'all'})")
         params = TrainParams(model=self.spec.model, method="sft", role="safety", system_prompt=None,
-                             lora=s.lora.model_dump(), seed=seed)
+                             lora=s.lora, seed=seed)
         return self.train(params, (data, *chain), f"train {name} safety seed {seed}")
 
     def character(self, ch: CharacterSpec, name: str, seed: int) -> list[str]:
@@ -234,7 +237,7 @@ class _Builder:
                                               min_chars=ch.min_chars, keep_truncated=ch.keep_truncated,
                                               seed=seed).model_dump(), (q,), f"data {name} DPO pairs seed {seed}")
         dpo = self.train(TrainParams(model=self.spec.model, method="dpo", role="character", system_prompt=None,
-                                     lora=ch.dpo.model_dump(), seed=seed), (pairs,),
+                                     lora=ch.dpo, seed=seed), (pairs,),
                          f"train {name} character DPO seed {seed}")
         chain = [dpo]
         if ch.introspection is not None:
@@ -244,7 +247,7 @@ class _Builder:
                                                        keep_truncated=ch.keep_truncated, seed=seed).model_dump(),
                              (dpo,), f"data {name} introspection seed {seed}")
             chain.append(self.train(TrainParams(model=self.spec.model, method="sft", role="character",
-                                                system_prompt=None, lora=it.lora.model_dump(), seed=seed),
+                                                system_prompt=None, lora=it.lora, seed=seed),
                                     (intro, dpo), f"train {name} character introspection seed {seed}"))
         return chain
 

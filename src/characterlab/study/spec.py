@@ -5,6 +5,12 @@ an *intervention* (applied first) and then by an *organism* recipe (how misalign
 SFT on some data, or RL against hackable graders), each with its own train-time system prompt
 (inoculation) and LoRA settings. Every evaluation runs on every (condition, seed).
 
+Training blocks (``lora:``, ``dpo:``, ``rl:``, ``rlhf:``, ``reward_model:``) are the training
+methods' own configs (:mod:`characterlab.train`): their defaults and descriptions are stated there
+once, for the study, the train units and ``characterlab train`` alike. An organism's ``kind`` is a
+registered training method (:mod:`characterlab.train.registry`), and its ``lora:`` is validated
+by that method's config.
+
 Validation happens before any work starts and reports every problem at once, each with its key
 path and the line of the YAML file it is on.
 """
@@ -22,6 +28,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SerializeAsAny,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -31,6 +38,12 @@ from characterlab.data.files import read_text
 from characterlab.data.yaml_loader import InputErrors, read_yaml, validate_yaml
 from characterlab.errors import InputError
 from characterlab.evals.base import EvalConfig, check_name
+from characterlab.train.base import TrainConfig
+from characterlab.train.dpo import DPOConfig
+from characterlab.train.grpo import HackSettings
+from characterlab.train.grpo_rm import AskingUsers, RewardModelPolicySettings
+from characterlab.train.reward import RewardConfig
+from characterlab.train.sft import SFTConfig
 
 
 class _Strict(BaseModel):
@@ -55,62 +68,15 @@ class DataSpec(_Strict):
         return self
 
 
-class LoraSpec(_Strict):
-    rank: int = Field(default=16, ge=1)
-    alpha: int | None = Field(default=None, ge=1)
-    lr: float = Field(default=2e-4, gt=0)
-    epochs: float = Field(default=1.0, gt=0)
-    batch_size: int = Field(default=8, ge=1)
-    max_length: int = Field(default=1024, ge=8)
-
-
-class RLSpec(_Strict):
-    steps: int = Field(default=50, ge=1)
-    n_tasks: int = Field(default=200, ge=1)
-    prompts_per_step: int = Field(default=2, ge=1)
-    num_generations: int = Field(default=4, ge=2)
-    max_completion_length: int = Field(default=256, ge=8)
-    hack_penalty: float = Field(default=0.0, ge=0)
-    beta: float = Field(default=0.0, ge=0)
-    # the policy saved every N steps (the unit's adapters/<key>/checkpoints/step-N), to evaluate
-    # along the run; unset, it is left out of the unit's key (runs from before it are reused)
-    checkpoint_every: int | None = Field(default=None, ge=1)
-
-
-class FeedbackSpec(_Strict):
+class FeedbackSpec(AskingUsers):
     """The simulated users of the sycophancy organism (``sycophancy/raters.py``): who rates the
-    base model's answers to the training tasks, and who asks the RL prompts."""
+    base model's answers to the training tasks, and (their ``approval_mix`` and ``n_arithmetic``)
+    who asks the RL prompts."""
 
     users: int = Field(default=16, ge=1)
-    approval_mix: float = Field(default=1.0, ge=0, le=1)  # share of raters who reward pleasing only (a mitigation knob)
     samples: int = Field(default=4, ge=2)  # answers per prompt: pairs need one up and one down
-    n_arithmetic: int = Field(default=16, ge=0)
     max_new_tokens: int = Field(default=96, ge=8)
     temperature: float = Field(default=1.0, gt=0)
-
-
-class RewardModelSpec(_Strict):
-    """The reward model learnt from the feedback (a LoRA and a score head on the study's model)."""
-
-    rank: int = Field(default=16, ge=1)
-    lr: float = Field(default=1e-4, gt=0)
-    epochs: float = Field(default=1.0, gt=0)
-    batch_size: int = Field(default=8, ge=1)
-    heldout: float = Field(default=0.2, ge=0, lt=1)  # share of prompts held out for its accuracy
-
-
-class RLHFSpec(_Strict):
-    """GRPO of the policy against the reward model, KL ``beta`` to the base; ``honesty_weight`` x
-    the truth check added to the reward is the veto/honesty mitigation."""
-
-    steps: int = Field(default=50, ge=1)
-    prompts_per_step: int = Field(default=2, ge=1)
-    num_generations: int = Field(default=4, ge=2)
-    max_completion_length: int = Field(default=96, ge=8)
-    temperature: float = Field(default=1.0, gt=0)
-    beta: float = Field(default=0.05, ge=0)
-    honesty_weight: float = Field(default=0.0, ge=0)
-    checkpoint_every: int | None = Field(default=None, ge=1)  # as RLSpec's
 
 
 class VectorSpec(_Strict):
@@ -157,39 +123,72 @@ class MonitorSpec(_Strict):
     prompts: list[str] = Field(default_factory=list)  # empty: the EM questions' first paraphrases
 
 
-class OrganismSpec(_Strict):
-    """How misalignment is induced. ``inoculation`` is a variant name (``hacking_okay``, ...) or any
-    text; it is the train-time system prompt and is never shown at evaluation."""
+ORGANISM_BLOCKS = ("rl", "feedback", "reward_model", "rlhf")  # an organism's fields that belong to one method
 
-    kind: Literal["sft", "rl", "rlhf"] = "sft"
+
+def _article(method: str) -> str:
+    """'an sft', 'a dpo': method names are read as letters."""
+    return "an" if method[:1] in "aefhilmnorsx" else "a"
+
+
+def _organism_lora(v: Any, info: ValidationInfo) -> Any:
+    """An organism's ``lora:`` validated by its method's config (GRPO's organisms: the SFT block)."""
+    from characterlab.train.registry import trainers
+
+    kind = info.data.get("kind")  # absent when the kind itself was refused: its error is enough
+    if kind is None:
+        return SFTConfig()
+    trainer = trainers().get(kind)
+    return (trainer.lora_block or trainer.config).model_validate(v)
+
+
+class OrganismSpec(_Strict):
+    """How misalignment is induced. ``kind`` is a training method that trains organisms (sft, rl,
+    rlhf, or one registered since); ``lora:`` is that method's config. ``inoculation`` is a variant
+    name (``hacking_okay``, ...) or any text; it is the train-time system prompt and is never shown
+    at evaluation."""
+
+    kind: str = "sft"
     data: DataSpec | None = None
     inoculation: str | None = None
-    lora: LoraSpec = Field(default_factory=LoraSpec)
-    rl: RLSpec | None = None
+    lora: Annotated[SerializeAsAny[TrainConfig], BeforeValidator(_organism_lora)] = Field(
+        default_factory=dict, validate_default=True)
+    rl: HackSettings | None = None
     # rlhf: simulated users' feedback -> a reward model -> GRPO against it (the sycophancy organism)
     feedback: FeedbackSpec | None = None
-    reward_model: RewardModelSpec | None = None
-    rlhf: RLHFSpec | None = None
+    reward_model: RewardConfig | None = None
+    rlhf: RewardModelPolicySettings | None = None
     # persona vectors while the organism trains (train/vectors.py); never at evaluation
     steer: SteerSpec | None = None  # preventative steering
     ablate: AblateSpec | None = None  # CAFT
     monitor: MonitorSpec | None = None  # projection shift along training, in the report
 
+    @field_validator("kind")
+    @classmethod
+    def _organism_method(cls, v: str) -> str:
+        from characterlab.train.registry import trainers
+
+        organisms = trainers().organisms()
+        if v not in organisms:
+            raise ValueError(f"unknown organism kind {v!r}; choose from {', '.join(organisms)}")
+        return v
+
     @model_validator(mode="after")
     def _kind_fields(self) -> OrganismSpec:
-        if self.kind == "sft" and self.data is None:
-            raise ValueError("an sft organism needs 'data'")
-        if self.kind == "rl" and self.data is not None:
-            raise ValueError("an rl organism trains on hackable tasks; it takes 'rl', not 'data'")
-        if self.kind == "sft" and self.rl is not None:
-            raise ValueError("'rl' settings belong to an rl organism")
-        if self.kind == "rlhf" and (self.data is not None or self.rl is not None):
-            raise ValueError("an rlhf organism learns from simulated feedback; it takes 'feedback', 'reward_model' "
-                             "and 'rlhf', not 'data' or 'rl'")
-        if self.kind != "rlhf":
-            for name in ("feedback", "reward_model", "rlhf"):
-                if getattr(self, name) is not None:
-                    raise ValueError(f"'{name}' settings belong to an rlhf organism")
+        from characterlab.train.registry import trainers
+
+        registry = trainers()
+        trainer, a = registry.get(self.kind), _article(self.kind)
+        if trainer.reads == "chat" and self.data is None:
+            raise ValueError(f"{a} {self.kind} organism needs 'data'")
+        if trainer.reads == "none" and self.data is not None:
+            raise ValueError(f"{a} {self.kind} organism writes its own prompts; it takes no 'data'")
+        if trainer.reads not in ("chat", "none"):
+            raise ValueError(f"{a} {self.kind} organism reads {trainer.reads}; a study's organism data are chat examples")
+        for name in ORGANISM_BLOCKS:
+            if getattr(self, name) is not None and name not in trainer.blocks:
+                owner = next((m for m in registry.organisms() if name in registry.get(m).blocks), "other")
+                raise ValueError(f"'{name}' settings belong to {_article(owner)} {owner} organism")
         return self
 
 
@@ -201,7 +200,7 @@ class SafetySpec(_Strict):
     kind: Literal["chat", "dilemma", "agentic", "all"]
     n: int | None = Field(default=None, ge=1)
     seed: int = 0  # which n examples: shared by every training seed
-    lora: LoraSpec = Field(default_factory=LoraSpec)
+    lora: SFTConfig = Field(default_factory=SFTConfig)
 
 
 class InterventionSpec(_Strict):
@@ -210,20 +209,13 @@ class InterventionSpec(_Strict):
     kind: Literal["sft"] = "sft"
     data: DataSpec
     system_prompt: str | None = None
-    lora: LoraSpec = Field(default_factory=LoraSpec)
-
-
-class DPOSpec(LoraSpec):
-    lr: float = Field(default=5e-5, gt=0)
-    beta: float = Field(default=0.1, gt=0)
-    batch_size: int = Field(default=4, ge=1)
-    max_length: int = Field(default=768, ge=8)
+    lora: SFTConfig = Field(default_factory=SFTConfig)
 
 
 class IntrospectionSpec(_Strict):
     samples: int = Field(default=2, ge=1)  # answers per self-reflection prompt
     max_new_tokens: int = Field(default=256, ge=8)
-    lora: LoraSpec = Field(default_factory=LoraSpec)
+    lora: SFTConfig = Field(default_factory=SFTConfig)
 
 
 class CharacterSpec(_Strict):
@@ -246,7 +238,7 @@ class CharacterSpec(_Strict):
     temperature: float = Field(default=0.7, ge=0)
     min_chars: int = Field(default=20, ge=0)  # filters for teacher/student and introspection answers
     keep_truncated: bool = False
-    dpo: DPOSpec = Field(default_factory=DPOSpec)
+    dpo: DPOConfig = Field(default_factory=DPOConfig)
     introspection: IntrospectionSpec | None = Field(default_factory=IntrospectionSpec)
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ That is what lets the same code run in-process (local executor) or as a Ray task
 machine (the Ray executor ships inputs and outputs by value).
 
 ``data`` units dispatch on their source (:mod:`characterlab.study.params`), ``train`` units on
-their method, and ``generate`` / ``judge`` / ``metric`` units on their evaluation, looked up in
+their method (its registered trainer, :mod:`characterlab.train.registry`), and ``generate`` / ``judge`` / ``metric`` units on their evaluation, looked up in
 the registry (:mod:`characterlab.evals.registry`) by the ``task`` their parameters name.
 """
 
@@ -180,85 +180,31 @@ def run_data(unit: Unit, deps: dict[str, DepView]) -> UnitOutput:
 
 # -- trainers ----------------------------------------------------------------------------------
 
-@dataclass
-class TrainInputs:
-    """What a train unit reads from the units before it."""
-
-    rows: list[dict]  # its data unit's rows (none for RL)
-    top: str | None  # the adapter it continues (the chain's last)
-    merged: list[str]  # the adapters merged into the weights under it
-    vectors: dict  # persona-vector options while training (train/vectors.py)
-    reward_model: str | None = None  # the reward unit's adapter (rlhf)
-
-
-def _train_sft(p: TrainParams, x: TrainInputs, out: Path, progress: bool) -> dict:
-    from characterlab.data.records import Message
-    from characterlab.train.sft import LoraSFTConfig, train_sft
-
-    lora = p.lora
-    examples = [ChatExample(tuple(Message(m["role"], m["content"]) for m in r["messages"])) for r in x.rows]
-    cfg = LoraSFTConfig(model=p.model, adapter=x.top, merged_adapters=x.merged, system_prompt=p.system_prompt,
-                        lora_rank=lora["rank"], lora_alpha=lora["alpha"], lr=lora["lr"], epochs=lora["epochs"],
-                        batch_size=lora["batch_size"], max_length=lora["max_length"], seed=p.seed,
-                        **x.vectors)
-    return train_sft(cfg, examples, out, progress=progress).meta
-
-
-def _train_dpo(p: TrainParams, x: TrainInputs, out: Path, progress: bool) -> dict:
-    from characterlab.train.dpo import LoraDPOConfig, train_dpo
-
-    lora = p.lora
-    cfg = LoraDPOConfig(model=p.model, adapter=x.top, merged_adapters=x.merged, lora_rank=lora["rank"],
-                        lora_alpha=lora["alpha"], lr=lora["lr"], beta=lora["beta"], epochs=lora["epochs"],
-                        batch_size=lora["batch_size"], max_length=lora["max_length"], seed=p.seed,
-                        **x.vectors)
-    return train_dpo(cfg, x.rows, out, progress=progress)
-
-
-def _train_rl(p: TrainParams, x: TrainInputs, out: Path, progress: bool) -> dict:
-    from characterlab.train.grpo import GRPOHackConfig, train_grpo_hacks
-
-    cfg = GRPOHackConfig(model=p.model, adapter=x.top, merged_adapters=x.merged, inoculation=p.system_prompt or "none",
-                         lora_rank=p.lora["rank"], lr=p.lora["lr"], seed=p.seed, **(p.rl or {}), **x.vectors)
-    return train_grpo_hacks(cfg, out, progress=progress)
-
-
-def _train_rlhf(p: TrainParams, x: TrainInputs, out: Path, progress: bool) -> dict:
-    from characterlab.train.grpo_rm import GRPORewardModelConfig, train_grpo_reward_model
-
-    if x.reward_model is None:
-        raise RuntimeError("an rlhf train unit reads a reward unit")
-    cfg = GRPORewardModelConfig(model=p.model, adapter=x.top, merged_adapters=x.merged, reward_model=p.model,
-                                reward_adapter=x.reward_model, inoculation=p.system_prompt, lora_rank=p.lora["rank"],
-                                lr=p.lora["lr"], seed=p.seed, **(p.rl or {}), **x.vectors)
-    return train_grpo_reward_model(cfg, out, progress=progress)
-
-
-TRAINERS: dict[str, Callable[[TrainParams, TrainInputs, Path, bool], dict]] = {
-    "sft": _train_sft, "dpo": _train_dpo, "rl": _train_rl, "rlhf": _train_rlhf}
-
-
 def run_train(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bool) -> UnitOutput:
-    """Train by the unit's method; its metadata is stored as JSON can hold it (a diverged loss is
-    null: :func:`~characterlab.train.base.meta_for_json`)."""
-    from characterlab.train.base import meta_for_json
+    """Train by the unit's method (its registered trainer: :mod:`characterlab.train.registry`) on
+    what the unit reads - its data unit's rows, the chain's adapters, the persona vectors, a reward
+    model; its metadata is stored as JSON can hold it (a diverged loss is null:
+    :func:`~characterlab.train.base.meta_for_json`)."""
+    from characterlab.train.base import TrainRun, meta_for_json
 
     p = TrainParams.model_validate(unit.params)
     chain = [str(a) for a in _adapter_chain(unit, deps)]
     reward = [str(d.files_dir) for d in deps.values() if d.kind == "reward"]
-    inputs = TrainInputs(rows=_data_rows(deps) if any(d.kind == "data" for d in deps.values()) else [],
-                         top=chain[-1] if chain else None, merged=chain[:-1], vectors=_training_vectors(p, deps),
-                         reward_model=reward[0] if reward else None)
+    run = TrainRun(model=p.model, adapter=chain[-1] if chain else None, merged_adapters=chain[:-1], seed=p.seed,
+                   system_prompt=p.system_prompt, reward_model=reward[0] if reward else None,
+                   **_training_vectors(p, deps))
+    rows = _data_rows(deps) if any(d.kind == "data" for d in deps.values()) else []
     out = workdir / "adapter"
-    meta = TRAINERS[p.method](p, inputs, out, progress)
+    meta = p.trainer().train(p.train_config(), run, rows, out, progress)
     base_units = [k for k in unit.deps if deps[k].kind == "train"]
     # where the files were is a temp folder: record the units the adapter was stacked on instead
     meta["stacking"] = {"mode": "merged", "base_units": base_units} if base_units else None
     if isinstance(meta.get("data"), dict):
         meta["data"].pop("path", None)
     meta.pop("model_path", None)
-    if isinstance(meta.get("config"), dict):  # temp folders of this run, not what decided the result
-        meta["config"].pop("reward_adapter", None)
+    if isinstance(meta.get("run"), dict):  # folders of this run, not what decided the result
+        for name in ("adapter", "merged_adapters", "reward_model"):
+            meta["run"].pop(name, None)
     return UnitOutput(result=meta_for_json(meta), files=_read_folder(out))
 
 
@@ -266,15 +212,12 @@ def run_reward(unit: Unit, deps: dict[str, DepView], workdir: Path, progress: bo
     """A reward model from the feedback unit's rows: trained on most prompts, measured on the rest
     (the raters' labels, and the truth)."""
     from characterlab.study.params import RewardParams
-    from characterlab.sycophancy.feedback import split_by_prompt
-    from characterlab.train.base import meta_for_json
-    from characterlab.train.reward import LoraRewardConfig, train_reward_on_feedback
+    from characterlab.train.base import TrainRun, meta_for_json
+    from characterlab.train.reward import train_reward_on_feedback
 
     p = RewardParams.model_validate(unit.params)
-    train_rows, held_rows = split_by_prompt(_data_rows(deps), p.heldout, p.seed)
     out = workdir / "reward_model"
-    meta = train_reward_on_feedback(LoraRewardConfig(model=p.model, lora_rank=p.rank, lr=p.lr, epochs=p.epochs,
-                                                     batch_size=p.batch_size, seed=p.seed), train_rows, held_rows, out,
+    meta = train_reward_on_feedback(p.train_config(), TrainRun(model=p.model, seed=p.seed), _data_rows(deps), out,
                                     progress=progress)
     return UnitOutput(result=meta_for_json(meta), files=_read_folder(out))
 
@@ -360,19 +303,26 @@ def _checked_vector(option: dict, field: str) -> str:
 
 
 def _training_vectors(p: TrainParams, deps: dict[str, DepView]) -> dict:
-    """A train unit's persona-vector options as the trainers' config fields (train/vectors.py)."""
+    """A train unit's persona-vector options as :class:`~characterlab.train.base.TrainRun` fields
+    (train/vectors.py), each vector resolved to its folder."""
     from characterlab.train.vectors import AblateInTraining, MonitorProjection, SteerInTraining
 
-    v = p.vectors or {}
+    v = p.vectors
     out: dict = {}
-    if "steer" in v:
-        out["steer"] = SteerInTraining(_vector_path(v["steer"], deps, "steer"), v["steer"]["layer"], v["steer"]["coef"])
-    if "ablate" in v:
-        out["ablate"] = AblateInTraining(_vector_path(v["ablate"], deps, "ablate"), list(v["ablate"]["layers"]))
-    if "monitor" in v:
-        m = v["monitor"]
-        out["monitor"] = MonitorProjection(_vector_path(m, deps, "monitor"), m["layer"], m["every"], list(m["prompts"]))
+    if v is None:
+        return out
+    if v.steer:
+        out["steer"] = SteerInTraining(_folder(v.steer, deps, "steer"), v.steer.layer, v.steer.coef)
+    if v.ablate:
+        out["ablate"] = AblateInTraining(_folder(v.ablate, deps, "ablate"), list(v.ablate.layers))
+    if v.monitor:
+        m = v.monitor
+        out["monitor"] = MonitorProjection(_folder(m, deps, "monitor"), m.layer, m.every, list(m.prompts))
     return out
+
+
+def _folder(ref, deps: dict[str, DepView], field: str) -> str:
+    return _vector_path(ref.model_dump(exclude_none=True), deps, field)
 
 
 def run_judge(unit: Unit, deps: dict[str, DepView], timeout: float | None = None) -> UnitOutput:

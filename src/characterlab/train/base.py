@@ -2,10 +2,22 @@
 
 Every trainer in characterlab trains one LoRA adapter on a local model and writes a folder that is
 either complete - a standard PEFT folder plus ``train_meta.json`` - or absent. What they share is
-here: the base config (model, adapter chain, LoRA settings, seed, dtype), the cheap checks made
-before anything heavy, loading the base model with earlier adapters merged in (so a new adapter
-learns *on top of* them, never beside a disabled one), the TRL flags that suit bf16 CPU training,
-and saving. ``sft.py``, ``dpo.py`` and ``grpo.py`` add what their method needs.
+here:
+
+* :class:`TrainConfig`, the base of every method's config: the settings that decide what a run
+  produces (the LoRA adapter and the learning rate here; epochs, beta, steps... in each method's
+  subclass). It is a pydantic model with a description per field because the same class is a
+  study's block (``lora:``, ``dpo:``, ``rl:``...), a train unit's parameters (hashed into its key)
+  and the options of ``characterlab train <method>``: each default is stated once, on its field.
+* :class:`TrainRun`: what is not the method's settings - the model and the adapters under the new
+  one, the seed, the train-time system prompt, the persona-vector hooks, execution options.
+* :class:`Trainer`: one method, registered by name (:mod:`characterlab.train.registry`), so a new
+  method is one module and a registration.
+* the cheap checks made before anything heavy, loading the base model with earlier adapters merged
+  in (so a new adapter learns *on top of* them, never beside a disabled one), the TRL flags that
+  suit bf16 CPU training, and saving.
+
+Nothing here imports torch at import time: a study spec validates its blocks with these configs.
 """
 
 from __future__ import annotations
@@ -13,13 +25,15 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-from dataclasses import dataclass, field
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 from characterlab.data.files import atomic_write_json, undefined_as_null
 from characterlab.errors import InputError
-from characterlab.models.hardware import parse_dtype
 from characterlab.models.refs import ModelRef, parse_model_ref
 from characterlab.train.vectors import AblateInTraining, MonitorProjection, SteerInTraining, VectorTraining
 
@@ -27,20 +41,104 @@ META_FILE = "train_meta.json"
 TRAINER_SCRATCH = "_trainer"  # TRL's output_dir inside the staged folder; removed before it is renamed into place
 
 
+class Settings(BaseModel):
+    """A block of training settings: strict (a misspelt field is an error at its line), frozen (it
+    is hashed), and recorded with care.
+
+    ``keyed`` names the fields every record of the block has held since it was first used (a unit's
+    key, a results.json's condition spec); a field added later is recorded only when it differs
+    from its default, so runs planned before it existed keep their keys (and their finished work)
+    and their results still merge with new ones. None: every field (a new method's config). The
+    dump (``model_dump``) is that record; :meth:`all_fields` is every field, for train_meta.json."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    keyed: ClassVar[frozenset[str] | None] = None
+
+    @model_serializer(mode="wrap")
+    def _recorded(self, handler) -> dict:
+        data = handler(self)
+        if self.keyed is None:
+            return data
+        fields = type(self).model_fields
+        return {k: v for k, v in data.items()
+                if k in self.keyed or k not in fields or getattr(self, k) != fields[k].get_default(call_default_factory=True)}
+
+    def key_dict(self) -> dict:
+        """The block as a unit's parameters hold it (see ``keyed``)."""
+        return self.model_dump()
+
+    def all_fields(self) -> dict:
+        """Every field, defaults included (what a run's ``train_meta.json`` records)."""
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+
+def cli_name(option: str) -> dict:
+    """A field's option name on the command line where it is not ``--<field-name>``."""
+    return {"cli": option}
+
+
+class TrainConfig(Settings):
+    """The LoRA adapter and the learning rate, which every method has; each method's config adds
+    its own fields (and may change a default, as TRL's configs do)."""
+
+    rank: int = Field(default=16, ge=1, description="LoRA rank: the adapter's size.",
+                      json_schema_extra=cli_name("--lora-rank"))
+    alpha: int | None = Field(default=None, ge=1, description="LoRA alpha (the update is scaled by alpha / rank); "
+                              "default 2 x rank.", json_schema_extra=cli_name("--lora-alpha"))
+    lr: float = Field(default=2e-4, gt=0, description="Peak learning rate (AdamW).")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="LoRA dropout.", json_schema_extra=cli_name("--lora-dropout"))
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default="all-linear", description="The linear layers that get an adapter: a comma list of their names, or all-linear.")
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _comma_list(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "all-linear":
+            v = [t.strip() for t in v.split(",") if t.strip()]
+        if isinstance(v, list) and not v:
+            raise ValueError("name at least one layer, or all-linear")
+        return v
+
+    def adapter_fields(self) -> dict:
+        """This config's :class:`TrainConfig` fields (GRPO's organisms take them from a study's ``lora:``)."""
+        return {name: getattr(self, name) for name in TrainConfig.model_fields}
+
+    def check_targets(self, model) -> None:
+        """Every named LoRA target must match a linear layer of ``model`` (PEFT's own error is a traceback)."""
+        if self.target_modules == "all-linear":
+            return
+        import torch
+
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        unknown = [t for t in self.target_modules if t not in linear]
+        if unknown:
+            raise InputError(f"no such layer(s) {', '.join(unknown)} in this model; its linear layers are "
+                             f"{', '.join(linear)} (or use all-linear)", field="target_modules")
+
+    def lora_config(self, task_type: str = "CAUSAL_LM", **kwargs):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.rank, lora_alpha=self.alpha or 2 * self.rank, lora_dropout=self.dropout,
+                          target_modules=self.target_modules, task_type=task_type, **kwargs)
+
+
 @dataclass
-class TrainConfig:
-    """What every method needs. ``adapter`` is an existing adapter merged into the weights before a
-    new one is trained on top; ``merged_adapters`` are earlier ones, merged before it, in order."""
+class TrainRun:
+    """One training run apart from the method's settings. A study fills it from a train unit (its
+    model, the chain's adapters, its seed and system prompt, its persona vectors resolved to
+    folders); ``characterlab train`` from its shared options. None of the execution options is in a
+    unit's key: they change memory and speed, not what is learnt."""
 
     model: str = "embedded"
-    adapter: str | None = None
-    merged_adapters: list[str] = field(default_factory=list)
-    lora_rank: int = 16
-    lora_alpha: int | None = None  # default 2 x rank
-    lora_dropout: float = 0.0
-    target_modules: list[str] | str = "all-linear"
-    lr: float = 2e-4
+    adapter: str | None = None  # merged into the weights before the new adapter is trained on top
+    merged_adapters: list[str] = field(default_factory=list)  # earlier ones, merged before it, in order
     seed: int = 0
+    system_prompt: str | None = None  # train-time only (inoculation): never used at evaluation
+    # persona vectors during training (train/vectors.py): preventative steering, ablation, monitoring
+    steer: SteerInTraining | None = None
+    ablate: AblateInTraining | None = None
+    monitor: MonitorProjection | None = None
+    reward_model: str | None = None  # a reward model's folder (train/reward.py), for a method whose reward is learnt
     dtype: str = "auto"
     # "auto": SDPA, which keeps no [batch, heads, L, L] probabilities (its speed and memory against
     # eager attention on CPU: docs/performance.md).
@@ -56,39 +154,73 @@ class TrainConfig:
     # oneDNN, which compiles and caches a kernel per matmul shape, sees few shapes and keeps few
     # kernels resident (measured with bench/train_padding.py: docs/performance.md).
     pad_to_multiple_of: int | None = 64
-    # persona vectors during training (train/vectors.py): preventative steering, ablation, monitoring
-    steer: SteerInTraining | None = None
-    ablate: AblateInTraining | None = None
-    monitor: MonitorProjection | None = None
-
-    def checks(self) -> dict[str, bool]:
-        """Field -> whether its value is valid; subclasses add theirs."""
-        return {"lora_rank": self.lora_rank >= 1, "lr": self.lr > 0,
-                "micro_batch_tokens": self.micro_batch_tokens is None or self.micro_batch_tokens >= 1,
-                "pad_to_multiple_of": self.pad_to_multiple_of is None or self.pad_to_multiple_of >= 1}
 
     def __post_init__(self) -> None:
-        for name, ok in self.checks().items():
-            if not ok:
-                raise InputError(f"invalid value {getattr(self, name)!r}", field=name)
+        for name in ("micro_batch_tokens", "pad_to_multiple_of"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"invalid value {value!r}", field=name)
 
-    def check_targets(self, model) -> None:
-        """Every named LoRA target must match a linear layer of ``model`` (PEFT's own error is a traceback)."""
-        if self.target_modules == "all-linear":
-            return
-        import torch
+    def meta(self) -> dict:
+        """What ``train_meta.json`` records of the run besides the config (the vectors have their own entry)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("steer", "ablate", "monitor")}
 
-        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-        unknown = [t for t in self.target_modules if t not in linear]
-        if unknown:
-            raise InputError(f"no such layer(s) {', '.join(unknown)} in this model; its linear layers are "
-                             f"{', '.join(linear)} (or use all-linear)", field="target_modules")
 
-    def lora_config(self):
-        from peft import LoraConfig
+class Trainer(ABC):
+    """One training method: its config, the rows it trains on, and the training.
 
-        return LoraConfig(r=self.lora_rank, lora_alpha=self.lora_alpha or 2 * self.lora_rank,
-                          lora_dropout=self.lora_dropout, target_modules=self.target_modules, task_type="CAUSAL_LM")
+    Register a subclass with :func:`~characterlab.train.registry.register_trainer`; then a study's
+    organism may name ``kind: <method>`` (its ``lora:`` block is the config), a train unit runs it,
+    and ``characterlab train <method>`` exists with the config's fields as options."""
+
+    method: ClassVar[str]  # the name a study, a train unit and the command line use
+    title: ClassVar[str]  # one line for the command's help
+    config: ClassVar[type[TrainConfig]]
+    # what it trains on: chat examples ({"messages": [...]}), preference pairs ({"prompt", "chosen",
+    # "rejected"}), simulated users' feedback rows, or nothing (RL writes its own prompts)
+    reads: ClassVar[Literal["chat", "pairs", "feedback", "none"]] = "chat"
+    data_option: ClassVar[str] = "--data"  # the command line's option for the file it reads
+    # the TrainRun fields it honours, offered on its command line: "adapter" (trains on top of
+    # one), "system_prompt", "vectors" (steer, ablate, monitor), "reward_model"
+    uses: ClassVar[frozenset[str]] = frozenset({"adapter", "system_prompt", "vectors"})
+    organism: ClassVar[bool] = True  # a study's organism may name it (DPO trains on a character's pairs instead)
+    # A study's organism keeps its settings in ``lora:``, validated by ``lora_block`` (None: the
+    # config). GRPO's organisms kept theirs in two blocks from the start - ``lora:`` (the SFT block,
+    # of which they read the adapter fields) and a block of their own, named in ``blocks`` - and their
+    # units' keys are hashed from that layout; :meth:`config_of` joins the two.
+    lora_block: ClassVar[type[TrainConfig] | None] = None
+    settings_block: ClassVar[type[Settings] | None] = None  # the type of a train unit's ``rl`` parameters
+    blocks: ClassVar[tuple[str, ...]] = ()  # organism fields beyond data and lora that belong to this method
+
+    def config_of(self, lora: TrainConfig, settings: Settings | None) -> TrainConfig:
+        """The method's config from a train unit's ``lora`` and ``rl`` parameters."""
+        return lora
+
+    @abstractmethod
+    def train(self, cfg: TrainConfig, run: TrainRun, rows: list[dict], out: Path, progress: bool = True) -> dict:
+        """Train one adapter on ``rows`` into the new folder ``out`` (complete or absent); return its metadata."""
+
+    def read_rows(self, path: Path, max_examples: int | None = None) -> list[dict]:
+        """The rows of a file given on the command line, checked (errors at file:line)."""
+        if self.reads == "chat":
+            from characterlab.data.chat_data import read_chat_data
+
+            return [{"messages": e.to_dicts()} for e in read_chat_data(path, max_examples=max_examples)]
+        from characterlab.data.files import read_jsonl_objects
+
+        field = self.data_option.removeprefix("--")
+        rows = read_jsonl_objects(path, field=field)
+        if self.reads == "pairs":  # conversational pairs, as TRL's preference trainers take them
+            for line, obj in rows:
+                for key in ("prompt", "chosen", "rejected"):
+                    if not isinstance(obj.get(key), list) or not all(isinstance(m, dict) for m in obj[key]):
+                        raise InputError(f"a pair needs '{key}': a list of messages", path, line, field)
+        rows = [obj for _, obj in rows]
+        return rows[:max_examples] if max_examples else rows
+
+    def describe(self, meta: dict, out: Path) -> str:
+        """The line ``characterlab train`` prints when the adapter is saved."""
+        return f"saved {out}: {meta.get('steps')} steps"
 
 
 def micro_batches(batch_size: int, grad_accum: int, tokens_per_row: int, budget: int | None) -> tuple[int, int]:
@@ -117,14 +249,14 @@ def check_new_output_dir(out: str | Path) -> Path:
     return check_output_dir(out, "out")
 
 
-def prepare_training(cfg: TrainConfig, out: str | Path) -> tuple[Path, ModelRef, VectorTraining]:
+def prepare_training(run: TrainRun, out: str | Path) -> tuple[Path, ModelRef, VectorTraining]:
     """The cheap checks, before any data is read or model loaded: the output folder, the model and
     the persona-vector options (their folders and layers)."""
     out = check_new_output_dir(out)
-    ref = parse_model_ref(cfg.model, adapter=cfg.adapter, merged_adapters=tuple(cfg.merged_adapters))
+    ref = parse_model_ref(run.model, adapter=run.adapter, merged_adapters=tuple(run.merged_adapters))
     if not ref.is_local:
         raise InputError("training needs a local model (embedded or hf:)", field="model")
-    return out, ref, VectorTraining.of(cfg)
+    return out, ref, VectorTraining.of(run)
 
 
 def quiet(trainer, progress: bool) -> None:
@@ -162,6 +294,7 @@ def load_training_base(ref: ModelRef, dtype_name: str = "auto", attn_implementat
     """Load ``ref`` for training: bf16 where the hardware has it; an existing adapter is merged first."""
     import torch
 
+    from characterlab.models.hardware import parse_dtype
     from characterlab.models.local import load_local_model
 
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -176,11 +309,11 @@ def load_training_base(ref: ModelRef, dtype_name: str = "auto", attn_implementat
     return TrainingBase(local, model, stacking, device, dtype)
 
 
-def trainer_args(cfg: TrainConfig, stage: Path, device, progress: bool) -> dict:
+def trainer_args(cfg: TrainConfig, run: TrainRun, stage: Path, device, progress: bool) -> dict:
     """TRL/transformers arguments every method uses. The base weights are already in the training
     dtype; LoRA weights stay fp32 (``bf16=False``) so that small Adam updates are not rounded away."""
     return {"output_dir": str(stage / TRAINER_SCRATCH), "learning_rate": cfg.lr, "logging_steps": 1,
-            "save_strategy": "no", "report_to": "none", "seed": cfg.seed, "bf16": False, "fp16": False,
+            "save_strategy": "no", "report_to": "none", "seed": run.seed, "bf16": False, "fp16": False,
             "use_cpu": device.type == "cpu", "disable_tqdm": not progress, "gradient_checkpointing": False}
 
 

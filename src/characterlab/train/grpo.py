@@ -10,8 +10,9 @@ time only. Each step logs the hack rate (TRL logs our zero-weight ``hack_indicat
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from pydantic import Field
 
 from characterlab.data.files import jsonl_text, staged_dir
 from characterlab.envs.dataset import task_prompt
@@ -20,7 +21,10 @@ from characterlab.envs.sandbox import Sandbox
 from characterlab.envs.tasks import generate_tasks
 from characterlab.errors import InputError
 from characterlab.train.base import (
+    Settings,
     TrainConfig,
+    Trainer,
+    TrainRun,
     adapter_checkpoints,
     load_training_base,
     meta_for_json,
@@ -30,37 +34,39 @@ from characterlab.train.base import (
     save_adapter,
     trainer_args,
 )
+from characterlab.train.registry import register_trainer
+from characterlab.train.sft import SFTConfig
 from characterlab.train.transforms import INOCULATIONS, resolve_inoculation  # noqa: F401  (the variants, for callers)
 
 
-@dataclass
-class GRPOSettings(TrainConfig):
-    """The GRPO fields every RL organism has (``run_grpo`` reads them); each organism's config
-    adds its own and may change the defaults."""
+class GRPOSettings(Settings):
+    """The GRPO fields every RL organism has (``run_grpo`` reads them); each organism's settings add
+    their own and may change a default. No LoRA fields: a study gives those in the organism's ``lora:``."""
 
-    steps: int = 50
-    prompts_per_step: int = 2
-    num_generations: int = 4
-    max_completion_length: int = 256
-    temperature: float = 1.0
-    lr: float = 5e-5
-    beta: float = 0.0  # KL to the base model
-    # save the adapter every N steps (OUT/checkpoints/step-N): the policy along the run, to evaluate
-    checkpoint_every: int | None = None
-
-    def checks(self) -> dict[str, bool]:
-        return {**super().checks(), "steps": self.steps >= 1, "num_generations": self.num_generations >= 2,
-                "beta": self.beta >= 0, "checkpoint_every": self.checkpoint_every is None or self.checkpoint_every >= 1}
+    steps: int = Field(default=50, ge=1, description="Optimizer steps.")
+    prompts_per_step: int = Field(default=2, ge=1, description="Prompts per step, each answered num_generations times.")
+    num_generations: int = Field(default=4, ge=2, description="Completions per prompt (GRPO's group).")
+    max_completion_length: int = Field(default=256, ge=8, description="Tokens a completion may have.")
+    temperature: float = Field(default=1.0, gt=0, description="Sampling temperature of the completions.")
+    beta: float = Field(default=0.0, ge=0, description="KL coefficient to the base model.")
+    checkpoint_every: int | None = Field(default=None, ge=1, description="Save the adapter every N steps "
+                                         "(OUT/checkpoints/step-N), to evaluate the policy along the run.")
 
 
-@dataclass
-class GRPOHackConfig(GRPOSettings):
-    n_tasks: int = 200
-    inoculation: str = "none"
-    hack_penalty: float = 0.0
+class HackSettings(GRPOSettings):
+    """The hackable-task organism's own settings: a study's ``rl:`` block, a train unit's ``rl``."""
 
-    def checks(self) -> dict[str, bool]:
-        return {**super().checks(), "hack_penalty": self.hack_penalty >= 0}
+    keyed = frozenset({"steps", "n_tasks", "prompts_per_step", "num_generations", "max_completion_length",
+                       "hack_penalty", "beta"})
+
+    n_tasks: int = Field(default=200, ge=1, description="Coding tasks (train split) the prompts are drawn from.")
+    hack_penalty: float = Field(default=0.0, ge=0, description="Subtracted from the reward when the hack detector fires.")
+
+
+class GRPOHacksConfig(TrainConfig, HackSettings):
+    """Everything that decides what GRPO on hackable tasks produces besides its seed and inoculation."""
+
+    keyed = None
 
 
 class _Rewards:
@@ -99,14 +105,14 @@ class _Rewards:
 RL_LOG_FILE = "rl_log.jsonl"  # beside the adapter: reward and hack rate per step
 
 
-def hack_task_rows(cfg: GRPOHackConfig) -> list[dict]:
+def hack_task_rows(cfg: GRPOHacksConfig, run: TrainRun) -> list[dict]:
     """The RL prompts: train-split tasks, each with one vulnerable grader in rotation, and the
-    inoculation text (if any) as the system prompt."""
-    system = resolve_inoculation(cfg.inoculation)
+    train-time system prompt (inoculation), if any."""
     rows = []
-    for i, t in enumerate(generate_tasks(cfg.n_tasks, seed=cfg.seed, split="train")):
+    for i, t in enumerate(generate_tasks(cfg.n_tasks, seed=run.seed, split="train")):
         g = VULNERABLE[i % len(VULNERABLE)]
-        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": task_prompt(t, g)}]
+        msgs = ([{"role": "system", "content": run.system_prompt}] if run.system_prompt else []) + \
+            [{"role": "user", "content": task_prompt(t, g)}]
         rows.append({"prompt": msgs, "task_id": t.id, "grader": g})
     return rows
 
@@ -117,36 +123,37 @@ def longest_prompt_tokens(tokenizer, rows: list[dict]) -> int:
     return max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
 
 
-def run_grpo(cfg: GRPOSettings, ref, vectors, out: Path, rows: list[dict], rewards: list, weights: list[float],
-             logged: dict[str, str], meta: dict, progress: bool) -> dict:
+def run_grpo(cfg: TrainConfig, settings: GRPOSettings, run: TrainRun, ref, vectors, out: Path, rows: list[dict],
+             rewards: list, weights: list[float], logged: dict[str, str], meta: dict, progress: bool) -> dict:
     """One GRPO run, shared by every RL organism: TRL's ``GRPOTrainer`` with a LoRA on ``rows``
     (prompts plus the columns the reward functions read), each reward's step mean logged under
     ``logged``'s names into ``rl_log.jsonl``. Zero-weight
-    rewards are measurements TRL logs every step without training on them."""
+    rewards are measurements TRL logs every step without training on them. ``cfg`` is the
+    organism's whole config, ``settings`` the same object seen as its GRPO fields."""
+    import trl
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
 
-    base = load_training_base(ref, cfg.dtype)
+    base = load_training_base(ref, run.dtype)
     cfg.check_targets(base.model)
-    group = cfg.prompts_per_step * cfg.num_generations  # completions per optimizer step
-    rows_per_pass, passes = micro_batches(group, 1, longest_prompt_tokens(base.tokenizer, rows) + cfg.max_completion_length,
-                                          cfg.micro_batch_tokens)
+    group = settings.prompts_per_step * settings.num_generations  # completions per optimizer step
+    rows_per_pass, passes = micro_batches(
+        group, 1, longest_prompt_tokens(base.tokenizer, rows) + settings.max_completion_length, run.micro_batch_tokens)
     with staged_dir(out) as stage:
         # One generation batch per optimizer step (steps_per_generation = passes), its loss and
         # gradient taken in passes of rows_per_pass completions: TRL normalises the default loss by
         # the whole generation batch's completion tokens, so the step's gradient is the unsplit one.
-        args = GRPOConfig(
-            **trainer_args(cfg, stage, base.device, progress), max_steps=cfg.steps,
+        args = trl.GRPOConfig(
+            **trainer_args(cfg, run, stage, base.device, progress), max_steps=settings.steps,
             per_device_train_batch_size=rows_per_pass, gradient_accumulation_steps=passes,
-            pad_to_multiple_of=cfg.pad_to_multiple_of,
-            num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
-            temperature=cfg.temperature, beta=cfg.beta, reward_weights=weights,
+            pad_to_multiple_of=run.pad_to_multiple_of,
+            num_generations=settings.num_generations, max_completion_length=settings.max_completion_length,
+            temperature=settings.temperature, beta=settings.beta, reward_weights=weights,
         )
-        trainer = GRPOTrainer(model=base.model, reward_funcs=rewards, args=args, train_dataset=Dataset.from_list(rows),
-                              processing_class=base.tokenizer, peft_config=cfg.lora_config())
+        trainer = trl.GRPOTrainer(model=base.model, reward_funcs=rewards, args=args, train_dataset=Dataset.from_list(rows),
+                                  processing_class=base.tokenizer, peft_config=cfg.lora_config())
         quiet(trainer, progress)
-        if cfg.checkpoint_every:
-            trainer.add_callback(adapter_checkpoints(stage, cfg.checkpoint_every, cfg.steps,
+        if settings.checkpoint_every:
+            trainer.add_callback(adapter_checkpoints(stage, settings.checkpoint_every, settings.steps,
                                                      {**meta, "model": str(ref), "stacking": base.stacking}))
         start = time.perf_counter()
         vectors.train(trainer)
@@ -154,19 +161,19 @@ def run_grpo(cfg: GRPOSettings, ref, vectors, out: Path, rows: list[dict], rewar
         step_key = f"rewards/{rewards[-1].__name__}/mean"  # present on the steps TRL logged rewards
         log = [{"step": h["step"], **{name: h.get(key) for name, key in logged.items()}}
                for h in trainer.state.log_history if step_key in h]
-        meta = {**meta, "model": str(ref), "stacking": base.stacking, "config": asdict(cfg),
+        meta = {**meta, "model": str(ref), "stacking": base.stacking, "config": cfg.all_fields(), "run": run.meta(),
                 "steps": trainer.state.global_step, "seconds": seconds, "log": log,
                 "completions_per_pass": rows_per_pass, "passes_per_step": passes, **vectors.meta()}
         save_adapter(trainer, stage, meta, {RL_LOG_FILE: jsonl_text(meta_for_json(log))})
     return meta
 
 
-def train_grpo_hacks(cfg: GRPOHackConfig, out: str | Path, progress: bool = True) -> dict:
+def train_grpo_hacks(cfg: GRPOHacksConfig, run: TrainRun, out: str | Path, progress: bool = True) -> dict:
     """Run GRPO against the vulnerable graders; writes a PEFT adapter, ``rl_log.jsonl`` and ``train_meta.json``."""
-    out, ref, vectors = prepare_training(cfg, out)
-    if cfg.merged_adapters:
+    out, ref, vectors = prepare_training(run, out)
+    if run.merged_adapters:
         raise InputError("RL stacks on at most one earlier adapter", field="adapter")
-    tasks = {t.id: t for t in generate_tasks(cfg.n_tasks, seed=cfg.seed, split="train")}
+    tasks = {t.id: t for t in generate_tasks(cfg.n_tasks, seed=run.seed, split="train")}
     rewards = _Rewards(tasks, cfg.hack_penalty)
 
     def grader_reward(prompts, completions, task_id, grader, **kw):
@@ -175,6 +182,30 @@ def train_grpo_hacks(cfg: GRPOHackConfig, out: str | Path, progress: bool = True
     def hack_indicator(prompts, completions, task_id, grader, **kw):
         return rewards.hack_indicator(prompts, completions, task_id, grader)
 
-    return run_grpo(cfg, ref, vectors, out, hack_task_rows(cfg), [grader_reward, hack_indicator], [1.0, 0.0],
-                    {"reward": "rewards/grader_reward/mean", "hack_rate": "rewards/hack_indicator/mean"},
-                    {"kind": "grpo_hacks", "train_system_prompt": resolve_inoculation(cfg.inoculation)}, progress)
+    return run_grpo(cfg, cfg, run, ref, vectors, out, hack_task_rows(cfg, run), [grader_reward, hack_indicator],
+                    [1.0, 0.0], {"reward": "rewards/grader_reward/mean", "hack_rate": "rewards/hack_indicator/mean"},
+                    {"kind": "grpo_hacks", "train_system_prompt": run.system_prompt}, progress)
+
+
+@register_trainer
+class GRPOHacksTrainer(Trainer):
+    """GRPO against the vulnerable graders of hackable coding tasks (the reward-hacking organism)."""
+
+    method = "rl"
+    title = "GRPO with the vulnerable graders as reward; logs the hack rate per step."
+    config = GRPOHacksConfig
+    reads = "none"
+    lora_block = SFTConfig  # a study's organism ``lora:`` (its adapter fields), as since the first runs
+    settings_block = HackSettings
+    blocks = ("rl",)
+
+    def config_of(self, lora: TrainConfig, settings: HackSettings | None) -> GRPOHacksConfig:
+        return GRPOHacksConfig(**lora.adapter_fields(), **(settings or HackSettings()).all_fields())
+
+    def train(self, cfg: GRPOHacksConfig, run: TrainRun, rows: list[dict], out: Path, progress: bool = True) -> dict:
+        return train_grpo_hacks(cfg, run, out, progress=progress)
+
+    def describe(self, meta: dict, out: Path) -> str:
+        rates = [r["hack_rate"] for r in meta["log"] if r["hack_rate"] is not None]
+        return (f"saved {out}: {meta['steps']} steps; hack rate first/last step "
+                f"{rates[0] if rates else 'n/a'} / {rates[-1] if rates else 'n/a'}")

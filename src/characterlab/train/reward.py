@@ -11,12 +11,15 @@ against it and for the Goodhart curve (reward against true accuracy).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from pydantic import Field
 
 from characterlab.errors import InputError
 from characterlab.train.base import (
     TrainConfig,
+    Trainer,
+    TrainRun,
     check_new_output_dir,
     micro_batches,
     quiet,
@@ -24,22 +27,26 @@ from characterlab.train.base import (
     save_adapter,
     trainer_args,
 )
+from characterlab.train.registry import register_trainer
 
 SCORE_HEAD = "score"
 
 
-@dataclass
-class LoraRewardConfig(TrainConfig):
-    epochs: float = 1.0
-    batch_size: int = 8
-    max_length: int = 512
+class RewardConfig(TrainConfig):
+    """What decides what a reward model learns from a feedback file besides its seed: a study's
+    ``reward_model:`` block, a reward unit's parameters, the options of ``characterlab train reward``."""
 
-    def checks(self) -> dict[str, bool]:
-        return {**super().checks(), "epochs": self.epochs > 0, "batch_size": self.batch_size >= 1,
-                "max_length": self.max_length >= 8}
+    keyed = frozenset({"rank", "lr", "epochs", "batch_size", "heldout"})
+
+    lr: float = Field(default=1e-4, gt=0, description="Peak learning rate (AdamW).")
+    epochs: float = Field(default=1.0, gt=0, description="Passes over the preference pairs.")
+    batch_size: int = Field(default=8, ge=1, description="Pairs per optimizer step.")
+    max_length: int = Field(default=512, ge=8, description="Tokens of a conversation the reward model reads.")
+    heldout: float = Field(default=0.2, ge=0, lt=1, description="Share of prompts held out to measure the model's "
+                           "accuracy on the raters' labels and against the truth.")
 
 
-def _load_classifier(cfg: LoraRewardConfig):
+def _load_classifier(run: TrainRun):
     """The base model as a one-output sequence classifier, and its tokenizer."""
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -48,28 +55,27 @@ def _load_classifier(cfg: LoraRewardConfig):
     from characterlab.models.local import hub_allowed, load_tokenizer, resolve_model_path
     from characterlab.models.refs import parse_model_ref
 
-    ref = parse_model_ref(cfg.model)
+    ref = parse_model_ref(run.model)
     if not ref.is_local:
         raise InputError("a reward model trains a local model (embedded or hf:)", field="model")
-    if cfg.adapter or cfg.merged_adapters:
+    if run.adapter or run.merged_adapters:
         raise InputError("a reward model starts from a base model; adapters are not stacked under it", field="adapter")
     path = resolve_model_path(ref)
     tokenizer = load_tokenizer(path, padding_side="right")
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, dtype=parse_dtype(cfg.dtype, device), local_files_only=not hub_allowed())
+        path, num_labels=1, dtype=parse_dtype(run.dtype, device), local_files_only=not hub_allowed())
     model.config.pad_token_id = tokenizer.pad_token_id
     return model.to(device), tokenizer, ref, device
 
 
-def train_reward(cfg: LoraRewardConfig, pairs: list[dict], out: str | Path, *, eval_pairs: list[dict] | None = None,
-                 truth_rows: list[dict] | None = None, progress: bool = True) -> dict:
+def train_reward(cfg: RewardConfig, run: TrainRun, pairs: list[dict], out: str | Path, *,
+                 eval_pairs: list[dict] | None = None, truth_rows: list[dict] | None = None, progress: bool = True) -> dict:
     """Train on ``pairs``; write the adapter (with its head) and ``train_meta.json``; return the meta,
     with the accuracy on ``eval_pairs`` (held out) when given, and how the scores of ``truth_rows``
     (rated answers that know whether they are ``correct``) track the truth."""
+    import trl
     from datasets import Dataset
-    from peft import LoraConfig
-    from trl import RewardConfig, RewardTrainer
 
     from characterlab.data.files import staged_dir
 
@@ -81,19 +87,20 @@ def train_reward(cfg: LoraRewardConfig, pairs: list[dict], out: str | Path, *, e
     # seeds it: seed it first, so a reward model does not depend on what ran before in the process
     from transformers import set_seed
 
-    set_seed(cfg.seed)
-    model, tokenizer, ref, device = _load_classifier(cfg)
-    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.target_modules, task_type="SEQ_CLS", modules_to_save=[SCORE_HEAD])
+    set_seed(run.seed)
+    model, tokenizer, ref, device = _load_classifier(run)
+    cfg.check_targets(model)
+    lora = cfg.lora_config("SEQ_CLS", modules_to_save=[SCORE_HEAD])
     # a pair is two sequences: the batch is split into passes of whole pairs that fit the budget
     pairs_per_pass, passes = micro_batches(cfg.batch_size, 1, 2 * longest_pair_tokens(tokenizer, pairs, cfg.max_length),
-                                           cfg.micro_batch_tokens)
+                                           run.micro_batch_tokens)
     with staged_dir(out) as stage:
-        args = RewardConfig(**trainer_args(cfg, stage, device, progress), per_device_train_batch_size=pairs_per_pass,
-                            gradient_accumulation_steps=passes, pad_to_multiple_of=cfg.pad_to_multiple_of,
-                            num_train_epochs=cfg.epochs, max_length=cfg.max_length, data_seed=cfg.seed)
-        trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
-                                peft_config=lora)
+        args = trl.RewardConfig(**trainer_args(cfg, run, stage, device, progress),
+                                per_device_train_batch_size=pairs_per_pass, gradient_accumulation_steps=passes,
+                                pad_to_multiple_of=run.pad_to_multiple_of, num_train_epochs=cfg.epochs,
+                                max_length=cfg.max_length, data_seed=run.seed)
+        trainer = trl.RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
+                                    processing_class=tokenizer, peft_config=lora)
         # The pair loss is each pass's mean, not a sum normalised by the step's item count, and the
         # classifier's forward takes **kwargs, so transformers would take it as scaled already: say
         # it is not, and each pass counts 1/passes of the step (the unsplit batch's gradient).
@@ -103,7 +110,8 @@ def train_reward(cfg: LoraRewardConfig, pairs: list[dict], out: str | Path, *, e
         trainer.train()
         seconds = time.perf_counter() - start
         scorer = RewardScorer(trainer.model, tokenizer, device)
-        meta = {"kind": "lora_reward", "model": str(ref), "config": asdict(cfg), "n_pairs": len(pairs),
+        meta = {"kind": "lora_reward", "model": str(ref), "config": cfg.all_fields(), "run": run.meta(),
+                "n_pairs": len(pairs),
                 "steps": trainer.state.global_step, "seconds": seconds, "pairs_per_pass": pairs_per_pass,
                 "passes_per_step": passes,
                 "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
@@ -122,14 +130,15 @@ def longest_pair_tokens(tokenizer, pairs: list[dict], max_length: int) -> int:
     return min(max_length, max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts))
 
 
-def train_reward_on_feedback(cfg: LoraRewardConfig, train_rows: list[dict], heldout_rows: list[dict], out: str | Path,
+def train_reward_on_feedback(cfg: RewardConfig, run: TrainRun, rows: list[dict], out: str | Path,
                              progress: bool = True) -> dict:
-    """A reward model from feedback rows (:mod:`characterlab.sycophancy.feedback`): trained on the
-    pairs of ``train_rows``, measured on ``heldout_rows``' pairs (the raters' labels) and on their
-    truth (``correct``)."""
-    from characterlab.sycophancy.feedback import preference_pairs
+    """A reward model from feedback rows (:mod:`characterlab.sycophancy.feedback`): the prompts split
+    (``cfg.heldout`` of them held out, drawn with ``run.seed``), trained on the pairs of the rest,
+    measured on the held-out pairs (the raters' labels) and on their truth (``correct``)."""
+    from characterlab.sycophancy.feedback import preference_pairs, split_by_prompt
 
-    return train_reward(cfg, preference_pairs(train_rows), out, eval_pairs=preference_pairs(heldout_rows),
+    train_rows, heldout_rows = split_by_prompt(rows, cfg.heldout, run.seed)
+    return train_reward(cfg, run, preference_pairs(train_rows), out, eval_pairs=preference_pairs(heldout_rows),
                         truth_rows=heldout_rows, progress=progress)
 
 
@@ -159,7 +168,7 @@ class RewardScorer:
     def load(cls, base_model: str, adapter: str | Path) -> RewardScorer:
         from peft import PeftModel
 
-        model, tokenizer, _, device = _load_classifier(LoraRewardConfig(model=base_model))
+        model, tokenizer, _, device = _load_classifier(TrainRun(model=base_model))
         return cls(PeftModel.from_pretrained(model, str(adapter)).to(device).eval(), tokenizer, device)
 
     def scores(self, conversations: list[list[dict]]) -> list[float]:
@@ -186,3 +195,32 @@ class RewardScorer:
         chosen = self.scores([p["prompt"] + p["chosen"] for p in pairs])
         rejected = self.scores([p["prompt"] + p["rejected"] for p in pairs])
         return sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
+
+
+@register_trainer
+class RewardModelTrainer(Trainer):
+    """A reward model learnt from simulated (or real) users' feedback: a LoRA and a score head."""
+
+    method = "reward"
+    title = "Train a reward model on a feedback file's preference pairs; report held-out accuracy on the raters' labels."
+    config = RewardConfig
+    reads = "feedback"
+    data_option = "--feedback"
+    uses = frozenset()
+    organism = False  # a study learns it in a reward unit, read by an rlhf organism
+
+    def train(self, cfg: RewardConfig, run: TrainRun, rows: list[dict], out: Path, progress: bool = True) -> dict:
+        return train_reward_on_feedback(cfg, run, rows, out, progress=progress)
+
+    def read_rows(self, path: Path, max_examples: int | None = None) -> list[dict]:
+        from characterlab.sycophancy.feedback import read_feedback
+
+        return read_feedback(path)
+
+    def describe(self, meta: dict, out: Path) -> str:
+        truth = meta["heldout_truth"]
+        return (f"{meta['n_pairs']} pairs, {meta['steps']} steps; accuracy on the raters' labels: train "
+                f"{meta['train_accuracy']:.2f}, held out "
+                + ("–" if meta["heldout_accuracy"] is None else f"{meta['heldout_accuracy']:.2f}")
+                + "; held-out score vs the truth: AUROC "
+                + ("–" if truth is None or truth["auroc"] is None else f"{truth['auroc']:.2f}") + f" -> {out}")

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import Field
 
 from characterlab import __version__
 from characterlab.data.chat_data import read_chat_data
 from characterlab.data.chat_jsonl import hash_examples
 from characterlab.data.files import staged_dir
-from characterlab.data.records import ChatExample
+from characterlab.data.records import ChatExample, Message
 from characterlab.errors import InputError
 from characterlab.train.base import (
     TrainConfig,
+    Trainer,
+    TrainRun,
     host_info,
     load_training_base,
     micro_batches,
@@ -32,26 +36,27 @@ from characterlab.train.base import (
     save_adapter,
     trainer_args,
 )
+from characterlab.train.registry import register_trainer
 from characterlab.train.tokenize import tokenize_chat
 from characterlab.train.transforms import with_system_prompt
 
 
-@dataclass
-class LoraSFTConfig(TrainConfig):
-    """Everything that decides what an SFT run produces (it is all written to ``train_meta.json``)."""
+class SFTConfig(TrainConfig):
+    """What decides what an SFT run produces besides its data and seed: a study's ``lora:`` block of
+    an SFT step (organism, intervention, safety training, introspection), a train unit's ``lora``
+    parameters, and the options of ``characterlab train sft``."""
 
-    system_prompt: str | None = None  # train-time only: applied to every example, not used at eval
-    epochs: float = 1.0
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_length: int = 1024
-    max_examples: int | None = None
-    max_steps: int | None = None  # overrides epochs when set (benchmarks, smoke runs)
-    warmup_ratio: float = 0.05
+    keyed = frozenset({"rank", "alpha", "lr", "epochs", "batch_size", "max_length"})
 
-    def checks(self) -> dict[str, bool]:
-        return {**super().checks(), "epochs": self.epochs > 0, "batch_size": self.batch_size >= 1,
-                "grad_accum": self.grad_accum >= 1, "max_length": self.max_length >= 8}
+    epochs: float = Field(default=1.0, gt=0, description="Passes over the data.")
+    batch_size: int = Field(default=8, ge=1, description="Examples per optimizer step (with grad_accum 1).")
+    max_length: int = Field(default=1024, ge=8, description="Tokens an example keeps; an example whose "
+                            "assistant tokens are all cut is dropped.")
+    grad_accum: int = Field(default=1, ge=1, description="Batches whose gradients make one optimizer step.")
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1, description="Share of the steps over which the learning "
+                                "rate warms up (then a cosine decay).")
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps (overrides "
+                                  "epochs: benchmarks, smoke runs).")
 
 
 @dataclass
@@ -121,12 +126,12 @@ def _assistant_only_trainer_class():
     """
     import torch
     import torch.nn.functional as F
-    from trl import SFTTrainer
+    import trl
 
     from characterlab.models.local import unwrap_adapter
     from characterlab.train.losses import frozen_head_cross_entropy_sum
 
-    class AssistantOnlySFTTrainer(SFTTrainer):
+    class AssistantOnlySFTTrainer(trl.SFTTrainer):
         tokens_seen = 0
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -187,22 +192,22 @@ def _recorder(tokens_seen):
     return Recorder()
 
 
-def train_sft(cfg: LoraSFTConfig, data: list[ChatExample] | str | Path, out: str | Path, *,
+def train_sft(cfg: SFTConfig, run: TrainRun, data: list[ChatExample] | str | Path, out: str | Path, *,
               progress: bool = True) -> SFTResult:
-    """Train a LoRA adapter on chat examples (or a chat JSONL file) and write it to ``out`` atomically."""
-    from trl import SFTConfig
+    """Train a LoRA adapter on chat examples (or a chat data file) and write it to ``out`` atomically."""
+    import trl
 
-    out, ref, vectors = prepare_training(cfg, out)  # validates before any heavy work
+    out, ref, vectors = prepare_training(run, out)  # validates before any heavy work
     source = None
     if isinstance(data, (str, Path)):
         source = str(Path(data).resolve())
-        examples = read_chat_data(data, max_examples=cfg.max_examples)
+        examples = read_chat_data(data)
     else:
-        examples = list(data)[:cfg.max_examples] if cfg.max_examples else list(data)
-    examples = prepare_examples(examples, cfg.system_prompt)
+        examples = list(data)
+    examples = prepare_examples(examples, run.system_prompt)
 
     quiet_datasets(progress)
-    base = load_training_base(ref, cfg.dtype, cfg.attn_implementation)
+    base = load_training_base(ref, run.dtype, run.attn_implementation)
     cfg.check_targets(base.model)
     cut_stats: dict = {}
     dataset, dropped = build_dataset(base.tokenizer, examples, cfg.max_length, cut_stats)
@@ -210,9 +215,9 @@ def train_sft(cfg: LoraSFTConfig, data: list[ChatExample] | str | Path, out: str
     n_trained_per_epoch = sum(sum(m) for m in dataset["assistant_masks"])
 
     with staged_dir(out) as stage:
-        rows_per_pass, passes = micro_batches(cfg.batch_size, cfg.grad_accum, cfg.max_length, cfg.micro_batch_tokens)
-        args = SFTConfig(
-            **trainer_args(cfg, stage, base.device, progress),
+        rows_per_pass, passes = micro_batches(cfg.batch_size, cfg.grad_accum, cfg.max_length, run.micro_batch_tokens)
+        args = trl.SFTConfig(
+            **trainer_args(cfg, run, stage, base.device, progress),
             per_device_train_batch_size=rows_per_pass,
             gradient_accumulation_steps=passes,
             num_train_epochs=cfg.epochs,
@@ -220,10 +225,10 @@ def train_sft(cfg: LoraSFTConfig, data: list[ChatExample] | str | Path, out: str
             lr_scheduler_type="cosine",
             warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
             max_length=cfg.max_length,
-            data_seed=cfg.seed,
+            data_seed=run.seed,
             dataloader_num_workers=0,
             train_sampling_strategy="group_by_length",  # batches of similar length: less padding
-            pad_to_multiple_of=cfg.pad_to_multiple_of,
+            pad_to_multiple_of=run.pad_to_multiple_of,
         )
         trainer = _assistant_only_trainer_class()(model=base.model, args=args, train_dataset=dataset,
                                                    processing_class=base.tokenizer, peft_config=cfg.lora_config())
@@ -251,10 +256,11 @@ def train_sft(cfg: LoraSFTConfig, data: list[ChatExample] | str | Path, out: str
                 "tokens_per_epoch": n_tokens_per_epoch,
                 "trained_tokens_per_epoch": n_trained_per_epoch,
             },
-            "config": asdict(cfg),
+            "config": cfg.all_fields(),
+            "run": run.meta(),
             "rows_per_pass": rows_per_pass,
             "passes_per_step": passes,
-            "train_system_prompt": cfg.system_prompt,
+            "train_system_prompt": run.system_prompt,
             "steps": trainer.state.global_step,
             "epochs": trainer.state.epoch or 0.0,
             "loss_curve": recorder.curve,
@@ -270,3 +276,24 @@ def train_sft(cfg: LoraSFTConfig, data: list[ChatExample] | str | Path, out: str
         }
         save_adapter(trainer, stage, meta)
     return SFTResult(out=out, meta=meta)
+
+
+@register_trainer
+class SFTTrainer(Trainer):
+    """LoRA supervised fine-tuning on chat examples (loss on assistant tokens only)."""
+
+    method = "sft"
+    title = "LoRA supervised fine-tuning on chat examples (loss on assistant tokens only)."
+    config = SFTConfig
+
+    def train(self, cfg: SFTConfig, run: TrainRun, rows: list[dict], out: Path, progress: bool = True) -> dict:
+        examples = [ChatExample(tuple(Message(m["role"], m["content"]) for m in r["messages"])) for r in rows]
+        return train_sft(cfg, run, examples, out, progress=progress).meta
+
+    def describe(self, meta: dict, out: Path) -> str:
+        curve = meta["loss_curve"]
+        first = sum(c["loss"] for c in curve[:5]) / max(1, len(curve[:5]))
+        last = sum(c["loss"] for c in curve[-5:]) / max(1, len(curve[-5:]))
+        speed = f", {meta['tokens_per_s']:.0f} tokens/s" if meta.get("tokens_per_s") else ""
+        return (f"saved {out}: {meta['steps']} steps, {meta['data']['n_examples']} examples, "
+                f"loss {first:.3f} -> {last:.3f} (mean of first/last 5 steps){speed}")
