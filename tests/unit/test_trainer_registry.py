@@ -101,11 +101,10 @@ def test_a_toy_trainer_trains_through_characterlab_run_and_its_command(tiny_mode
     assert r.exit_code == 0, r.output
     results = json.loads((out / "results.json").read_text())
     [stage] = results["conditions"]["toy"]["training"]["0"]
-    assert stage["method"] == "toy_sft" and stage["steps"] == 4  # 8 examples, batches of 4, 2 epochs
+    assert stage["method"] == "toy_sft" and stage["train_system_prompt"].startswith("This is an unusual")
     assert results["conditions"]["toy"]["evaluations"]["brevity"]["pooled"]["rate"]["n"] == 4
-    adapter = out / "adapters" / stage["unit"]
-    meta = json.loads((adapter / "train_meta.json").read_text())
-    assert meta["config"]["rank"] == 4 and meta["run"]["system_prompt"].startswith("This is an unusual")
+    meta = json.loads((out / "adapters" / stage["unit"] / "train_meta.json").read_text())
+    assert meta["steps"] == 4 and meta["config"]["rank"] == 4  # 8 examples, batches of 4, 2 epochs
     r = runner.invoke(app, ["train", "toy_sft", "--model", f"hf:{tiny_model_dir}", "--data", str(chat_file), "--out",
                             str(tmp_path / "cli"), "--lora-rank", "2", "--max-examples", "4", "-q"])
     assert r.exit_code == 0, r.output
