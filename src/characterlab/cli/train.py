@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 
 from characterlab.cli.options import checked_config, config_options
 from characterlab.train.base import Trainer, TrainRun
+from characterlab.train.vectors import MONITOR_EVERY
 
 RUN_DEFAULTS = {f.name: f.default for f in dataclass_fields(TrainRun)}  # stated once, on TrainRun
 SYSTEM_PROMPT_HELP = ("Train-time system prompt (inoculation), never used at evaluation: a variant name (none, "
@@ -62,8 +63,8 @@ def vector_options(steer: str | None, ablate: str | None, monitor: str | None) -
         out["ablate"] = AblateInTraining(d, [number(x, "ablate") for x in layers.split(",")])
     if monitor:
         pieces = split(monitor, "monitor", (3, 2))
-        out["monitor"] = MonitorProjection(pieces[0], number(pieces[1], "monitor"),
-                                           number(pieces[2], "monitor") if len(pieces) == 3 else 10)
+        every = {"every": number(pieces[2], "monitor")} if len(pieces) == 3 else {}
+        out["monitor"] = MonitorProjection(pieces[0], number(pieces[1], "monitor"), **every)
     return out
 
 
@@ -98,7 +99,7 @@ def _run_options(trainer: Trainer) -> list[inspect.Parameter]:
                   "CAFT: VECTOR_DIR:LAYER[,LAYER...] removed from the residual stream while training."))),
               ("monitor", str | None, typer.Option(None, "--monitor", help=(
                   "VECTOR_DIR:LAYER[:EVERY]: projection of held-out prompts on the vector every EVERY steps "
-                  "(default 10), in train_meta.json.")))]
+                  f"(default {MONITOR_EVERY}), in train_meta.json.")))]
     p.append(("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress output.")))
     return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
             for name, ann, default in p]

@@ -44,6 +44,7 @@ from characterlab.train.grpo import HackSettings
 from characterlab.train.grpo_rm import AskingUsers, RewardModelPolicySettings
 from characterlab.train.reward import RewardConfig
 from characterlab.train.sft import SFTConfig
+from characterlab.train.vectors import MONITOR_EVERY
 
 
 class _Strict(BaseModel):
@@ -119,7 +120,7 @@ class MonitorSpec(_Strict):
 
     vector: str
     layer: int = Field(ge=0)
-    every: int = Field(default=10, ge=1)
+    every: int = Field(default=MONITOR_EVERY, ge=1)
     prompts: list[str] = Field(default_factory=list)  # empty: the EM questions' first paraphrases
 
 

@@ -49,13 +49,16 @@ class AblateInTraining:
     layers: list[int]
 
 
+MONITOR_EVERY = 10  # optimizer steps between readings, unless a study or --monitor says otherwise
+
+
 @dataclass
 class MonitorProjection:
     """Read the projection on the vector at ``layer`` every ``every`` steps."""
 
     vector: str
     layer: int
-    every: int = 10
+    every: int = MONITOR_EVERY
     prompts: list[str] = field(default_factory=list)  # empty: the EM questions' first paraphrases
 
 
