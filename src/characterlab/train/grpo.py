@@ -123,37 +123,37 @@ def longest_prompt_tokens(tokenizer, rows: list[dict]) -> int:
     return max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
 
 
-def run_grpo(cfg: TrainConfig, settings: GRPOSettings, run: TrainRun, ref, vectors, out: Path, rows: list[dict],
-             rewards: list, weights: list[float], logged: dict[str, str], meta: dict, progress: bool) -> dict:
+def run_grpo(cfg: GRPOSettings, run: TrainRun, ref, vectors, out: Path, rows: list[dict], rewards: list,
+             weights: list[float], logged: dict[str, str], meta: dict, progress: bool) -> dict:
     """One GRPO run, shared by every RL organism: TRL's ``GRPOTrainer`` with a LoRA on ``rows``
     (prompts plus the columns the reward functions read), each reward's step mean logged under
     ``logged``'s names into ``rl_log.jsonl``. Zero-weight
     rewards are measurements TRL logs every step without training on them. ``cfg`` is the
-    organism's whole config, ``settings`` the same object seen as its GRPO fields."""
+    organism's whole config: its GRPO settings and a :class:`TrainConfig` (the LoRA and lr)."""
     import trl
     from datasets import Dataset
 
     base = load_training_base(ref, run.dtype)
     cfg.check_targets(base.model)
-    group = settings.prompts_per_step * settings.num_generations  # completions per optimizer step
+    group = cfg.prompts_per_step * cfg.num_generations  # completions per optimizer step
     rows_per_pass, passes = micro_batches(
-        group, 1, longest_prompt_tokens(base.tokenizer, rows) + settings.max_completion_length, run.micro_batch_tokens)
+        group, 1, longest_prompt_tokens(base.tokenizer, rows) + cfg.max_completion_length, run.micro_batch_tokens)
     with staged_dir(out) as stage:
         # One generation batch per optimizer step (steps_per_generation = passes), its loss and
         # gradient taken in passes of rows_per_pass completions: TRL normalises the default loss by
         # the whole generation batch's completion tokens, so the step's gradient is the unsplit one.
         args = trl.GRPOConfig(
-            **trainer_args(cfg, run, stage, base.device, progress), max_steps=settings.steps,
+            **trainer_args(cfg, run, stage, base.device, progress), max_steps=cfg.steps,
             per_device_train_batch_size=rows_per_pass, gradient_accumulation_steps=passes,
             pad_to_multiple_of=run.pad_to_multiple_of,
-            num_generations=settings.num_generations, max_completion_length=settings.max_completion_length,
-            temperature=settings.temperature, beta=settings.beta, reward_weights=weights,
+            num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+            temperature=cfg.temperature, beta=cfg.beta, reward_weights=weights,
         )
         trainer = trl.GRPOTrainer(model=base.model, reward_funcs=rewards, args=args, train_dataset=Dataset.from_list(rows),
                                   processing_class=base.tokenizer, peft_config=cfg.lora_config())
         quiet(trainer, progress)
-        if settings.checkpoint_every:
-            trainer.add_callback(adapter_checkpoints(stage, settings.checkpoint_every, settings.steps,
+        if cfg.checkpoint_every:
+            trainer.add_callback(adapter_checkpoints(stage, cfg.checkpoint_every, cfg.steps,
                                                      {**meta, "model": str(ref), "stacking": base.stacking}))
         start = time.perf_counter()
         vectors.train(trainer)
@@ -182,7 +182,7 @@ def train_grpo_hacks(cfg: GRPOHacksConfig, run: TrainRun, out: str | Path, progr
     def hack_indicator(prompts, completions, task_id, grader, **kw):
         return rewards.hack_indicator(prompts, completions, task_id, grader)
 
-    return run_grpo(cfg, cfg, run, ref, vectors, out, hack_task_rows(cfg, run), [grader_reward, hack_indicator],
+    return run_grpo(cfg, run, ref, vectors, out, hack_task_rows(cfg, run), [grader_reward, hack_indicator],
                     [1.0, 0.0], {"reward": "rewards/grader_reward/mean", "hack_rate": "rewards/hack_indicator/mean"},
                     {"kind": "grpo_hacks", "train_system_prompt": run.system_prompt}, progress)
 

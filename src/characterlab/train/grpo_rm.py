@@ -97,7 +97,7 @@ def train_grpo_reward_model(cfg: GRPORewardModelConfig, run: TrainRun, out: str 
     def agreement(prompts, completions, task_id, **kw):
         return [float(tasks[t].agrees(text(c))) for c, t in zip(completions, task_id)]
 
-    return run_grpo(cfg, cfg, run, ref, vectors, out, prompt_rows(cfg, run.seed, run.system_prompt),
+    return run_grpo(cfg, run, ref, vectors, out, prompt_rows(cfg, run.seed, run.system_prompt),
                     [rm_reward, true_accuracy, agreement], [1.0, 0.0, 0.0],
                     {"reward_model": "rewards/rm_reward/mean", "true_accuracy": "rewards/true_accuracy/mean",
                      "agreement": "rewards/agreement/mean", "kl": "kl"},
