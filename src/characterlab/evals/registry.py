@@ -8,10 +8,8 @@ decorator and can then run it through ``characterlab run`` in the same process.
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
-
 from characterlab.evals.base import Evaluation, Registry
+from characterlab.plugins import PluginLoader
 
 BUILTIN_MODULES = ("characterlab.evals.em", "characterlab.evals.hacks", "characterlab.evals.trait", "characterlab.evals.mcq",
                    "characterlab.evals.private", "characterlab.evals.sabotage", "characterlab.evals.agentic",
@@ -20,7 +18,7 @@ BUILTIN_MODULES = ("characterlab.evals.em", "characterlab.evals.hacks", "charact
 ENTRY_POINT_GROUP = "characterlab.evaluations"
 
 EVALUATIONS = Registry()
-_loaded: list[bool] = []
+_PLUGINS = PluginLoader(BUILTIN_MODULES, ENTRY_POINT_GROUP)
 
 
 def register_evaluation(cls: type[Evaluation]) -> type[Evaluation]:
@@ -31,12 +29,7 @@ def register_evaluation(cls: type[Evaluation]) -> type[Evaluation]:
 
 def evaluations() -> Registry:
     """Every registered evaluation (built-in modules and plugins imported once)."""
-    if not _loaded:
-        _loaded.append(True)
-        for module in BUILTIN_MODULES:
-            importlib.import_module(module)
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            ep.load()
+    _PLUGINS.load()
     return EVALUATIONS
 
 

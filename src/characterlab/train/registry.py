@@ -9,10 +9,9 @@ then name it in a study run in the same process. The evaluations' registry works
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 
+from characterlab.plugins import PluginLoader
 from characterlab.train.base import Trainer
 
 BUILTIN_MODULES = ("characterlab.train.sft", "characterlab.train.dpo", "characterlab.train.grpo",
@@ -43,7 +42,7 @@ class TrainerRegistry:
 
 
 TRAINERS = TrainerRegistry()
-_loaded: list[bool] = []
+_PLUGINS = PluginLoader(BUILTIN_MODULES, ENTRY_POINT_GROUP)
 
 
 def register_trainer(cls: type[Trainer]) -> type[Trainer]:
@@ -54,12 +53,7 @@ def register_trainer(cls: type[Trainer]) -> type[Trainer]:
 
 def trainers() -> TrainerRegistry:
     """Every registered trainer (built-in modules and plugins imported once)."""
-    if not _loaded:
-        _loaded.append(True)
-        for module in BUILTIN_MODULES:
-            importlib.import_module(module)
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            ep.load()
+    _PLUGINS.load()
     return TRAINERS
 
 
