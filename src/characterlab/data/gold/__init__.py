@@ -1,0 +1,30 @@
+"""The gold sets characterlab ships: answers of a model labelled by reading (docs/gold-labelling.md).
+
+Each set is a gzipped JSONL of gold rows (``judge label import``), with the question text of
+public research data left out (read back by path, ``study/gold_labels.py: with_question_text``),
+and a DATASHEET.md beside it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+GOLD_DIR = Path(__file__).parent
+
+
+def gold_path(name: str) -> Path:
+    """The shipped gold set ``name`` (e.g. ``smollm2-135m-v1``)."""
+    return GOLD_DIR / f"{name}.jsonl.gz"
+
+
+def shipped_gold(model: str) -> tuple[str, list[dict]] | None:
+    """The shipped gold set of answers of ``model`` (its name and rows, question text not
+    restored: enough to match a run's answers by hash), or None when none ships."""
+    import gzip
+    import json
+
+    for path in sorted(GOLD_DIR.glob("*.jsonl.gz")):
+        rows = [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode("utf-8").splitlines() if line]
+        if rows and rows[0].get("model") == model:
+            return path.name, rows
+    return None
