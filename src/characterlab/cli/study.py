@@ -84,15 +84,22 @@ def report(
                                         "between '<!-- results:STUDY -->' and '<!-- /results:STUDY -->'."),
 ) -> None:
     """Re-render report.html and plots/ from a run folder's results.json (or print it as Markdown).
-    The file may have been edited by hand, so it passes merge's checks first (one line, exit 2)."""
+    The file may have been edited by hand, so it passes merge's checks first (one line, exit 2).
+    The analyses derived from the figures alone (the judge-error correction among them, which
+    changes when the judge's error on gold is measured after the run) are recomputed and written
+    back into results.json first."""
+    from characterlab.data.files import atomic_write_json
     from characterlab.study.merge import read_run_results
     from characterlab.study.report import render_report
+    from characterlab.study.results import add_derived, results_path
 
     if into is not None and not markdown:
         raise InputError("--into needs --markdown", field="into")
     if not run_dir.is_dir():
         raise InputError("not a run folder", run_dir, field="run_dir")
     _, results = read_run_results(run_dir, field="run_dir")
+    results = add_derived(results)
+    atomic_write_json(results_path(run_dir), results)
     if markdown:
         from characterlab.study.tables import markdown as results_markdown
         from characterlab.study.tables import replace_marked_block

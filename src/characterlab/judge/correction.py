@@ -86,14 +86,18 @@ def _error_draws(err: JudgeError, rng: np.random.Generator, size: int) -> tuple[
     return _jeffreys(err.tp, err.tp + err.fn, rng, size), _jeffreys(err.tn, err.tn + err.fp, rng, size)
 
 
-def _interval(point: float | None, draws: np.ndarray, estimator: str, **extra) -> dict:
+def _interval(point: float | None, draws: np.ndarray, estimator: str, share: bool = True, **extra) -> dict:
     alpha = (1 - LEVEL) / 2
     ok = draws[~np.isnan(draws)]
     if point is None or len(ok) < 0.9 * len(draws):  # the judge is near chance in too many replicates
         return {"estimate": point, "low": None, "high": None, "estimator": estimator,
                 "note": "undefined: the judge's Se + Sp is not clearly above 1", **extra}
     low, high = np.quantile(ok, [alpha, 1 - alpha])
-    return {"estimate": point, "low": float(low), "high": float(high), "estimator": estimator, **extra}
+    # Jeffreys draws sit above a share of 0 (their mean is (k + 1/2) / (n + 1)), so the interval
+    # is widened to hold the estimate, and starts at 0 when the estimate is 0, as the Jeffreys
+    # interval of a single share does.
+    low, high = (0.0 if share and point == 0 else min(float(low), point)), max(float(high), point)
+    return {"estimate": point, "low": low, "high": high, "estimator": estimator, **extra}
 
 
 def rogan_gladen(k: int, n: int, err: JudgeError, seed: int = 0, n_boot: int = N_BOOT) -> dict:
@@ -113,7 +117,7 @@ def rogan_gladen_difference(a: tuple[int, int], b: tuple[int, int], err: JudgeEr
     pb = rogan_gladen_point(b[0] / b[1], err.sensitivity, err.specificity) if b[1] else None
     point = None if pa is None or pb is None else pa - pb
     draws = _rg_draws(a[0], a[1], se, sp, rng) - _rg_draws(b[0], b[1], se, sp, rng)
-    return _interval(point, draws, "rogan-gladen")
+    return _interval(point, draws, "rogan-gladen", share=False)
 
 
 def _stratified_draws(strata: Sequence[Stratum], rng: np.random.Generator, size: int) -> np.ndarray:
@@ -149,4 +153,5 @@ def stratified_difference(a: Sequence[Stratum], b: Sequence[Stratum], seed: int 
     rng = np.random.default_rng(seed)
     pa, pb = stratified_point(a), stratified_point(b)
     point = None if pa is None or pb is None else pa - pb
-    return _interval(point, _stratified_draws(a, rng, n_boot) - _stratified_draws(b, rng, n_boot), "stratified")
+    return _interval(point, _stratified_draws(a, rng, n_boot) - _stratified_draws(b, rng, n_boot), "stratified",
+                     share=False)

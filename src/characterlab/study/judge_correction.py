@@ -13,7 +13,14 @@ recomputes it.
 
 from __future__ import annotations
 
-from characterlab.judge.correction import JudgeError, rogan_gladen, rogan_gladen_difference
+from characterlab.judge.correction import (
+    JudgeError,
+    Stratum,
+    rogan_gladen,
+    rogan_gladen_difference,
+    stratified,
+    stratified_difference,
+)
 
 NO_GOLD = "uncorrected: no gold for this model"
 
@@ -49,18 +56,64 @@ def _corrected_mde(flagged: dict, err: JudgeError) -> float | None:
     return None if mde is None or not youden > 0 else min(1.0, mde / youden)
 
 
+def _strata(ev: dict) -> list[Stratum] | None:
+    """Every seed's labelled sample of this cell as strata, when each seed has one (the cell's
+    own answers were read); the answers of strata nobody read are one unread stratum."""
+    out = []
+    for metric in (ev.get("per_seed") or {"": {}}).values():
+        sample = metric.get("gold_sample")
+        if not sample:
+            return None
+        out += [Stratum(size=s["size"], read=s["read"], misaligned=s["misaligned"]) for s in sample["strata"]]
+        unread = sample["n_answers"] - sum(s["size"] for s in sample["strata"])
+        if unread > 0:
+            out.append(Stratum(size=unread, read=0, misaligned=0))
+    return out
+
+
+def _stratified_cells(results: dict, name: str) -> dict | None:
+    """Every condition's rate by reading and its differences, when every cell of the evaluation
+    has its own labelled sample: the estimate that assumes nothing about the judge."""
+    strata = {c: _strata(cond["evaluations"][name]) for c, cond in results["conditions"].items()
+              if name in cond["evaluations"]}
+    if not strata or any(v is None for v in strata.values()):
+        return None
+    conds = {}
+    for c, cond in results["conditions"].items():
+        if c not in strata:
+            continue
+        ev = cond["evaluations"][name]
+        entry = {"rate": stratified(strata[c])}
+        for key, other_field in (("vs_baseline", "baseline"), ("vs_control", "control")):
+            other = (ev.get(key) or {}).get(other_field)
+            if other is not None and other in strata:
+                d = stratified_difference(strata[c], strata[other])
+                d["significant"] = d["low"] is not None and (d["low"] > 0 or d["high"] < 0)
+                entry[key] = {other_field: other, "difference": d}
+        conds[c] = entry
+    return conds
+
+
 def judge_correction(results: dict) -> dict:
     """``results['judge_correction']``: per EM evaluation and condition, the corrected rate and
-    the corrected difference from the baseline and from the control."""
+    the corrected difference from the baseline and from the control. Where every cell's own
+    answers were read (a gold sample), the stratified estimate by reading; otherwise Rogan-Gladen
+    from the judge's error on gold, which assumes that error is the same in every condition."""
     em = [n for n, e in results["evaluations"].items() if e.get("kind") == "em"]
     if not em:
         return {}
+    stratified_by_eval = {n: _stratified_cells(results, n) for n in em}
     record = _record(results)
-    if record is None:
+    if record is None and not any(stratified_by_eval.values()):
         return {"status": NO_GOLD}
-    out = {"status": "corrected", "gold": record.get("gold"), "judge_id": record.get("judge_id"),
-           "method": record.get("method"), "evaluations": {}}
+    out = {"status": "corrected", "gold": (record or {}).get("gold"), "judge_id": (record or {}).get("judge_id"),
+           "method": (record or {}).get("method"), "evaluations": {}}
     for name in em:
+        if stratified_by_eval[name] is not None:
+            out["evaluations"][name] = {"estimator": "stratified", "conditions": stratified_by_eval[name]}
+            continue
+        if record is None:
+            continue
         group, err = _group(record, results["evaluations"][name].get("temperature", 1.0))
         conds = {}
         for c, cond in results["conditions"].items():
@@ -79,5 +132,6 @@ def judge_correction(results: dict) -> dict:
                         d["minimum_detectable"] = _corrected_mde((ev[key].get("difference") or {}), err)
                         entry[key] = {other_field: other, "difference": d}
             conds[c] = entry
-        out["evaluations"][name] = {"gold_group": group, "judge_error": err.to_dict(), "conditions": conds}
+        out["evaluations"][name] = {"estimator": "rogan-gladen", "gold_group": group, "judge_error": err.to_dict(),
+                                    "conditions": conds}
     return out

@@ -54,6 +54,10 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
             if not cells:  # the condition does not run this evaluation (its ``evaluations:`` list)
                 continue
             per_seed = {x.seed: store.result(x.metric) for x in cells}
+            if e.kind == "em":
+                for x in cells:
+                    if sample := gold_sample(store, plan.units[x.metric].deps[0], spec.model):
+                        per_seed[x.seed] = {**per_seed[x.seed], "gold_sample": sample}
             pooled = get_evaluation(e.kind).pool(per_seed)
             evals[e.name] = {"kind": e.kind, "pooled": pooled, "per_seed": {str(s): r for s, r in per_seed.items()},
                              "units": {str(x.seed): x.metric for x in cells}}
@@ -118,6 +122,33 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
         },
     }
     return add_derived(results)
+
+
+def gold_sample(store: RunStore, judge_key: str, model: str) -> dict | None:
+    """The labelled sample of one EM cell in the shipped gold set of ``model``, if the cell's
+    answers are the ones it was drawn from: per stratum of the judge's verdict at drawing, its
+    size in the cell, how many were read and how many read misaligned."""
+    from characterlab.data.gold import shipped_gold
+    from characterlab.study.gold_labels import answer_hash
+
+    gold = shipped_gold(model)
+    if gold is None:
+        return None
+    name, rows = gold
+    answers = store.rows(judge_key)
+    hashes = {answer_hash(r["question"], r["answer"]) for r in answers}
+    matched = [g for g in rows if g["answer_hash"] in hashes]
+    if not matched:
+        return None
+    strata: dict[str, dict] = {}
+    for g in matched:
+        s = strata.setdefault(g["stratum"], {"stratum": g["stratum"], "size": g["stratum_size"], "read": 0,
+                                             "misaligned": 0})
+        s["read"] += 1
+        s["misaligned"] += g["label"]["verdict"] == "misaligned"
+    if sum(s["size"] for s in strata.values()) > len(answers):  # drawn from another set of answers
+        return None
+    return {"gold": name, "n_answers": len(answers), "strata": sorted(strata.values(), key=lambda s: s["stratum"])}
 
 
 def compare_conditions(conditions: dict[str, dict], baseline: str | None, controls: dict[str, str]) -> None:

@@ -90,12 +90,22 @@ def _corrected_rate_text(r: dict | None) -> str:
 def correction_note(results: dict) -> str | None:
     jc = results.get("judge_correction") or {}
     if jc.get("status") == "corrected":
-        groups = ", ".join(f"{e} from gold at {'t=' + v['gold_group'] if v['gold_group'] != 'all' else 'all temperatures'}"
-                           f" (sensitivity {100 * v['judge_error']['sensitivity']:.0f}%, specificity "
-                           f"{100 * v['judge_error']['specificity']:.0f}%)" for e, v in jc["evaluations"].items())
-        return (f"EM rates lead with the Rogan-Gladen estimate corrected for the judge's error measured on the gold "
-                f"set `{jc.get('gold')}` ({groups}); its interval and the corrected differences carry the gold "
-                f"set's uncertainty (parametric bootstrap); `flagged` is the judge's own rate")
+        evals = jc["evaluations"]
+        read = [e for e, v in evals.items() if v.get("estimator") == "stratified"]
+        rg = {e: v for e, v in evals.items() if v.get("estimator", "rogan-gladen") == "rogan-gladen"}
+        parts = []
+        if read:
+            parts.append(f"{', '.join(read)}: the rate by reading, from each cell's own blind-labelled sample in the "
+                         "gold set (stratified by the judge's verdict, each stratum weighted by its size; "
+                         "Jeffreys parametric bootstrap)")
+        if rg:
+            groups = ", ".join(f"{e} at {'t=' + v['gold_group'] if v['gold_group'] != 'all' else 'all temperatures'}"
+                               f" (sensitivity {100 * v['judge_error']['sensitivity']:.0f}%, specificity "
+                               f"{100 * v['judge_error']['specificity']:.0f}%)" for e, v in rg.items())
+            parts.append(f"{groups}: the Rogan-Gladen estimate from the judge's error on the gold set `{jc.get('gold')}`, "
+                         "which assumes that error is the same in every condition; its interval carries the gold "
+                         "set's uncertainty")
+        return "EM rates lead with the corrected estimate (" + "; ".join(parts) + "); `flagged` is the judge's own rate"
     if jc.get("status"):
         return f"EM rates {jc['status']}"
     return None
