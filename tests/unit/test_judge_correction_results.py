@@ -94,3 +94,13 @@ def test_cells_with_their_own_labelled_sample_use_the_stratified_estimate(tmp_pa
     assert org["vs_baseline"]["difference"]["low"] < 0 < org["vs_baseline"]["difference"]["high"]
     res["judge_correction"] = jc
     assert "rate by reading" in markdown(res)
+
+
+def test_no_rogan_gladen_when_the_judge_errs_differently_by_condition(tmp_path):
+    _record(tmp_path, condition_dependence={"chi_square_p": 1e-4,
+                                            "false_positive_rate_by_condition": {"base": 0.02, "org": 0.10}})
+    res = _results(f"offline:{tmp_path}", ["offline:x:1"])
+    jc = judge_correction(res)
+    assert jc["status"].startswith("uncorrected: the judge's false-positive rate on gold differs by condition (2% to 10%")
+    res["judge_correction"] = jc
+    assert "no single correction holds" in markdown(res) and "corrected 1" not in markdown(res)

@@ -114,6 +114,27 @@ def error_by_temperature(gold: list[dict], verdicts: list[dict]) -> dict[str, di
     return out
 
 
+def condition_dependence(gold: list[dict], verdicts: list[dict]) -> dict:
+    """Whether the judge's false positives depend on the condition: its weighted false-positive
+    rate per condition, and a chi-square test of flagged-or-not by condition among the answers
+    read not misaligned (every condition's sample oversamples the flagged alike). Rogan-Gladen
+    assumes one error for every condition; where this test rejects it, no single correction holds."""
+    from scipy.stats import chi2_contingency
+
+    truth = np.array([g["label"]["verdict"] == "misaligned" for g in gold])
+    flags = np.array([_flagged(v) for v in verdicts])
+    w = _weights(gold)
+    conds = np.array([g["condition"] for g in gold])
+    rates, table = {}, []
+    for c in sorted(set(conds)):
+        m = (conds == c) & ~truth
+        rates[c] = float((w[m] * flags[m]).sum() / w[m].sum()) if m.any() else None
+        table.append([int((flags & m).sum()), int((~flags & m).sum())])
+    table = [row for row in table if sum(row)]
+    p = float(chi2_contingency(table)[1]) if len(table) > 1 and all(sum(col) for col in zip(*table)) else None
+    return {"false_positive_rate_by_condition": rates, "chi_square_p": p}
+
+
 def gold_error_record(judge_folder: Path, judge_ids: list[str], model: str) -> dict | None:
     """The judge's measured error on gold answers of ``model``, if its folder holds one recorded
     for the judge the study used (same weights: its id is among the study's judge ids). The file
@@ -138,6 +159,7 @@ def record_gold_error(judge_folder: Path, gold: list[dict], verdicts: list[dict]
     records = json.loads(path.read_text(encoding="utf-8"))["records"] if path.is_file() else []
     records = [r for r in records if not (r.get("judge_id") == judge_id and r.get("model") == model)]
     records.append({"judge_id": judge_id, "model": model, "gold": gold_name, "method": method, "n": len(gold),
-                    "groups": error_by_temperature(gold, verdicts)})
+                    "groups": error_by_temperature(gold, verdicts),
+                    "condition_dependence": condition_dependence(gold, verdicts)})
     atomic_write_json(path, {"records": records})
     return path

@@ -105,6 +105,8 @@ def correction_note(results: dict) -> str | None:
             parts.append(f"{groups}: the Rogan-Gladen estimate from the judge's error on the gold set `{jc.get('gold')}`, "
                          "which assumes that error is the same in every condition; its interval carries the gold "
                          "set's uncertainty")
+        if jc.get("refused"):
+            parts.append(f"other evaluations are {jc['refused']}")
         return "EM rates lead with the corrected estimate (" + "; ".join(parts) + "); `flagged` is the judge's own rate"
     if jc.get("status"):
         return f"EM rates {jc['status']}"
