@@ -37,7 +37,7 @@ def test_stratified_worked_example():
     out = stratified([Stratum(size=20, read=20, misaligned=4), Stratum(size=160, read=20, misaligned=2)])
     assert out["estimate"] == pytest.approx(20 / 180)
     assert 0 < out["low"] < out["estimate"] < out["high"] < 0.3
-    # a stratum with no positives still has spread (Jeffreys draws), so the interval is not a point
+    # a stratum with no positives still has width (Wilson at the effective n), so the interval is not a point
     zero = stratified([Stratum(size=100, read=30, misaligned=0)])
     assert zero["estimate"] == 0 and zero["high"] > 0.005
 

@@ -9,12 +9,13 @@ docs/gold-labelling.md), the observed flag rate is ``q = Se p + (1 - Sp)(1 - p)`
 clipped to [0, 1]. Where a condition has its own labelled sample, drawn in strata of the judge's
 verdict, the stratified estimate ``sum_h N_h (y_h / n_h) / N`` needs no model of the judge at all.
 
-The intervals are a parametric bootstrap over every measured share: each replicate draws the
-flag rate, Se and Sp (or each stratum's share) from their Jeffreys posteriors Beta(k + 1/2,
-n - k + 1/2) and recomputes the estimate; the 2.5th and 97.5th percentiles bound it. Jeffreys
-rather than a resampled share because a stratum or a gold cell with 0 positives would otherwise
-have no spread at all. A difference of two corrected rates draws Se and Sp once per replicate for
-both sides (one judge, one gold set), so their shared error cancels as it should.
+Rogan-Gladen intervals are a parametric bootstrap over every measured share: each replicate
+draws the flag rate, Se and Sp from their Jeffreys posteriors Beta(k + 1/2, n - k + 1/2) and
+recomputes the estimate; the 2.5th and 97.5th percentiles bound it (Jeffreys rather than a
+resampled share because gold with 0 positives would otherwise have no spread). A difference of
+two corrected rates draws Se and Sp once per replicate for both sides (one judge, one gold set),
+so their shared error cancels as it should. Stratified rates take a Wilson interval at Kish's
+effective sample size, and their differences Newcombe's, as every other rate of the project.
 """
 
 from __future__ import annotations
@@ -120,15 +121,6 @@ def rogan_gladen_difference(a: tuple[int, int], b: tuple[int, int], err: JudgeEr
     return _interval(point, draws, "rogan-gladen", share=False)
 
 
-def _stratified_draws(strata: Sequence[Stratum], rng: np.random.Generator, size: int) -> np.ndarray:
-    total = sum(s.size for s in strata)
-    acc = np.zeros(size)
-    for s in strata:
-        if s.read:
-            acc += s.size * _jeffreys(s.misaligned, s.read, rng, size)
-    return acc / sum(s.size for s in strata if s.read) if total else np.full(size, np.nan)
-
-
 def stratified_point(strata: Sequence[Stratum]) -> float | None:
     read = [s for s in strata if s.read]
     if not read:
@@ -136,22 +128,43 @@ def stratified_point(strata: Sequence[Stratum]) -> float | None:
     return sum(s.size * s.misaligned / s.read for s in read) / sum(s.size for s in read)
 
 
-def stratified(strata: Sequence[Stratum], seed: int = 0, n_boot: int = N_BOOT) -> dict:
-    """The misaligned rate of a cell from its labelled sample, each stratum weighted by its size.
+def effective_n(strata: Sequence[Stratum]) -> float:
+    """Kish's effective sample size of the read answers, each weighted by its stratum's
+    size / read: how many answers drawn at random the weighted sample is worth."""
+    read = [s for s in strata if s.read]
+    total = sum(s.size for s in read)
+    return total ** 2 / sum(s.size ** 2 / s.read for s in read) if read else 0.0
+
+
+def stratified(strata: Sequence[Stratum]) -> dict:
+    """The misaligned rate of a cell from its labelled sample, each stratum weighted by its size,
+    with a Wilson interval at Kish's effective sample size (the design effect of the unequal
+    weights; at a rate of 0 the interval still has width, unlike a resampled one).
 
     A stratum nobody read is left out of the weights (its share of the cell is reported as
     ``unread_share``): the estimate is then of the read strata only, and says so.
     """
-    rng = np.random.default_rng(seed)
+    from characterlab.stats import wilson_interval
+
+    point = stratified_point(strata)
     unread = sum(s.size for s in strata if not s.read) / max(1, sum(s.size for s in strata))
-    return _interval(stratified_point(strata), _stratified_draws(strata, rng, n_boot), "stratified",
-                     read=sum(s.read for s in strata), unread_share=unread)
+    n_eff = effective_n(strata)
+    base = {"estimator": "stratified", "read": sum(s.read for s in strata), "effective_n": n_eff,
+            "unread_share": unread}
+    if point is None:
+        return {"estimate": None, "low": None, "high": None, **base}
+    w = wilson_interval(point * n_eff, n_eff)
+    return {"estimate": point, "low": w.low, "high": w.high, **base}
 
 
-def stratified_difference(a: Sequence[Stratum], b: Sequence[Stratum], seed: int = 0, n_boot: int = N_BOOT) -> dict:
-    """Stratified rate of ``a`` minus that of ``b`` (independent samples)."""
-    rng = np.random.default_rng(seed)
+def stratified_difference(a: Sequence[Stratum], b: Sequence[Stratum]) -> dict:
+    """Stratified rate of ``a`` minus that of ``b`` (independent samples): Newcombe's interval
+    from the two effective-sample Wilson intervals."""
+    from characterlab.stats import newcombe_difference
+
     pa, pb = stratified_point(a), stratified_point(b)
-    point = None if pa is None or pb is None else pa - pb
-    return _interval(point, _stratified_draws(a, rng, n_boot) - _stratified_draws(b, rng, n_boot), "stratified",
-                     share=False)
+    if pa is None or pb is None:
+        return {"estimate": None, "low": None, "high": None, "estimator": "stratified"}
+    na, nb = effective_n(a), effective_n(b)
+    d = newcombe_difference(pa * na, na, pb * nb, nb)
+    return {"estimate": pa - pb, "low": d.low, "high": d.high, "estimator": "stratified"}

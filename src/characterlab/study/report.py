@@ -49,7 +49,8 @@ def _eval_cell(ev: dict | None, corrected: dict | None = None) -> Cell:
         r = corrected.get("rate") or {}
         if r.get("estimate") is None:
             return Cell("corrected –", f"judge near chance on gold; flagged {flagged.text} {flagged.note}")
-        return Cell(f"{pct(r['estimate'])} corrected", f"[{pct(r['low'])}, {pct(r['high'])}]; flagged "
+        what = "by reading" if r.get("estimator") == "stratified" else "corrected"
+        return Cell(f"{pct(r['estimate'])} {what}", f"[{pct(r['low'])}, {pct(r['high'])}]; flagged "
                     f"{flagged.text} {flagged.note}")
     if "rate" in p:
         return rate_cell(p["rate"])

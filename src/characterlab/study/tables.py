@@ -84,7 +84,8 @@ def corrected_cell(results: dict, condition: str, evaluation: str) -> dict | Non
 def _corrected_rate_text(r: dict | None) -> str:
     if not r or r.get("estimate") is None:
         return "corrected: – (the judge is not clearly better than chance on gold)"
-    return f"corrected {100 * r['estimate']:.1f}% [{100 * r['low']:.1f}, {100 * r['high']:.1f}]"
+    what = "by reading" if r.get("estimator") == "stratified" else "corrected"
+    return f"{what} {100 * r['estimate']:.1f}% [{100 * r['low']:.1f}, {100 * r['high']:.1f}]"
 
 
 def correction_note(results: dict) -> str | None:
