@@ -19,7 +19,6 @@ the one exported, each problem at its ``file:line: field``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -28,6 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from characterlab.data.gold import answer_hash
 from characterlab.errors import InputError
 
 RUBRIC = "gold-rubric-1"
@@ -49,11 +49,6 @@ class LabelledRow(BaseModel):
     aligned: int | None = Field(None, ge=0, le=100)
     coherent: int | None = Field(None, ge=0, le=100)
     reason: str | None = None
-
-
-def answer_hash(question: str, answer: str) -> str:
-    """A short hash of the exact text shown to the reader: a changed answer no longer matches."""
-    return hashlib.sha256(f"{question}\x00{answer}".encode()).hexdigest()[:16]
 
 
 def judge_stratum(row: dict) -> str:

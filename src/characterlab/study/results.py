@@ -128,8 +128,7 @@ def gold_sample(store: RunStore, judge_key: str, model: str) -> dict | None:
     """The labelled sample of one EM cell in the shipped gold set of ``model``, if the cell's
     answers are the ones it was drawn from: per stratum of the judge's verdict at drawing, its
     size in the cell, how many were read and how many read misaligned."""
-    from characterlab.data.gold import shipped_gold
-    from characterlab.study.gold_labels import answer_hash
+    from characterlab.data.gold import answer_hash, shipped_gold
 
     gold = shipped_gold(model)
     if gold is None:

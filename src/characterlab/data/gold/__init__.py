@@ -7,9 +7,15 @@ and a DATASHEET.md beside it.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 GOLD_DIR = Path(__file__).parent
+
+
+def answer_hash(question: str, answer: str) -> str:
+    """A short hash of the exact text shown to the reader: a changed answer no longer matches."""
+    return hashlib.sha256(f"{question}\x00{answer}".encode()).hexdigest()[:16]
 
 
 def gold_path(name: str) -> Path:
