@@ -42,6 +42,8 @@ def export_inspect(run_dir: str | Path, out: str | Path) -> list[Path]:
     try:
         for condition in results["condition_order"]:
             for evaluation in results["evaluation_order"]:
+                if evaluation not in results["conditions"][condition]["evaluations"]:
+                    continue  # the condition does not run this evaluation (its ``evaluations:`` list)
                 log = condition_log(results, store, condition, evaluation)
                 path = out / f"{results['study']}_{condition}_{evaluation}.eval"
                 write_eval_log(log, str(path))
