@@ -24,13 +24,15 @@ def gold_path(name: str) -> Path:
 
 
 def shipped_gold(model: str) -> tuple[str, list[dict]] | None:
-    """The shipped gold set of answers of ``model`` (its name and rows, question text not
-    restored: enough to match a run's answers by hash), or None when none ships."""
+    """The shipped gold sets of answers of ``model`` (their names, joined, and their rows;
+    question text not restored: enough to match a run's answers by hash), or None when none ships."""
     import gzip
     import json
 
+    names, rows = [], []
     for path in sorted(GOLD_DIR.glob("*.jsonl.gz")):
-        rows = [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode("utf-8").splitlines() if line]
-        if rows and rows[0].get("model") == model:
-            return path.name, rows
-    return None
+        part = [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode("utf-8").splitlines() if line]
+        if part and part[0].get("model") == model:
+            names.append(path.name)
+            rows += part
+    return ("+".join(names), rows) if rows else None
