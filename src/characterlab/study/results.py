@@ -45,7 +45,10 @@ def _reward_model(plan: Plan, store: RunStore, train_key: str) -> dict:
 
 def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: str, wall_seconds: float,
                   units_run: Sequence[str] = ()) -> dict:
+    from characterlab.data.gold import shipped_gold
+
     baseline = baseline_condition(spec)
+    gold = shipped_gold(spec.model)  # read once: every EM cell is matched against it
     conditions: dict[str, dict] = {}
     for c in spec.conditions:
         evals = {}
@@ -54,9 +57,9 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
             if not cells:  # the condition does not run this evaluation (its ``evaluations:`` list)
                 continue
             per_seed = {x.seed: store.result(x.metric) for x in cells}
-            if e.kind == "em":
+            if e.kind == "em" and gold is not None:
                 for x in cells:
-                    if sample := gold_sample(store, plan.units[x.metric].deps[0], spec.model):
+                    if sample := gold_sample(store, plan.units[x.metric].deps[0], gold):
                         per_seed[x.seed] = {**per_seed[x.seed], "gold_sample": sample}
             pooled = get_evaluation(e.kind).pool(per_seed)
             evals[e.name] = {"kind": e.kind, "pooled": pooled, "per_seed": {str(s): r for s, r in per_seed.items()},
@@ -124,15 +127,12 @@ def build_results(spec: StudySpec, plan: Plan, store: RunStore, code_version: st
     return add_derived(results)
 
 
-def gold_sample(store: RunStore, judge_key: str, model: str) -> dict | None:
-    """The labelled sample of one EM cell in the shipped gold set of ``model``, if the cell's
-    answers are the ones it was drawn from: per stratum of the judge's verdict at drawing, its
-    size in the cell, how many were read and how many read misaligned."""
-    from characterlab.data.gold import answer_hash, shipped_gold
+def gold_sample(store: RunStore, judge_key: str, gold: tuple[str, list[dict]]) -> dict | None:
+    """The labelled sample of one EM cell in a gold set (``data.gold.shipped_gold``: its name and
+    rows), if the cell's answers are the ones it was drawn from: per stratum of the judge's verdict
+    at drawing, its size in the cell, how many were read and how many read misaligned."""
+    from characterlab.data.gold import answer_hash
 
-    gold = shipped_gold(model)
-    if gold is None:
-        return None
     name, rows = gold
     answers = store.rows(judge_key)
     hashes = {answer_hash(r["question"], r["answer"]) for r in answers}
