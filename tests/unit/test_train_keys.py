@@ -133,12 +133,14 @@ def needs_shared(name: str) -> bool:
 
 def keys_at(plan: Plan, root: str) -> dict[str, str]:
     """Each unit's key as it would be with ../shared at ``root``: the keys of the units it reads
-    recomputed first (the plan is in dependency order)."""
+    recomputed first (the plan is in dependency order), and replaced where its params name them."""
     here = str(SHARED.resolve())
     out: dict[str, str] = {}
     for key, u in plan.units.items():
-        params = json.loads(json.dumps(u.params).replace(here, root)) if here != root else u.params
-        out[key] = unit_key(u.kind, params, tuple(out[d] for d in u.deps))
+        text = json.dumps(u.params).replace(here, root)
+        for dep in u.deps:  # a unit may name a dependency's key inside its params, too
+            text = text.replace(dep, out[dep])
+        out[key] = unit_key(u.kind, json.loads(text), tuple(out[d] for d in u.deps))
     return out
 
 
