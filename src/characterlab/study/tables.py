@@ -98,7 +98,7 @@ def correction_note(results: dict) -> str | None:
         if read:
             parts.append(f"{', '.join(read)}: the rate by reading, from each cell's own blind-labelled sample in the "
                          "gold set (stratified by the judge's verdict, each stratum weighted by its size; "
-                         "Jeffreys parametric bootstrap)")
+                         "Wilson interval at Kish's effective sample size, Newcombe's for differences)")
         if rg:
             groups = ", ".join(f"{e} at {'t=' + v['gold_group'] if v['gold_group'] != 'all' else 'all temperatures'}"
                                f" (sensitivity {100 * v['judge_error']['sensitivity']:.0f}%, specificity "
