@@ -8,6 +8,7 @@ import pytest
 from characterlab.judge.correction import (
     JudgeError,
     Stratum,
+    effective_n,
     rogan_gladen,
     rogan_gladen_difference,
     rogan_gladen_point,
@@ -69,3 +70,17 @@ def test_a_difference_shares_the_judge_error():
     assert apart["high"] - apart["low"] < independent
     s = stratified_difference([Stratum(20, 20, 10), Stratum(160, 20, 4)], [Stratum(20, 20, 2), Stratum(160, 20, 0)])
     assert s["estimate"] == pytest.approx((10 + 32) / 180 - 2 / 180) and s["low"] > 0
+
+
+def test_a_stratified_null_carries_its_power():
+    """The MDE of a by-reading difference is that of random samples of the Kish effective sizes:
+    all-read strata (weights 1) give exactly the unweighted MDE; unequal weights give a larger one."""
+    from characterlab.stats import minimum_detectable_difference
+
+    flat = stratified_difference([Stratum(100, 100, 2)], [Stratum(100, 100, 1)])
+    assert flat["minimum_detectable"] == pytest.approx(minimum_detectable_difference(0.01, 100, 100))
+    weighted = stratified_difference([Stratum(20, 20, 0), Stratum(180, 30, 1)], [Stratum(20, 20, 0), Stratum(180, 30, 0)])
+    n_eff = effective_n([Stratum(20, 20, 0), Stratum(180, 30, 0)])
+    assert n_eff < 50
+    assert weighted["minimum_detectable"] == pytest.approx(minimum_detectable_difference(0.0, n_eff, n_eff))
+    assert weighted["minimum_detectable"] > minimum_detectable_difference(0.0, 50, 50)

@@ -159,12 +159,14 @@ def stratified(strata: Sequence[Stratum]) -> dict:
 
 def stratified_difference(a: Sequence[Stratum], b: Sequence[Stratum]) -> dict:
     """Stratified rate of ``a`` minus that of ``b`` (independent samples): Newcombe's interval
-    from the two effective-sample Wilson intervals."""
-    from characterlab.stats import newcombe_difference
+    from the two effective-sample Wilson intervals, and the smallest increase over ``b`` that
+    samples of these effective sizes detect with 80% power (a null needs its power beside it)."""
+    from characterlab.stats import minimum_detectable_difference, newcombe_difference
 
     pa, pb = stratified_point(a), stratified_point(b)
     if pa is None or pb is None:
         return {"estimate": None, "low": None, "high": None, "estimator": "stratified"}
     na, nb = effective_n(a), effective_n(b)
     d = newcombe_difference(pa * na, na, pb * nb, nb)
-    return {"estimate": pa - pb, "low": d.low, "high": d.high, "estimator": "stratified"}
+    return {"estimate": pa - pb, "low": d.low, "high": d.high, "estimator": "stratified",
+            "minimum_detectable": minimum_detectable_difference(pb, nb, na)}
