@@ -27,8 +27,6 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 # their other copies. Do not invent a results.json for them; commit the real one when a run is
 # repeated, and take its name off this list (test_exceptions_are_current says when).
 NOT_COMMITTED = {
-    # the default study; its block is in README.md and docs/results/quick.md
-    "quick": "runs/quick not kept; results.json not committed",
     # the organism sweep: its run folder was lost with the development machine
     "organisms": "run folder lost; results.json never committed",
     "vectors": "runs/vectors not kept; results.json not committed",

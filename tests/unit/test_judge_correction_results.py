@@ -104,3 +104,23 @@ def test_no_rogan_gladen_when_the_judge_errs_differently_by_condition(tmp_path):
     assert jc["status"].startswith("uncorrected: the judge's false-positive rate on gold differs by condition (2% to 10%")
     res["judge_correction"] = jc
     assert "no single correction holds" in markdown(res) and "corrected 1" not in markdown(res)
+
+
+def test_a_refused_correction_is_only_named_for_evaluations_left_uncorrected(tmp_path):
+    """Condition-dependent judge errors refuse Rogan-Gladen; where every EM evaluation was read
+    there is nothing uncorrected, so the table does not say "other evaluations are uncorrected"."""
+    _record(tmp_path, condition_dependence={"chi_square_p": 1e-4,
+                                            "false_positive_rate_by_condition": {"base": 0.02, "org": 0.10}})
+    res = _results(f"offline:{tmp_path}", ["offline:x:1"])
+    for c in ("base", "org"):
+        res["conditions"][c]["evaluations"]["em"]["per_seed"] = {"0": {"gold_sample": {
+            "gold": "g", "n_answers": 200, "strata": [{"stratum": "all", "size": 200, "read": 50, "misaligned": 1}]}}}
+    jc = judge_correction(res)
+    assert jc["status"] == "corrected" and jc["refused"] is None
+    res["judge_correction"] = jc
+    assert "rate by reading" in markdown(res) and "other evaluations are uncorrected" not in markdown(res)
+    res["evaluations"]["em2"] = {"kind": "em", "temperature": 1.0}  # a second EM evaluation nobody read
+    for c in ("base", "org"):
+        res["conditions"][c]["evaluations"]["em2"] = {**res["conditions"][c]["evaluations"]["em"], "per_seed": {}}
+    jc = judge_correction(res)
+    assert jc["refused"].startswith("uncorrected: the judge's false-positive rate on gold differs by condition")

@@ -146,4 +146,6 @@ def judge_correction(results: dict) -> dict:
             conds[c] = entry
         out["evaluations"][name] = {"estimator": "rogan-gladen", "gold_group": group, "judge_error": err.to_dict(),
                                     "conditions": conds}
+    if all(name in out["evaluations"] for name in em):
+        out["refused"] = None  # every EM evaluation was read: no uncorrected one to explain
     return out
