@@ -6,6 +6,7 @@ chat file (``data`` units), so the Ray run costs only Ray's start."""
 from __future__ import annotations
 
 import io
+import socket
 
 import pytest
 
@@ -66,7 +67,26 @@ def test_both_executors_skip_dependants_of_failures_and_record_each_units_peak(e
     peaks = {t["key"]: t["peak_rss_mb"] for t in store.unit_timings()}
     if reset_peak_rss():  # the kernel gives a per-unit window here (and so in a Ray worker on this machine)
         assert peaks["data-good"] and peaks["data-after-good"] and f"peak {peaks['data-good'] / 1024:.2f} GB" in text
+    hosts = dict(store.db.execute("SELECT key, host FROM units WHERE status='done'"))
+    where = " ray:" if isinstance(executor, RayExecutor) else socket.gethostname()  # a Ray unit names its node
+    assert hosts and all(where in h for h in hosts.values()), hosts
     again = type(executor)(progress=False).run(plan, store)  # the failures run again; the finished are reused
     assert sorted(again.reused) == ["data-after-good", "data-good"] and set(again.failed) == {"data-broken"}
     assert sorted(again.skipped) == ["data-after-after", "data-after-broken"]
     store.close()
+
+
+class _RefusingRay:
+    """``ray.init`` as Ray 2.60 fails it against a cluster that wants a token this process lacks."""
+
+    @staticmethod
+    def init(**kwargs):
+        try:
+            raise RuntimeError("RPC error: InvalidAuthToken: Authentication token is missing or incorrect")
+        except RuntimeError as e:
+            raise ConnectionError(f"Failed to connect to Ray cluster at {kwargs['address']}") from e
+
+
+def test_a_cluster_that_refuses_the_token_is_an_input_error_naming_the_fix():
+    with pytest.raises(InputError, match="127.0.0.1:1.*RAY_AUTH_MODE=token"):
+        RayExecutor(address="127.0.0.1:1", progress=False)._connect(_RefusingRay)

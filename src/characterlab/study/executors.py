@@ -4,7 +4,12 @@
 * :class:`RayExecutor`: each unit is a Ray task with the CPUs/GPUs it declares, submitted as soon
   as its inputs are finished. Inputs and outputs travel by value (rows and adapter files), so
   workers need no shared filesystem; only the driver writes the run folder. ``ray.init()`` starts
-  a local Ray by default; pass an address for a cluster.
+  a local Ray by default; pass an address for a cluster. A worker that dies under a unit (SIGKILL,
+  the OOM killer, a lost node) is Ray's to retry, elsewhere if need be (``retries`` times): the
+  killed attempt wrote nothing anywhere but its own scratch folder, and the driver commits the one
+  attempt that returns, so a retry can neither half-write a unit nor duplicate one. An error the
+  unit raises itself is not retried (it fails the unit; the next run retries it). Each unit's
+  record says where it ran (``host``: the worker's machine and Ray node).
 
 They differ only in where a unit runs. What happens around it is one loop's bookkeeping,
 :class:`UnitBook`, shared by both: reused units counted, the dependants of a failure skipped and
@@ -18,6 +23,7 @@ block, and the next run retries the failures. A full disk stops both (:class:`Di
 
 from __future__ import annotations
 
+import socket
 import sys
 import tempfile
 import time
@@ -149,10 +155,11 @@ class UnitBook:
                 return False
         return True
 
-    def done(self, unit: Unit, out: UnitOutput, peak: float | None) -> None:
-        """Commit a finished unit; a commit that fails (other than a full disk) fails the unit."""
+    def done(self, unit: Unit, out: UnitOutput, peak: float | None, host: str | None = None) -> None:
+        """Commit a finished unit (``host``: where it ran, if not in this process); a commit that
+        fails (other than a full disk) fails the unit."""
         try:
-            self.store.commit(unit, out, self.seconds(unit), peak)
+            self.store.commit(unit, out, self.seconds(unit), peak, host=host)
         except DiskFullError:  # nothing more can be saved: stop, with one line
             raise
         except Exception as e:  # noqa: BLE001
@@ -216,10 +223,28 @@ class LocalExecutor:
         return book.report
 
 
+RAY_RETRIES = 2  # a unit whose worker dies runs at most three times before it fails
+
+
+def ray_task_name(unit: Unit) -> str:
+    """A unit's Ray task name, its key first: ``ray list tasks`` and the worker's process title
+    (``ray::NAME`` while it runs the unit) say which unit a worker holds."""
+    return f"{unit.key} {unit.label}"
+
+
+def ray_worker_place() -> str:
+    """Where this Ray task runs, for the unit's ``host``: the machine and the Ray node, since one
+    machine may hold several nodes."""
+    import ray
+
+    return f"{socket.gethostname()} ray:{ray.get_runtime_context().get_node_id()[:12]}"
+
+
 def _ray_execute(unit: Unit, payload: dict[str, dict], backend: str = "auto",
-                 timeout: float | None = None) -> tuple[UnitOutput, float | None]:
-    """Body of one Ray task: materialise the inputs' files, run the unit, return its output and
-    its peak memory in the worker."""
+                 timeout: float | None = None) -> tuple[UnitOutput, float | None, str]:
+    """Body of one Ray task: materialise the inputs' files, run the unit, return its output, its
+    peak memory in the worker, and where it ran. It writes only its own scratch folder, so a
+    worker killed under it leaves nothing the retry or the run folder could meet."""
     with tempfile.TemporaryDirectory(prefix="characterlab-ray-") as wd:
         root = Path(wd)
         views = {}
@@ -233,15 +258,17 @@ def _ray_execute(unit: Unit, payload: dict[str, dict], backend: str = "auto",
             views[k] = DepView(p["kind"], p["params"], p["result"], p["rows"], files_dir)
         scratch = root / "work"
         scratch.mkdir()
-        return run_measured(unit, views, scratch, backend, timeout)
+        out, peak = run_measured(unit, views, scratch, backend, timeout)
+        return out, peak, ray_worker_place()
 
 
 class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, progress: bool = True, backend: str = "auto",
-                 timeout: float | None = None, check_unit: UnitCheck | None = None):
+                 timeout: float | None = None, check_unit: UnitCheck | None = None, retries: int = RAY_RETRIES):
         self.address = address
+        self.retries = retries
         self.progress = progress
         self.backend = backend
         self.timeout = timeout
@@ -256,13 +283,26 @@ class RayExecutor:
             raise InputError("the ray executor needs Ray: pip install 'characterlab[ray]'", field="executor") from None
         started_here = not ray.is_initialized()
         if started_here:
-            ray.init(address=self.address, include_dashboard=False, logging_level="warning", log_to_driver=False,
-                     configure_logging=False)
+            self._connect(ray)
         try:
             return self._run(ray, plan, store)
         finally:
             if started_here:
                 ray.shutdown()
+
+    def _connect(self, ray) -> None:
+        """Start a local Ray, or join the cluster at ``address``; a cluster that cannot be joined is
+        an input error naming the address and, where the cluster refused the token, the fix."""
+        try:
+            ray.init(address=self.address, include_dashboard=False, logging_level="warning", log_to_driver=False,
+                     configure_logging=False)
+        except ConnectionError as e:
+            if self.address is None:
+                raise
+            from characterlab.errors import InputError
+
+            raise InputError(f"cannot join the Ray cluster at {self.address}: {e}{_auth_hint(e)}",
+                             field="address") from None
 
     def _run(self, ray, plan: Plan, store: RunStore) -> ExecutionReport:
         remote = ray.remote(_ray_execute)
@@ -280,8 +320,9 @@ class RayExecutor:
                         payload = {k: {"kind": plan.units[k].kind, "params": plan.units[k].params,
                                        "result": store.result(k), "rows": store.rows(k),
                                        "files": store.file_bytes(k)} for k in u.deps}
-                        ref = remote.options(num_cpus=u.resources.cpus, num_gpus=u.resources.gpus,
-                                             max_retries=0).remote(u, payload, self.backend, self.timeout)
+                        ref = remote.options(name=ray_task_name(u), num_cpus=u.resources.cpus,
+                                             num_gpus=u.resources.gpus, max_retries=self.retries,
+                                             retry_exceptions=False).remote(u, payload, self.backend, self.timeout)
                         running[ref] = u
                 if not running:
                     continue
@@ -289,12 +330,27 @@ class RayExecutor:
                 for ref in finished:
                     u = running.pop(ref)
                     try:
-                        out, peak = ray.get(ref)
-                    except Exception as e:  # noqa: BLE001 - the unit's error, raised in its task
+                        out, peak, host = ray.get(ref)
+                    except Exception as e:  # noqa: BLE001 - the unit's error, or its worker died past its retries
                         book.failed(u, e)
                         continue
-                    book.done(u, out, peak)
+                    book.done(u, out, peak, host)
         return book.report
+
+
+def _auth_hint(error: BaseException) -> str:
+    """The fix when a cluster refused this process's token: ``ray start`` turns token
+    authentication on by itself where ``~/.ray/auth_token`` exists (an earlier local Ray made it),
+    while a process that joins it does not unless told."""
+    chain: list[BaseException] = []
+    link: BaseException | None = error
+    while link is not None and link not in chain:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    if not any("token" in str(e).lower() for e in chain):
+        return ""
+    return ("; the cluster uses token authentication: set RAY_AUTH_MODE=token here, with the cluster's token "
+            "(~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN)")
 
 
 def make_executor(name: str, address: str | None = None, progress: bool = True, backend: str = "auto",

@@ -4,8 +4,8 @@ Layout::
 
     RUN/
       study.yaml        the spec as given
-      units.sqlite      units (key, status, result, timings) and their rows (generations,
-                        judgements, training examples); WAL mode
+      units.sqlite      units (key, status, result, timings, where each ran, its peak memory) and
+                        their rows (generations, judgements, training examples); WAL mode
       adapters/<key>/   files a unit made (PEFT adapter folders)
       results.json      metrics with CIs, per condition (see report.py)
       report.html       self-contained report; plots/*.png
@@ -262,14 +262,16 @@ class RunStore:
             self.db.execute("UPDATE units SET status='failed', error=?, finished=? WHERE key=? AND status != 'done'",
                             (error[-4000:], time.time(), unit.key))
 
-    def commit(self, unit: Unit, output: UnitOutput, seconds: float, peak_rss_mb: float | None = None) -> None:
+    def commit(self, unit: Unit, output: UnitOutput, seconds: float, peak_rss_mb: float | None = None,
+               host: str | None = None) -> None:
         """Files into place, then rows and the done mark in one transaction; ``peak_rss_mb`` is the
-        unit's own peak resident memory where the executor measured it. A full disk is a
+        unit's own peak resident memory where the executor measured it, ``host`` where it ran
+        (default: this machine; a Ray worker's machine and node). A full disk is a
         :class:`DiskFullError` (SQLite has then rolled the transaction back itself)."""
         with disk_full_reported(self.folder, f"saving {unit.label}"):
-            self._commit(unit, output, seconds, peak_rss_mb)
+            self._commit(unit, output, seconds, peak_rss_mb, host or socket.gethostname())
 
-    def _commit(self, unit: Unit, output: UnitOutput, seconds: float, peak_rss_mb: float | None) -> None:
+    def _commit(self, unit: Unit, output: UnitOutput, seconds: float, peak_rss_mb: float | None, host: str) -> None:
         if output.files:
             with staged_dir(self.files_dir(unit.key), overwrite=True) as stage:
                 for rel, data in output.files.items():
@@ -286,10 +288,9 @@ class RunStore:
                 "INSERT INTO units (key, kind, label, params, deps, status, result, started, finished, seconds, host, "
                 "peak_rss_mb) VALUES (?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET status='done', result=excluded.result, finished=excluded.finished, "
-                "seconds=excluded.seconds, peak_rss_mb=excluded.peak_rss_mb, error=NULL",
+                "seconds=excluded.seconds, peak_rss_mb=excluded.peak_rss_mb, host=excluded.host, error=NULL",
                 (unit.key, unit.kind, unit.label, json.dumps(unit.params, sort_keys=True), json.dumps(list(unit.deps)),
-                 json_text(output.result, where=f"unit {unit.key}"), now - seconds, now, seconds, socket.gethostname(),
-                 peak_rss_mb))
+                 json_text(output.result, where=f"unit {unit.key}"), now - seconds, now, seconds, host, peak_rss_mb))
             self.db.execute("COMMIT")
         except BaseException:
             if self.db.in_transaction:  # SQLite ends it itself on some errors (a full disk)
