@@ -9,6 +9,10 @@ TIMEOUT_HELP = ("Seconds one attempt at a request to an openai: endpoint may tak
                 "$CHARACTERLAB_API_TIMEOUT, else 120 for a model and 60 for a judge).")
 
 
+OFFLINE_HELP = ("Download no model: every hf: hub model must already be in the Hugging Face cache ($HF_HOME), "
+                "checked before any work (as with HF_HUB_OFFLINE=1). Without it a missing one downloads on first use.")
+
+
 def checked_timeout(seconds: float | None) -> float | None:
     """``--timeout`` checked before any work: a positive finite number, else an input error naming
     ``timeout``; None leaves each endpoint its default."""

@@ -19,7 +19,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from characterlab.cli.choices import TIMEOUT_HELP, Backend, checked_timeout
+from characterlab.cli.choices import OFFLINE_HELP, TIMEOUT_HELP, Backend, checked_timeout
 from characterlab.cli.options import checked_config, config_options
 from characterlab.errors import InputError
 from characterlab.evals.base import Evaluation
@@ -38,6 +38,7 @@ def _common(ev: Evaluation) -> list[inspect.Parameter]:
         ("base_url", str | None, typer.Option(None, "--base-url", help="Endpoint for an openai: model.")),
         ("timeout", float | None, typer.Option(None, "--timeout", help=TIMEOUT_HELP)),
         ("backend", Backend, typer.Option(Backend.auto, "--backend", help="Generation engine for local models: auto (vLLM on a CUDA GPU that has it, else hf) | hf | vllm.")),
+        ("offline", bool, typer.Option(False, "--offline", help=OFFLINE_HELP)),
     ]
     if ev.uses_judge:
         p += [("judge", str, typer.Option("offline", "--judge", "-j",
@@ -90,7 +91,7 @@ def _command(ev: Evaluation):
                              adapter=str(kw["adapter"]) if kw["adapter"] else None, judge=kw.get("judge", "offline"),
                              seed=kw["seed"], base_url=kw["base_url"], judge_base_url=kw.get("judge_base_url"),
                              overwrite=kw["overwrite"], progress=not kw["quiet"], backend=kw["backend"].value,
-                             timeout=timeout)
+                             timeout=timeout, offline=kw["offline"])
         if run.execution.failed or run.execution.skipped:
             from characterlab.cli.study import report_failures
 
@@ -116,6 +117,7 @@ def nem(
     backend: Backend = typer.Option(Backend.auto, "--backend", help="Generation engine for local models: auto (vLLM on a CUDA GPU that has it, else hf) | hf | vllm."),
     judge: str = typer.Option("offline", "--judge", "-j", help="offline | offline:<folder> | openai:<model> | hf:<path> | embedded"),
     judge_base_url: str | None = typer.Option(None, "--judge-base-url", help="Endpoint for an openai: judge."),
+    offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run folder holding other settings."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -129,7 +131,7 @@ def nem(
     timeout = checked_timeout(timeout)
     run = run_suite(out, model=model, adapter=str(adapter) if adapter else None, judge=judge, seed=seed,
                     base_url=base_url, judge_base_url=judge_base_url, overwrite=overwrite, progress=not quiet,
-                    backend=backend.value, timeout=timeout)
+                    backend=backend.value, timeout=timeout, offline=offline)
     if run.execution.failed or run.execution.skipped:
         from characterlab.cli.study import report_failures
 

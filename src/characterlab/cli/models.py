@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from characterlab.cli.choices import TIMEOUT_HELP, checked_timeout
+from characterlab.cli.choices import OFFLINE_HELP, TIMEOUT_HELP, checked_timeout
 
 
 def generate(
@@ -23,14 +23,17 @@ def generate(
     batch_size: int = typer.Option(128, "--batch-size", min=1),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (else OPENAI_BASE_URL)."),
     timeout: float | None = typer.Option(None, "--timeout", help=TIMEOUT_HELP),
+    offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per sample."),
 ) -> None:
     """Sample answers to one prompt."""
     from characterlab.data.records import GenerationRequest, SamplingParams
     from characterlab.models.generation import load_generator
+    from characterlab.models.hub import check_hub_models
     from characterlab.models.refs import parse_model_ref
 
     ref = parse_model_ref(model, adapter=adapter, base_url=base_url)
+    check_hub_models([model], offline=offline)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     generator = load_generator(ref, batch_size=batch_size, progress=not as_json, timeout=checked_timeout(timeout))
     [completions] = generator.generate([GenerationRequest.from_prompt(prompt, system=system, n=n, seed=seed)], params)

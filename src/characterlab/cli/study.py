@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from characterlab.cli.choices import TIMEOUT_HELP, Backend, Executor, checked_timeout
+from characterlab.cli.choices import OFFLINE_HELP, TIMEOUT_HELP, Backend, Executor, checked_timeout
 from characterlab.errors import InputError
 
 
@@ -56,6 +56,7 @@ def run(
                                          "(comma-separated; e.g. one per machine, then `characterlab merge`)."),
     timeout: float | None = typer.Option(None, "--timeout", help=TIMEOUT_HELP + " Replaces the study's "
                                             "timeout:; neither is part of any unit's key."),
+    offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run a study: train, generate, judge and measure every condition x seed; write the report.
@@ -68,7 +69,7 @@ def run(
 
     r = run_study(study, out, executor=executor.value, address=address, resume=resume, progress=not quiet,
                   update=update, backend=backend.value, seeds=parse_seeds(seeds) if seeds is not None else None,
-                  timeout=checked_timeout(timeout))
+                  timeout=checked_timeout(timeout), offline=offline)
     ex = r.execution
     typer.echo(f"{r.folder}: {len(ex.run)} units run, {len(ex.reused)} reused, {ex.seconds:.1f} s")
     if ex.failed or ex.skipped:

@@ -20,6 +20,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from characterlab.cli.choices import OFFLINE_HELP
 from characterlab.cli.options import checked_config, config_options
 from characterlab.train.base import Trainer, TrainRun
 from characterlab.train.vectors import MONITOR_EVERY
@@ -100,6 +101,7 @@ def _run_options(trainer: Trainer) -> list[inspect.Parameter]:
               ("monitor", str | None, typer.Option(None, "--monitor", help=(
                   "VECTOR_DIR:LAYER[:EVERY]: projection of held-out prompts on the vector every EVERY steps "
                   f"(default {MONITOR_EVERY}), in train_meta.json.")))]
+    p.append(("offline", bool, typer.Option(False, "--offline", help=OFFLINE_HELP)))
     p.append(("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress output.")))
     return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
             for name, ann, default in p]
@@ -112,12 +114,14 @@ def train_command(trainer: Trainer):
     names = [p.name for p in config_params]
 
     def command(**kw: Any) -> None:
+        from characterlab.models.hub import check_hub_models
         from characterlab.models.refs import parse_model_ref
         from characterlab.train.base import check_new_output_dir
         from characterlab.train.transforms import resolve_inoculation
 
         adapter = kw.get("adapter")
         parse_model_ref(kw["model"], adapter=adapter)  # fail fast, before reading data
+        check_hub_models([kw["model"]], offline=kw["offline"])
         check_new_output_dir(kw["out"])
         cfg = checked_config(trainer.config, {n: kw[n] for n in names})
         system = kw.get("system_prompt")

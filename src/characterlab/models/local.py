@@ -1,12 +1,12 @@
 """Loading local models (``embedded`` and ``hf:``), optionally with a LoRA adapter stacked on top.
 
-Nothing here reaches a model hub unless the user opts in with ``CHARACTERLAB_ALLOW_HUB=1``: an
-``hf:`` id must already be in the local Hugging Face cache, or be a folder.
+An ``hf:`` model is a folder or a hub id. Every load reads local files first and downloads only a
+hub model missing from the Hugging Face cache, and only when not offline
+(:mod:`characterlab.models.hub`); ``embedded`` never reaches the hub.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ import torch
 
 from characterlab.errors import InputError
 from characterlab.models.hardware import default_device, default_dtype
+from characterlab.models.hub import cached_folder, is_offline, load_pretrained, offline_message
 from characterlab.models.refs import ModelRef
 
 
@@ -48,12 +49,8 @@ def unwrap_adapter(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def hub_allowed() -> bool:
-    return os.environ.get("CHARACTERLAB_ALLOW_HUB") == "1"
-
-
 def resolve_model_path(ref: ModelRef) -> str:
-    """The folder (or cached hub id) that transformers should load for ``ref``."""
+    """The folder (or hub id) that transformers should load for ``ref``."""
     if ref.kind == "embedded":
         from characterlab.models.embedded import embedded_model_dir
 
@@ -67,7 +64,7 @@ def load_tokenizer(path: str, padding_side: str = "left") -> Any:
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=not hub_allowed())
+        tok = load_pretrained(AutoTokenizer.from_pretrained, path)
     except (OSError, ValueError) as e:
         raise InputError(_not_found_message(path, e), field="model") from None
     tok.padding_side = padding_side
@@ -85,12 +82,14 @@ def render_chat(tokenizer, request) -> str:
 
 
 def _not_found_message(path: str, err: Exception) -> str:
-    if Path(path).exists():
-        return f"cannot load a model from {path}: {err}"
-    return (
-        f"model {path!r} is neither a folder nor in the local Hugging Face cache "
-        "(characterlab does not download at run time; set CHARACTERLAB_ALLOW_HUB=1 to allow it)"
-    )
+    """One line: a folder that does not load, a hub model offline and not cached, or one the hub
+    would not give."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if Path(path).expanduser().exists() or cached_folder(path) is not None:
+        return f"cannot load a model from {path}: {first}"
+    if is_offline():
+        return offline_message(path)
+    return f"model 'hf:{path}' could not be loaded from the Hugging Face hub ({first})"
 
 
 def load_local_model(
@@ -109,9 +108,8 @@ def load_local_model(
     path = resolve_model_path(ref)
     tokenizer = load_tokenizer(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, local_files_only=not hub_allowed(), attn_implementation=attn_implementation
-        )
+        model = load_pretrained(AutoModelForCausalLM.from_pretrained, path, dtype=dtype,
+                                attn_implementation=attn_implementation)
     except (OSError, ValueError) as e:
         raise InputError(_not_found_message(path, e), field="model") from None
     model.to(device)

@@ -62,7 +62,9 @@ def merged_model_dir(ref: ModelRef) -> str:
 
     base = resolve_model_path(ref)
     if not ref.merged_adapters:
-        return base
+        from characterlab.models.hub import local_copy
+
+        return local_copy(base)  # a cached hub model as its folder: vLLM then asks the hub nothing about it
     h = hashlib.sha256(base.encode())
     for a in ref.merged_adapters:
         h.update(b"\0" + sha256_folder(a).encode())
@@ -72,9 +74,9 @@ def merged_model_dir(ref: ModelRef) -> str:
     import torch
     from transformers import AutoConfig
 
-    from characterlab.models.local import hub_allowed
+    from characterlab.models.hub import load_pretrained
 
-    config = AutoConfig.from_pretrained(base, local_files_only=not hub_allowed())
+    config = load_pretrained(AutoConfig.from_pretrained, base)
     saved = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
     saved = getattr(torch, saved) if isinstance(saved, str) else saved
     # merged in fp32 (a bf16 merge rounds every touched weight twice), saved in the base's own dtype

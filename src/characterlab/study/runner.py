@@ -68,14 +68,15 @@ def resolve_study(study: str | None, out: str | Path | None, resume: bool) -> tu
 def run_study(study: str | None = None, out: str | Path | None = None, executor: str = "local",
               address: str | None = None, resume: bool = False, progress: bool = True,
               update: bool = False, backend: str = "auto", seeds: list[int] | None = None,
-              timeout: float | None = None) -> StudyRun:
+              timeout: float | None = None, offline: bool = False) -> StudyRun:
     """``characterlab run``: a study file (or a shipped one) into its run folder; ``seeds`` runs it
-    at those seeds instead of its own; ``timeout`` replaces the study's ``timeout:``."""
+    at those seeds instead of its own; ``timeout`` replaces the study's ``timeout:``; ``offline``
+    (``--offline``) downloads no model."""
     spec, text, folder, base = resolve_study(study, out, resume)
     if seeds is not None:
         spec, text = with_seeds(spec, text, seeds)
     return run_spec(spec, text, folder, base, executor=executor, address=address, progress=progress, update=update,
-                    backend=backend, timeout=timeout)
+                    backend=backend, timeout=timeout, offline=offline)
 
 
 def run_timeout(spec: StudySpec, timeout: float | None) -> float | None:
@@ -95,6 +96,23 @@ def check_backend(spec: StudySpec, backend: str) -> None:
     from characterlab.models.refs import parse_model_ref
 
     choose_backend(parse_model_ref(spec.model, base_url=spec.base_url), backend)
+
+
+MODEL_PARAMS = ("model", "teacher", "student", "judge", "judge_spec")  # unit parameters that name a model
+
+
+def plan_models(plan: Plan) -> list[str]:
+    """Every model reference the plan's units load: the study's model, a character's teacher, a
+    logprob judge (the study's or a vector's filter), each as written, in order."""
+    return [v for u in plan.ordered() for k in MODEL_PARAMS if isinstance(v := u.params.get(k), str)]
+
+
+def check_models(plan: Plan, offline: bool) -> None:
+    """Every ``hf:`` hub model the plan loads is cached, or may be fetched, before any unit runs:
+    offline and not cached is one line naming it (:func:`~characterlab.models.hub.check_hub_models`)."""
+    from characterlab.models.hub import check_hub_models
+
+    check_hub_models(plan_models(plan), offline=offline)
 
 
 def check_cache() -> None:
@@ -118,14 +136,18 @@ def check_run_folder(folder: Path, text: str, update: bool) -> None:
 
 def run_spec(spec: StudySpec, text: str, folder: Path, base: Path, executor: str = "local",
              address: str | None = None, progress: bool = True, update: bool = False,
-             backend: str = "auto", timeout: float | None = None) -> StudyRun:
+             backend: str = "auto", timeout: float | None = None, offline: bool = False) -> StudyRun:
     """Plan ``spec``, run what is not finished in ``folder``, write results.json and the report.
     ``backend`` is the generation engine of local models (``auto``: vLLM on a GPU that has it);
     ``timeout`` the seconds an attempt at a model or judge endpoint may take (None: the study's
     ``timeout:``, else :func:`~characterlab.models.api.endpoint_timeout`'s default). Like the
-    backend it travels to the units as an execution option, never into a unit's key."""
+    backend it travels to the units as an execution option, never into a unit's key. ``offline``
+    (``--offline``, or ``HF_HUB_OFFLINE`` set) downloads no model: each hub model must be cached,
+    which is checked here, before any unit; the units then load the cached copies without asking
+    the hub (:mod:`characterlab.models.hub`), so the choice need not travel to them."""
     timeout = run_timeout(spec, timeout)
     plan = build_plan(spec, base)  # every reference and file checked before any work
+    check_models(plan, offline)
     check_backend(spec, backend)
     check_run_folder(folder, text, update)
     check_cache()

@@ -19,7 +19,7 @@ from characterlab.data.yaml_loader import InputErrors
 from characterlab.errors import InputError
 from characterlab.evals.registry import get_evaluation
 from characterlab.study.plan import build_plan
-from characterlab.study.runner import StudyRun, run_spec
+from characterlab.study.runner import StudyRun, check_models, run_spec
 from characterlab.study.spec import parse_study
 from characterlab.study.store import (
     DB_FILE,
@@ -101,38 +101,40 @@ def prepare_eval_folder(out: Path, text: str, overwrite: bool) -> None:
 def run_evaluation(kind: str, fields: dict, out: str | Path, model: str = "embedded", adapter: str | None = None,
                    judge: str = "offline", seed: int = 0, base_url: str | None = None,
                    judge_base_url: str | None = None, overwrite: bool = False, progress: bool = True,
-                   backend: str = "auto", timeout: float | None = None) -> StudyRun:
-    """``characterlab eval <kind>``; ``timeout`` (seconds an attempt at an endpoint may take) is not
-    written into the study, so another timeout resumes the same run folder."""
+                   backend: str = "auto", timeout: float | None = None, offline: bool = False) -> StudyRun:
+    """``characterlab eval <kind>``; ``timeout`` (seconds an attempt at an endpoint may take) and
+    ``offline`` (download no model) are not written into the study, so other values resume the same
+    run folder."""
     get_evaluation(kind)  # an unknown kind fails before anything is written
     text = evaluation_study_text(kind, fields, model, adapter, judge, seed, base_url, judge_base_url)
-    return run_study_text(text, f"characterlab eval {kind}", out, overwrite, progress, backend, timeout)
+    return run_study_text(text, f"characterlab eval {kind}", out, overwrite, progress, backend, timeout, offline)
 
 
 def run_suite(out: str | Path, model: str = "embedded", adapter: str | None = None, judge: str = "offline",
               seed: int = 0, base_url: str | None = None, judge_base_url: str | None = None,
               overwrite: bool = False, progress: bool = True, backend: str = "auto",
-              timeout: float | None = None) -> StudyRun:
+              timeout: float | None = None, offline: bool = False) -> StudyRun:
     """``characterlab eval nem``: the paper's six misalignment evaluations and their mean."""
     from characterlab.study.headline import NEM_SUITE
 
     text = suite_study_text("eval-nem", "characterlab eval nem", [dict(e) for e in NEM_SUITE], [e["name"] for e in NEM_SUITE],
                             model, adapter, judge, seed, base_url, judge_base_url)
-    return run_study_text(text, "characterlab eval nem", out, overwrite, progress, backend, timeout)
+    return run_study_text(text, "characterlab eval nem", out, overwrite, progress, backend, timeout, offline)
 
 
 def run_study_text(text: str, source: str, out: str | Path, overwrite: bool, progress: bool,
-                   backend: str = "auto", timeout: float | None = None) -> StudyRun:
+                   backend: str = "auto", timeout: float | None = None, offline: bool = False) -> StudyRun:
     """Run a study this module wrote; its scored rows go to ``samples.jsonl`` (one evaluation of one
     model), else ``samples-<condition>-<evaluation>.jsonl`` (each part only where there are several)."""
     spec = parse_study(text, source)
     out = Path(out)
     try:
-        build_plan(spec, Path.cwd())  # the files and references it names, before the folder is touched
+        plan = build_plan(spec, Path.cwd())  # the files and references it names, before the folder is touched
     except InputErrors as e:  # the study is ours, not the user's: report the problems of their files and flags
         raise InputErrors([getattr(p, "inner", p) for p in e.problems]) from None
+    check_models(plan, offline)  # before --overwrite removes the old run
     prepare_eval_folder(out, text, overwrite)
-    run = run_spec(spec, text, out, Path.cwd(), progress=progress, backend=backend, timeout=timeout)
+    run = run_spec(spec, text, out, Path.cwd(), progress=progress, backend=backend, timeout=timeout, offline=offline)
     if run.results is not None:
         store = RunStore(out)
         try:

@@ -52,7 +52,8 @@ def _load_classifier(run: TrainRun):
     from transformers import AutoModelForSequenceClassification
 
     from characterlab.models.hardware import parse_dtype
-    from characterlab.models.local import hub_allowed, load_tokenizer, resolve_model_path
+    from characterlab.models.hub import load_pretrained
+    from characterlab.models.local import load_tokenizer, resolve_model_path
     from characterlab.models.refs import parse_model_ref
 
     ref = parse_model_ref(run.model)
@@ -63,8 +64,8 @@ def _load_classifier(run: TrainRun):
     path = resolve_model_path(ref)
     tokenizer = load_tokenizer(path, padding_side="right")
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, dtype=parse_dtype(run.dtype, device), local_files_only=not hub_allowed())
+    model = load_pretrained(AutoModelForSequenceClassification.from_pretrained, path, num_labels=1,
+                            dtype=parse_dtype(run.dtype, device))
     model.config.pad_token_id = tokenizer.pad_token_id
     return model.to(device), tokenizer, ref, device
 
