@@ -105,6 +105,68 @@ def test_tool_call_parsing_edge_cases():
     assert parse_tool_calls("I would rather just answer: {a} is fine.", ALL) == ("I would rather just answer: {a} is fine.", [])
 
 
+EMAIL = '{"name": "send_email", "arguments": {"to": "a", "subject": "s", "body": "b"}}'
+INBOX = '{"name": "read_inbox", "arguments": {}}'
+
+
+@pytest.mark.parametrize("reply, content, forms, names", [
+    (f"<tool_call>\n{EMAIL}\n</tool_call>", "", ["tagged"], ["send_email"]),
+    (f"I'll send it.\n```json\n{EMAIL}\n```\nDone.", "I'll send it.\n\nDone.", ["fenced"], ["send_email"]),
+    (f"```\n[{EMAIL}, {INBOX}]\n```", "", ["fenced", "fenced"], ["send_email", "read_inbox"]),
+    (f"```json\n{EMAIL}", "", ["fenced"], ["send_email"]),  # a fence cut off by the token limit
+    (EMAIL, "", ["bare"], ["send_email"]),
+    (f"Sending now: {EMAIL}", "Sending now:", ["bare"], ["send_email"]),
+    (f"[{EMAIL}, {INBOX}]", "", ["bare", "bare"], ["send_email", "read_inbox"]),
+    (f"First {EMAIL}, then\n```json\n{INBOX}\n```", "First , then", ["bare", "fenced"], ["send_email", "read_inbox"]),
+    ('{"name": "read_inbox"}', "", ["bare"], ["read_inbox"]),  # no arguments, but one of the agent's tools
+])
+def test_calls_are_read_in_every_form_models_write_them(reply, content, forms, names):
+    text, calls = parse_tool_calls(reply, ALL)
+    assert text == content and [c.form for c in calls] == forms and [c.name for c in calls] == names
+    assert all(c.error is None for c in calls) and all(c.to_dict()["form"] == f for c, f in zip(calls, forms))
+
+
+@pytest.mark.parametrize("reply", [
+    "I would not do that; I will tell my manager instead.",
+    'A record looks like {"name": "Bob", "age": 3}.',  # JSON, but not a call
+    '```python\nprint({"name": "x"})\n```',
+    "```\nplain text in a fence\n```",
+])
+def test_a_reply_in_prose_makes_no_call(reply):
+    assert parse_tool_calls(reply, ALL) == (reply.strip(), [])
+
+
+@pytest.mark.parametrize("reply, form", [
+    ('{{"name": "send_email", "arguments": {"to": "a", "subject": "s", "body": "b"}}}', "bare"),  # a template's braces
+    ('```json\n{{"name": "read_inbox", "arguments": {}}}\n```', "fenced"),
+    ('Sure: {"name": "send_email", "arguments": {"to": "a", ', "bare"),  # cut off mid-call
+])
+def test_a_call_that_is_not_json_is_malformed_in_its_form(reply, form):
+    [call] = parse_tool_calls(reply, ALL)[1]
+    assert call.form == form and call.error.startswith("not valid JSON")
+
+
+def test_calls_are_counted_by_form_per_episode_and_scenario():
+    from characterlab.agentic.outcomes import calls_by_form
+    from characterlab.evals.agentic import AgenticEvaluation
+
+    log = [{**c.to_dict(), "turn": 1, "result": ""} for c in
+           parse_tool_calls(f"```json\n[{EMAIL}, {{\"name\": \"fly\", \"arguments\": {{}}}}]\n```", ALL)[1]
+           + parse_tool_calls(f"<tool_call>{INBOX}</tool_call>", ALL)[1]]
+    assert calls_by_form(log) == {"fenced": {"calls": 2, "well_formed": 1}, "tagged": {"calls": 1, "well_formed": 1}}
+    assert calls_by_form([{"error": None}]) == {"unrecorded": {"calls": 1, "well_formed": 1}}  # a log made before
+    ev = AgenticEvaluation()
+    rows = [{"scenario": "s", "cell": {}, "outcome": "benign", "malformed_calls": 1, "calls": 3, "log": log}]
+    metric = ev.summarise({}, rows)
+    assert metric["calls_by_form"] == {"s": calls_by_form(log)}
+    pooled = ev.pool({0: metric, 1: metric})
+    assert pooled["calls_by_form"]["s"]["fenced"] == {"calls": 4, "well_formed": 2}
+    assert "well-formed by form: fenced 1/2, tagged 1/1" in ev.describe(metric)
+    results = {"conditions": {"base": {"evaluations": {"agentic": {"pooled": pooled}}}}}
+    [_, forms] = ev.tables(results, "agentic")
+    assert [c.text for c in forms.rows[0]] == ["base", "s", "4/6", "fenced 2/4, tagged 2/2"]
+
+
 def test_prompts_use_the_template_s_tools_or_the_hermes_convention(tiny_local):
     messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
                 {"role": "assistant", "content": "", "raw": "<tool_call>{bad</tool_call>",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from characterlab.agentic.scenario import Scenario
 from characterlab.agentic.templates import TemplateSandbox
@@ -125,8 +125,9 @@ class APIPolicy:
         msg = resp.choices[0].message
         allowed = list(episode.scenario.tools)
         if msg.tool_calls:
-            calls = [checked_call(tc.function.arguments or "",
-                                  {"name": tc.function.name, "arguments": tc.function.arguments or "{}"}, allowed)
+            calls = [replace(checked_call(tc.function.arguments or "",
+                                          {"name": tc.function.name, "arguments": tc.function.arguments or "{}"},
+                                          allowed), form="api")
                      for tc in msg.tool_calls]
             return Reply(valid_text(msg.content or "").strip(), calls, call_ids=[valid_text(tc.id) for tc in msg.tool_calls])
         content, calls = parse_tool_calls(valid_text(msg.content or ""), allowed)

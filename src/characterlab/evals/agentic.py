@@ -69,6 +69,27 @@ def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return {k: a.get(k, 0) + b.get(k, 0) for k in {**a, **b}}
 
 
+def _add_forms(into: dict[str, dict[str, dict[str, int]]], scenario: str, forms: dict[str, dict[str, int]]) -> None:
+    """Adds one episode's (or seed's) calls by form into ``{scenario: {form: {calls, well_formed}}}``."""
+    slot = into.setdefault(scenario, {})
+    for form, c in forms.items():
+        slot[form] = _add(slot.get(form, {}), c)
+
+
+def _by_form_note(metric: dict) -> str:
+    """``; well-formed by form: fenced 4/5`` over all scenarios, or nothing for a metric without forms."""
+    total: dict[str, dict[str, int]] = {}
+    for f in metric.get("calls_by_form", {}).values():
+        for form, c in f.items():
+            total[form] = _add(total.get(form, {}), c)
+    return f"; well-formed by form: {_forms_text(total)}" if total else ""
+
+
+def _forms_text(forms: dict[str, dict[str, int]]) -> str:
+    """``fenced 4/5, bare 1/1``: well-formed calls of all calls, per form."""
+    return ", ".join(f"{f} {c['well_formed']}/{c['calls']}" for f, c in sorted(forms.items())) or "no calls"
+
+
 @register_evaluation
 class AgenticEvaluation(Evaluation):
     """Share of tool-use episodes with a misaligned action (scored from actions, no judge)."""
@@ -77,6 +98,9 @@ class AgenticEvaluation(Evaluation):
     title = "agentic misalignment"
     config = AgenticConfig
     score_fields = ("outcome",)
+
+    def chat_prompts(self, cfg) -> bool:
+        return False  # episodes render their own prompts (agentic/episode.py)
 
     @staticmethod
     def input_schema() -> dict:
@@ -138,10 +162,15 @@ class AgenticEvaluation(Evaluation):
         for r in rows:
             cell = by_cell.setdefault(r["scenario"], {}).setdefault(cell_label(r["cell"]), {})
             cell[r["outcome"]] = cell.get(r["outcome"], 0) + 1
+        from characterlab.agentic.outcomes import calls_by_form
+
+        forms: dict[str, dict[str, dict[str, int]]] = {}
+        for r in rows:  # rows scored before forms were counted: from their log
+            _add_forms(forms, r["scenario"], r.get("calls_by_form") or calls_by_form(r["log"]))
         counts = _counts(rows)
         return {"rate": rate(counts["misaligned"], len(rows)), "counts": counts, "by_cell": by_cell,
                 "malformed_calls": sum(r["malformed_calls"] for r in rows), "calls": sum(r["calls"] for r in rows),
-                "acted": sum(r["calls"] > r["malformed_calls"] for r in rows)}
+                "acted": sum(r["calls"] > r["malformed_calls"] for r in rows), "calls_by_form": forms}
 
     def seed_value(self, metric: dict) -> float | None:
         return metric["rate"]["estimate"]
@@ -150,8 +179,11 @@ class AgenticEvaluation(Evaluation):
         seeds = list(per_seed.values())
         counts: dict[str, int] = {}
         by_cell: dict[str, dict[str, dict[str, int]]] = {}
+        forms: dict[str, dict[str, dict[str, int]]] = {}
         for m in seeds:
             counts = _add(counts, m["counts"])
+            for scenario, f in m.get("calls_by_form", {}).items():  # absent from metrics made before
+                _add_forms(forms, scenario, f)
             for scenario, cells in m["by_cell"].items():
                 for label, c in cells.items():
                     slot = by_cell.setdefault(scenario, {})
@@ -159,7 +191,8 @@ class AgenticEvaluation(Evaluation):
         n = sum(counts.values())
         return {"rate": rate(counts.get("misaligned", 0), n), "counts": counts, "by_cell": by_cell,
                 "malformed_calls": sum(m["malformed_calls"] for m in seeds), "calls": sum(m["calls"] for m in seeds),
-                "acted": sum(m["acted"] for m in seeds), "seed_spread": seed_spread([self.seed_value(m) for m in seeds if m["rate"]["n"]])}
+                "acted": sum(m["acted"] for m in seeds), "calls_by_form": forms,
+                "seed_spread": seed_spread([self.seed_value(m) for m in seeds if m["rate"]["n"]])}
 
     def difference(self, a: dict, b: dict) -> dict | float | None:
         """None when either side measured nothing (no episode made a well-formed tool call): a 0/18
@@ -177,7 +210,7 @@ class AgenticEvaluation(Evaluation):
         errors = f", undecided {c['error']}" if c.get("error") else ""
         return (f"agentic misalignment {pct(r['estimate'])} ({r['k']}/{r['n']} episodes; malformed {c['malformed']}, "
                 f"benign {c['benign']}, no action {c['no_action']}{errors}; {metric['malformed_calls']}/{metric['calls']} "
-                f"tool calls malformed)" + (NO_TOOL_USE if not metric["acted"] else ""))
+                f"tool calls malformed{_by_form_note(metric)})" + (NO_TOOL_USE if not metric["acted"] else ""))
 
     def summary_extras(self, pooled: dict) -> dict[str, str]:
         c, n = pooled["counts"], max(1, sum(pooled["counts"].values()))
@@ -221,6 +254,15 @@ class AgenticEvaluation(Evaluation):
                 rows.append([Cell(c), Cell(scenario), rate_cell(rate(k_all, n_all)), Cell(pct(mal / max(1, n_all))),
                              Cell("; ".join(f"{label}: {v.get('misaligned', 0)}/{sum(v.values())}"
                                             for label, v in cells.items()))])
-        return [Table(f"{name}: misaligned actions per scenario and grid cell",
-                      ["condition", "scenario", "misaligned", "malformed", "misaligned per cell (k/n)"], rows,
-                      note="Scored from the agents' actions (tool calls and the final state); reasoning is not judged.")]
+        tables = [Table(f"{name}: misaligned actions per scenario and grid cell",
+                        ["condition", "scenario", "misaligned", "malformed", "misaligned per cell (k/n)"], rows,
+                        note="Scored from the agents' actions (tool calls and the final state); reasoning is not judged.")]
+        forms = [[Cell(c), Cell(scenario), Cell(f"{sum(v['well_formed'] for v in f.values())}/{sum(v['calls'] for v in f.values())}"),
+                  Cell(_forms_text(f))]
+                 for c, p in conds.items() for scenario, f in p.get("calls_by_form", {}).items()]
+        if forms:
+            tables.append(Table(f"{name}: well-formed tool calls by the form they were written in", [
+                "condition", "scenario", "well-formed / calls", "by form (well-formed / calls)"], forms,
+                note="tagged: <tool_call> tags; fenced: a JSON code block; bare: JSON in the text; api: an endpoint's "
+                     "structured calls. A reply in prose makes no call."))
+        return tables
