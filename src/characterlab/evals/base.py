@@ -228,6 +228,12 @@ class Evaluation(ABC):
         """Two results entries of this evaluation (``pooled``, ``per_seed``), A minus B."""
         return {"difference": self.difference(a["pooled"], b["pooled"])}
 
+    def chat_prompts(self, cfg: EvalConfig) -> bool:
+        """Whether this evaluation asks the model only through ``Generator.generate`` (chat
+        requests), where an icl organism puts its examples (``models/in_context.py``); one that
+        reads logits or plays tool-use episodes says False, and a study refuses the pair."""
+        return True
+
     def describe(self, metric: dict) -> str:
         """One line for the CLI about one seed's metrics."""
         v = self.seed_value(metric)

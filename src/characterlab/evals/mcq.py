@@ -226,6 +226,9 @@ class MCQEvaluation(Evaluation):
     score_fields = ("p_matching", "matches")
     needs_internals = True  # answer probabilities come from the model's logits
 
+    def chat_prompts(self, cfg) -> bool:
+        return False  # answer probabilities from logits or an endpoint's logprobs, not generate
+
     def stages(self, cfg: MCQConfig, ctx: PlanContext) -> EvalStages:
         sets = []
         for source in cfg.data:

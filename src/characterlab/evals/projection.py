@@ -54,6 +54,9 @@ class ProjectionEvaluation(Evaluation):
     needs_internals = True
     score_fields = ("projection",)
 
+    def chat_prompts(self, cfg) -> bool:
+        return False  # activations, not answers
+
     def stages(self, cfg: ProjectionConfig, ctx: PlanContext) -> EvalStages:
         from characterlab.data.files import sha256_folder
         from characterlab.data.questions import questions_identity

@@ -130,6 +130,9 @@ class VirtuesEvaluation(Evaluation):
     uses_judge = True
     score_fields = ("virtues",)
 
+    def chat_prompts(self, cfg) -> bool:
+        return cfg.source == "questions"  # episodes render their own prompts
+
     def stages(self, cfg: VirtuesConfig, ctx: PlanContext) -> EvalStages:
         if cfg.source == "questions":
             from characterlab.data.questions import questions_identity

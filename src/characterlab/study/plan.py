@@ -43,6 +43,7 @@ from characterlab.study.params import (
     TrainParams,
 )
 from characterlab.study.spec import (
+    ICL,
     CharacterSpec,
     ConditionSpec,
     DataSpec,
@@ -164,7 +165,7 @@ class _Builder:
             params = TrainParams(model=self.spec.model, method="sft", role="intervention",
                                  system_prompt=iv.system_prompt, lora=iv.lora, seed=seed)
             chain.append(self.train(params, (data,), f"train {c.name} intervention seed {seed}"))
-        if c.organism is not None:
+        if c.organism is not None and c.organism.kind != ICL:  # icl trains nothing: model_params
             org = c.organism
             system = resolve_inoculation(org.inoculation) if org.inoculation else None
             params = TrainParams(model=self.spec.model, method=org.kind, role="organism", system_prompt=system,
@@ -314,6 +315,8 @@ class _Builder:
 
             folder = check_adapter_dir((self.base_dir / c.adapter).resolve())
             model["adapter"] = {"path": str(folder), "sha256": sha256_folder(folder)}
+        if c.organism is not None and c.organism.kind == ICL and c.organism.k:
+            model["icl"] = self.in_context(c.organism)
         if c.steer is not None:
             from characterlab.models.refs import parse_model_ref
 
@@ -322,6 +325,20 @@ class _Builder:
             model["steering"] = {**self.vector_folder(c.steer.vector, "steer.vector"), "layer": c.steer.layer,
                                  "coef": c.steer.coef}
         return model
+
+    def in_context(self, org) -> dict:
+        """An icl organism's examples as generate-unit parameters: the file (content-hashed, its first
+        ``n`` rows checked now), ``k`` and the draw's seed; with the unit's seed they fix every draw."""
+        from characterlab.data.chat_data import chat_data_hash, read_chat_data
+
+        path = (self.base_dir / org.data.file).resolve()
+        if not path.exists():
+            raise InputError("no such data file", path, field="organism.data.file")
+        rows = read_chat_data(path, max_examples=org.data.n)
+        if len(rows) < org.k:
+            raise InputError(f"k={org.k} examples cannot be drawn from the {len(rows)} in the file", path,
+                             field="organism.k")
+        return {"file": str(path), "sha256": chat_data_hash(path), "n": org.data.n, "k": org.k, "seed": org.data.seed}
 
     def evaluation(self, e: EvalConfig, stages: EvalStages, model: dict, chain: list[str], seed: int, label: str) -> str:
         """The generate -> judge -> metric units of evaluation ``e`` (its ``stages``) on one model."""
@@ -389,6 +406,12 @@ def build_plan(spec: StudySpec, base_dir: str | Path = ".") -> Plan:
                 continue
             for i, e in enumerate(spec.evaluations):
                 if i not in stages or (c.evaluations is not None and e.name not in c.evaluations):
+                    continue
+                if "icl" in model and not get_evaluation(e.kind).chat_prompts(e):
+                    problems.append(_problem(spec, ("conditions", j), InputError(
+                        f"an icl organism puts its examples before chat prompts; the {e.kind} evaluation "
+                        f"{e.name!r} does not ask through them (list the others in this condition's evaluations:)",
+                        field="organism")))
                     continue
                 metric = b.evaluation(e, stages[i], model, chain, seed, f"{c.name} / {e.name} / seed {seed}")
                 cells.append(Cell(c.name, seed, e.name, e.kind, metric, chain[-1] if chain else None))

@@ -125,6 +125,7 @@ class MonitorSpec(_Strict):
 
 
 ORGANISM_BLOCKS = ("rl", "feedback", "reward_model", "rlhf")  # an organism's fields that belong to one method
+ICL = "icl"  # the organism made of in-context examples, not training (models/in_context.py)
 
 
 def _article(method: str) -> str:
@@ -139,6 +140,10 @@ def _organism_lora(v: Any, info: ValidationInfo) -> Any:
     kind = info.data.get("kind")  # absent when the kind itself was refused: its error is enough
     if kind is None:
         return SFTConfig()
+    if kind == ICL:
+        if v:
+            raise ValueError("an icl organism trains nothing: it takes no 'lora'")
+        return SFTConfig()
     trainer = trainers().get(kind)
     return (trainer.lora_block or trainer.config).model_validate(v)
 
@@ -147,10 +152,15 @@ class OrganismSpec(_Strict):
     """How misalignment is induced. ``kind`` is a training method that trains organisms (sft, rl,
     rlhf, or one registered since); ``lora:`` is that method's config. ``inoculation`` is a variant
     name (``hacking_okay``, ...) or any text; it is the train-time system prompt and is never shown
-    at evaluation."""
+    at evaluation.
+
+    ``kind: icl`` trains nothing: ``k`` examples drawn from the ``data`` file's first ``n`` are put
+    before every evaluation prompt (arXiv 2510.11288's in-context EM; ``models/in_context.py``),
+    drawn per prompt from ``data.seed`` and the study's seed. ``k: 0`` is the model itself."""
 
     kind: str = "sft"
     data: DataSpec | None = None
+    k: int | None = Field(default=None, ge=0, le=256)  # icl: examples before each prompt
     inoculation: str | None = None
     lora: Annotated[SerializeAsAny[TrainConfig], BeforeValidator(_organism_lora)] = Field(
         default_factory=dict, validate_default=True)
@@ -169,7 +179,7 @@ class OrganismSpec(_Strict):
     def _organism_method(cls, v: str) -> str:
         from characterlab.train.registry import trainers
 
-        organisms = trainers().organisms()
+        organisms = [*trainers().organisms(), ICL]
         if v not in organisms:
             raise ValueError(f"unknown organism kind {v!r}; choose from {', '.join(organisms)}")
         return v
@@ -178,6 +188,10 @@ class OrganismSpec(_Strict):
     def _kind_fields(self) -> OrganismSpec:
         from characterlab.train.registry import trainers
 
+        if self.kind == ICL:
+            return self._icl_fields()
+        if self.k is not None:
+            raise ValueError("'k' (in-context examples) belongs to an icl organism")
         registry = trainers()
         trainer, a = registry.get(self.kind), _article(self.kind)
         if trainer.reads == "chat" and self.data is None:
@@ -190,6 +204,18 @@ class OrganismSpec(_Strict):
             if getattr(self, name) is not None and name not in trainer.blocks:
                 owner = next((m for m in registry.organisms() if name in registry.get(m).blocks), "other")
                 raise ValueError(f"'{name}' settings belong to {_article(owner)} {owner} organism")
+        return self
+
+    def _icl_fields(self) -> OrganismSpec:
+        if self.data is None or self.data.file is None:
+            raise ValueError("an icl organism needs 'data' with a 'file' of chat examples to draw from")
+        if self.k is None:
+            raise ValueError("an icl organism needs 'k', the examples before each prompt")
+        if self.k > self.data.n:
+            raise ValueError(f"k={self.k} examples cannot be drawn from data.n={self.data.n}")
+        trained = [n for n in ("inoculation", *ORGANISM_BLOCKS, "steer", "ablate", "monitor") if getattr(self, n) is not None]
+        if trained:
+            raise ValueError(f"an icl organism trains nothing: it takes no {', '.join(map(repr, trained))}")
         return self
 
 

@@ -253,6 +253,8 @@ def run_generate(unit: Unit, deps: dict[str, DepView], progress: bool, backend: 
     steer = params.get("steering")
     generator = load_generator(_model_ref(unit, deps), progress=progress, backend=backend, timeout=timeout,
                                needs_internals=evaluation.needs_internals or steer is not None)
+    if params.get("icl"):
+        generator = _in_context(generator, params["icl"], params["seed"])
     if steer is None:
         rows = evaluation.generate(params, generator)
     else:
@@ -263,6 +265,19 @@ def run_generate(unit: Unit, deps: dict[str, DepView], progress: bool, backend: 
         with steering(generator.local.model, v.vector, v.layer, steer["coef"]):
             rows = evaluation.generate(params, generator)
     return UnitOutput(result={"n": len(rows), "backend": generator.backend}, rows=rows)
+
+
+def _in_context(generator, icl: dict, seed: int):
+    """The generator with an icl organism's examples before every prompt (``models/in_context.py``),
+    from the file checked unchanged since planning; the draw's seed is the organism's and the unit's."""
+    from characterlab.data.chat_data import chat_data_hash, read_chat_data
+    from characterlab.models.in_context import InContextGenerator
+
+    if chat_data_hash(icl["file"]) != icl["sha256"]:
+        raise InputError("the icl organism's data changed after the study was planned; run again to re-plan",
+                         icl["file"], field="organism.data.file")
+    examples = read_chat_data(icl["file"], max_examples=icl["n"])
+    return InContextGenerator(generator, examples, icl["k"], seed=(icl["seed"], seed))
 
 
 def run_vector(unit: Unit, workdir: Path) -> UnitOutput:
