@@ -1,5 +1,6 @@
 """The generation backend: which engine is chosen, the vLLM generator's contract (through a
-scripted engine, since vLLM needs a GPU), and the merged base vLLM loads under a stacked adapter."""
+scripted engine; tests/vllm_cpu runs the real one where vllm is installed), and the merged base
+vLLM loads under a stacked adapter."""
 
 import json
 
@@ -10,7 +11,7 @@ from characterlab.data.records import GenerationRequest, Message, SamplingParams
 from characterlab.errors import InputError
 from characterlab.models.backend import choose_backend
 from characterlab.models.refs import ModelRef, parse_model_ref
-from characterlab.models.vllm_generator import EngineOutput, VLLMGenerator, lora_rank_slot
+from characterlab.models.vllm_generator import EngineOutput, VLLMGenerator, engine_options, lora_rank_slot
 
 LOCAL = ModelRef(kind="hf", name="/models/x")
 API = ModelRef(kind="openai", name="gpt", base_url="http://localhost:1")
@@ -38,6 +39,20 @@ def test_an_impossible_choice_is_an_input_error(requested, internals, cuda, vllm
     with pytest.raises(InputError) as e:
         choose_backend(LOCAL, requested, needs_internals=internals, cuda=cuda, vllm=vllm)
     assert says in str(e.value) and e.value.field == "backend"
+
+
+def test_the_cpu_build_of_vllm_runs_only_when_asked_for():
+    choice = choose_backend(LOCAL, "vllm", cuda=False, vllm=True, vllm_cpu=True)
+    assert choice.name == "vllm" and "CPU" in choice.reason
+    assert choose_backend(LOCAL, "auto", cuda=False, vllm=True, vllm_cpu=True).name == "hf"
+    with pytest.raises(InputError, match="internals"):
+        choose_backend(LOCAL, "vllm", needs_internals=True, cuda=False, vllm=True, vllm_cpu=True)
+
+
+def test_on_a_cpu_vllm_runs_eagerly_with_a_fixed_kv_cache():
+    assert engine_options(False, 0.5) == {"gpu_memory_utilization": 0.5}
+    assert engine_options(True, 0.5, {}) == {"enforce_eager": True, "kv_cache_memory_bytes": 2 << 30}
+    assert engine_options(True, 0.5, {"VLLM_CPU_KVCACHE_SPACE": "4"}) == {"enforce_eager": True}  # vLLM reads it
 
 
 def test_endpoints_keep_their_endpoint():

