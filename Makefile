@@ -79,7 +79,7 @@ bench: install
 VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.characterlab-installed
-VLLM_TESTS ?= tests/vllm tests/unit/test_backend.py tests/unit/test_generation.py
+VLLM_TESTS ?= tests/vllm_cpu tests/unit/test_backend.py tests/unit/test_generation.py
 
 vllm-env: $(VLLM_STAMP)
 
