@@ -112,14 +112,10 @@ def _depth(value: object) -> int:
 def loads(text: str) -> object:
     """``json.loads`` of a model's text; ``ValueError`` (with the reason) for text that is not JSON
     or nests deeper than :data:`MAX_JSON_DEPTH`."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(e.msg) from None
-    except RecursionError:
-        raise ValueError(f"nested more than {MAX_JSON_DEPTH} deep") from None
-    if _depth(value) > MAX_JSON_DEPTH:
-        raise ValueError(f"nested more than {MAX_JSON_DEPTH} deep")
+    body = text.strip(" \t\n\r")  # the whitespace JSON allows around a value
+    value, end = _raw_value(body, 0)
+    if end != len(body):
+        raise ValueError("Extra data")
     return value
 
 
